@@ -1,0 +1,173 @@
+"""Command line of main.py: parse arguments, build settings, take the lock, call a stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from source.config import ConfigError, Settings, load_settings
+from source.db_functions.connection import DatabaseUnavailable
+from source.log_setup import configure_logging, redact
+from source.pipeline import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, run_hourly
+
+log = logging.getLogger("main")
+
+EPILOG = """examples:
+  python main.py                      one hourly run (fetch, land, load, train)
+  python main.py --demo               the same against a local sandbox and an embedded database
+  python main.py --no-train --metals gold,silver
+  python main.py train                retrain every model from the database
+  python main.py backtest --csv prices.csv --column price
+
+exit codes: 0 ok, 1 failure, 2 usage/configuration error, 3 some metals failed,
+75 another run holds the lock"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="use the built-in sandbox feed and the embedded demo database (no API key needed)",
+    )
+    parser.add_argument("--metals", help="comma-separated subset, e.g. gold,silver")
+
+
+def build_parsers() -> dict[str, argparse.ArgumentParser]:
+    formatter = argparse.RawDescriptionHelpFormatter
+    run = argparse.ArgumentParser(
+        prog="main.py",
+        description="Hourly Metals.Dev -> PostgreSQL run. Subcommands: train, backtest.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    _common(run)
+    run.add_argument(
+        "--no-train", action="store_true", help="load prices but do not retrain models"
+    )
+
+    train = argparse.ArgumentParser(
+        prog="main.py train",
+        description="Retrain the rate_price and rate_ask models of every metal from the database.",
+        epilog="example:\n  python main.py train --metals gold",
+        formatter_class=formatter,
+    )
+    _common(train)
+
+    backtest = argparse.ArgumentParser(
+        prog="main.py backtest",
+        description="Walk-forward evaluation of the model family on a price series from a CSV, "
+        "against the naive (persistence) forecast. Prints one JSON object.",
+        epilog="example:\n  python main.py backtest --csv gold.csv --column close --time-column t",
+        formatter_class=formatter,
+    )
+    backtest.add_argument("--csv", required=True, type=Path, help="CSV file with the series")
+    backtest.add_argument("--column", required=True, help="the price column")
+    backtest.add_argument("--time-column", help="column to sort by (default: file order)")
+    return {"run": run, "train": train, "backtest": backtest}
+
+
+@contextmanager
+def run_lock(path: Path):
+    """Hold an exclusive lock for the run; yields False when another run holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parsers = build_parsers()
+    command = argv.pop(0) if argv and argv[0] in parsers and argv[0] != "run" else "run"
+    args = parsers[command].parse_args(argv)
+    if command == "backtest":
+        return _backtest(args)
+    try:
+        settings = load_settings(demo=args.demo).with_metals(args.metals)
+    except ConfigError as exc:
+        print(f"main.py: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log_path = configure_logging(settings.log_dir, settings.secrets)
+    with run_lock(settings.data_dir / ".pipeline.lock") as locked:
+        if not locked:
+            message = f"another run holds the lock {settings.data_dir / '.pipeline.lock'}; exiting"
+            log.warning(message)
+            print(f"main.py: {message}", file=sys.stderr)
+            return EXIT_LOCKED
+        step: Callable[[Settings], int] = (
+            _train_only if command == "train" else (lambda s: _hourly(s, train=not args.no_train))
+        )
+        return _guarded(step, settings, log_path)
+
+
+def _guarded(step: Callable[[Settings], int], settings: Settings, log_path: Path) -> int:
+    """Run a step; turn any unexpected error into one stderr line, the traceback in the log."""
+    try:
+        if settings.demo:
+            return _with_sandbox(step, settings)
+        return step(settings)
+    except DatabaseUnavailable as exc:
+        log.error("%s", exc)
+        print(f"main.py: {redact(str(exc), settings.secrets)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:
+        log.error("unexpected error", exc_info=True, extra={"file_only": True})
+        line = redact(f"{type(exc).__name__}: {exc}".splitlines()[0], settings.secrets)
+        print(f"main.py: unexpected error: {line} (traceback in {log_path})", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _with_sandbox(step: Callable[[Settings], int], settings: Settings) -> int:
+    from source.config import DEMO_API_KEY
+    from source.sandbox import SandboxServer
+
+    with SandboxServer(api_key=DEMO_API_KEY) as sandbox:
+        logging.getLogger("source.sandbox").info("demo: sandbox feed on %s", sandbox.base_url)
+        return step(replace(settings, base_url=sandbox.base_url))
+
+
+def _hourly(settings: Settings, *, train: bool) -> int:
+    report = run_hourly(settings, train=train)
+    if settings.demo:
+        from source.summary import print_demo_summary
+
+        print_demo_summary(settings, report)
+    elif report.exit_code != EXIT_OK:
+        print(f"main.py: {report.summary()}", file=sys.stderr)
+    return report.exit_code
+
+
+def _train_only(settings: Settings) -> int:
+    from source.ml.train import train_all
+    from source.pipeline import connect_and_migrate
+
+    trained = train_all(settings, connect_and_migrate(settings))
+    print(f"{trained} model(s) trained; see {settings.models_dir}")
+    return EXIT_OK
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from source.ml.backtest import BacktestInputError, backtest_csv
+
+    try:
+        result = backtest_csv(args.csv, args.column, args.time_column)
+    except BacktestInputError as exc:
+        print(f"main.py backtest: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result))
+    return EXIT_OK

@@ -1,0 +1,143 @@
+"""Settings read once at start-up from the environment, a `.env` file and `*_FILE` secrets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+KNOWN_METALS = ("gold", "silver", "platinum", "palladium")
+SECRET_NAMES = ("METALS_DEV_API_KEY", "PGPASSWORD")
+DEMO_API_KEY = "demo-key-not-secret"
+DEMO_DATABASE = "commodities_demo"
+DEFAULT_DATABASE = "commodities"
+
+
+class ConfigError(Exception):
+    """A configuration problem the user must fix; reported in one line with exit code 2."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str | None = field(repr=False)
+    base_url: str
+    metals: tuple[str, ...]
+    currency: str
+    unit: str
+    pg_host: str | None
+    pg_port: int | None
+    pg_user: str | None
+    pg_password: str | None = field(repr=False)
+    pg_database: str
+    embedded_pg_dir: Path
+    data_dir: Path
+    log_dir: Path
+    models_dir: Path
+    backup_dir: Path
+    backup_keep: int
+    http_timeout: float
+    http_max_attempts: int
+    http_backoff: float
+    demo: bool = False
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never reach a log line, a file or an error message."""
+        return tuple(s for s in (self.api_key, self.pg_password) if s and len(s) >= 4)
+
+    @property
+    def source_tag(self) -> str:
+        return "demo" if self.demo else "api"
+
+    def with_metals(self, metals: str | None) -> Settings:
+        return self if metals is None else replace(self, metals=parse_metals(metals))
+
+
+def read_environment(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = None
+) -> dict:
+    """Merge `.env` (lowest), the process environment, then `NAME_FILE` secrets (highest)."""
+    environ = os.environ if environ is None else environ
+    env_file = Path(".env") if env_file is None else env_file
+    merged: dict[str, str] = {}
+    if env_file.is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(environ)
+    for name in SECRET_NAMES:
+        file_name = merged.get(f"{name}_FILE")
+        if file_name:
+            try:
+                merged[name] = Path(file_name).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read {name}_FILE ({file_name}): {exc.strerror}"
+                ) from None
+    return merged
+
+
+def parse_metals(text: str) -> tuple[str, ...]:
+    metals = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
+    unknown = [m for m in metals if m not in KNOWN_METALS]
+    if not metals or unknown:
+        raise ConfigError(
+            f"unknown metal(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(KNOWN_METALS)}"
+        )
+    return metals
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind: type, minimum: float):
+    raw = env.get(name, default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    demo: bool = False,
+    require_api_key: bool = True,
+    env_file: Path | None = None,
+) -> Settings:
+    """Build Settings; raise ConfigError with a one-line message when something is wrong."""
+    env = read_environment(environ, env_file)
+    api_key = env.get("METALS_DEV_API_KEY") or None
+    if demo:
+        api_key = DEMO_API_KEY
+    elif require_api_key and not api_key:
+        raise ConfigError(
+            "METALS_DEV_API_KEY is not set (set it, or METALS_DEV_API_KEY_FILE, "
+            "or try `python main.py --demo`)"
+        )
+    pg_port = env.get("PGPORT")
+    return Settings(
+        api_key=api_key,
+        base_url=env.get("METALS_DEV_BASE_URL", "https://api.metals.dev/v1").rstrip("/"),
+        metals=parse_metals(env.get("METALS", ",".join(KNOWN_METALS))),
+        currency=env.get("CURRENCY", "USD").upper(),
+        unit=env.get("UNIT", "toz"),
+        pg_host=env.get("PGHOST") or None,
+        pg_port=int(_number(env, "PGPORT", pg_port, int, 1)) if pg_port else None,
+        pg_user=env.get("PGUSER") or None,
+        pg_password=env.get("PGPASSWORD") or None,
+        pg_database=DEMO_DATABASE if demo else env.get("PGDATABASE", DEFAULT_DATABASE),
+        embedded_pg_dir=Path(env.get("EMBEDDED_PG_DIR", "pgdata")),
+        # Demo responses land apart from real ones, so a real run never replays them.
+        data_dir=Path(env.get("DATA_DIR", "source/data")) / ("demo" if demo else ""),
+        log_dir=Path(env.get("LOG_DIR", "logs")),
+        models_dir=Path(env.get("MODELS_DIR", "trained_models")),
+        backup_dir=Path(env.get("BACKUP_DIR", "backups")),
+        backup_keep=_number(env, "BACKUP_KEEP", "28", int, 1),
+        http_timeout=_number(env, "HTTP_TIMEOUT", "10", float, 0.1),
+        http_max_attempts=_number(env, "HTTP_MAX_ATTEMPTS", "4", int, 1),
+        http_backoff=_number(env, "HTTP_BACKOFF", "1", float, 0),
+        demo=demo,
+    )

@@ -1,0 +1,1 @@
+"""PostgreSQL: connection (configured or embedded), migrations, loaders, run ledger."""

@@ -1,0 +1,185 @@
+"""The extract stage: concurrent fetches, atomic raw landing, and replay of landed files
+that an earlier run fetched but did not load.
+
+Layout under DATA_DIR:
+    incoming/  landed, not yet loaded (the next run loads them)
+    loaded/YYYY-MM-DD/  loaded; kept
+    rejected/YYYY-MM-DD/  error bodies and malformed payloads; kept for inspection
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from source.load import LoadJob
+from source.metals_dev import MetalsDevClient, MetalsDevError, RawResponse, parse_payload
+from source.transform import history_to_frame, spot_to_frame, timeseries_to_frames
+
+log = logging.getLogger(__name__)
+
+INCOMING, LOADED, REJECTED = "incoming", "loaded", "rejected"
+ENDPOINTS = {"spot": "/metal/spot", "timeseries": "/timeseries", "history": "/sandbox/history"}
+_NAME = re.compile(r"^(?P<time>\d{8}T\d{12}Z)_(?P<kind>[a-z]+)_(?P<metal>[a-z]+)\.json$")
+_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+
+
+def raw_file_name(raw: RawResponse) -> str:
+    return f"{raw.fetched_at.strftime(_TIME_FORMAT)}_{raw.kind}_{raw.metal}.json"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def land_raw_response(data_dir: Path, raw: RawResponse) -> Path:
+    """Write the body exactly as received to incoming/, atomically (temp file, fsync, rename)."""
+    directory = Path(data_dir) / INCOMING
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / raw_file_name(raw)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".landing-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw.body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+    log.info("%s: landed %d bytes from %s as %s", raw.metal, len(raw.body), raw.endpoint, target)
+    return target
+
+
+def _archive(data_dir: Path, path: Path, area: str) -> Path:
+    match = _NAME.match(path.name)
+    day = (
+        datetime.strptime(match["time"], _TIME_FORMAT).strftime("%Y-%m-%d")
+        if match
+        else datetime.now(UTC).strftime("%Y-%m-%d")
+    )
+    directory = Path(data_dir) / area / day
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / path.name
+    os.replace(path, target)
+    return target
+
+
+def mark_loaded(data_dir: Path, job: LoadJob) -> None:
+    """Move a job's raw files out of incoming/ once their rows are committed."""
+    for path in job.raw_files:
+        try:
+            _archive(data_dir, path, LOADED)
+        except OSError as exc:  # harmless: the next run reloads it and the upsert changes nothing
+            log.warning("%s: could not move %s to %s/: %s", job.metal, path, LOADED, exc)
+
+
+def mark_rejected(data_dir: Path, path: Path | None) -> None:
+    if path is not None and path.exists():
+        target = _archive(data_dir, path, REJECTED)
+        log.info("kept the rejected response as %s", target)
+
+
+def frames_from_payload(
+    kind: str,
+    metal: str,
+    payload: dict,
+    *,
+    fetched_at: datetime,
+    raw_file: Path | None,
+    source: str,
+    metals: tuple[str, ...],
+) -> dict:
+    """Turn any landed payload into {metal: frame}."""
+    common = {"endpoint": ENDPOINTS[kind], "fetched_at": fetched_at, "raw_file": str(raw_file)}
+    if kind == "timeseries":
+        return timeseries_to_frames(payload, metals=metals, **common)
+    to_frame = spot_to_frame if kind == "spot" else history_to_frame
+    return {metal: to_frame(payload, metal=metal, source=source, **common)}
+
+
+def replay_landed(data_dir: Path, *, source: str, metals: tuple[str, ...]) -> list[LoadJob]:
+    """Jobs for files landed by earlier runs but never loaded (database down, crash)."""
+    jobs = []
+    for path in sorted((Path(data_dir) / INCOMING).glob("*.json")):
+        match = _NAME.match(path.name)
+        if match is None:
+            log.warning("ignoring unexpected file in %s: %s", INCOMING, path.name)
+            continue
+        kind, metal = match["kind"], match["metal"]
+        fetched_at = datetime.strptime(match["time"], _TIME_FORMAT).replace(tzinfo=UTC)
+        try:
+            payload = parse_payload(path.read_bytes(), metal=metal, endpoint=ENDPOINTS[kind])
+            frames = frames_from_payload(
+                kind,
+                metal,
+                payload,
+                fetched_at=fetched_at,
+                raw_file=path,
+                source="backfill" if kind == "timeseries" else source,
+                metals=metals,
+            )
+        except MetalsDevError as exc:
+            log.error("replay of %s failed: %s", path.name, exc)
+            mark_rejected(data_dir, path)
+            continue
+        for frame_metal, frame in frames.items():
+            jobs.append(LoadJob(frame_metal, frame, [path], replayed=True))
+        log.info("%s: replaying %s, landed by an earlier run but not loaded", metal, path.name)
+    return jobs
+
+
+def fetch_spot_prices(
+    client: MetalsDevClient,
+    metals: tuple[str, ...],
+    *,
+    currency: str,
+    source: str,
+    data_dir: Path,
+    submit: Callable[[LoadJob], None],
+) -> dict[str, str]:
+    """Fetch every metal concurrently; submit a LoadJob per success; return {metal: error}."""
+
+    def fetch_one(metal: str) -> None:
+        fetched = None
+        try:
+            fetched = client.spot(metal, currency)
+            frame = spot_to_frame(
+                fetched.payload,
+                metal=metal,
+                endpoint=ENDPOINTS["spot"],
+                source=source,
+                fetched_at=fetched.raw.fetched_at,
+                raw_file=str(fetched.landed_path),
+            )
+        except MetalsDevError as exc:
+            mark_rejected(data_dir, exc.landed_path or (fetched and fetched.landed_path))
+            raise
+        log.info(
+            "%s: transformed %d row(s), quote time %s",
+            metal,
+            len(frame),
+            frame["timestamp"].iloc[-1],
+        )
+        submit(LoadJob(metal, frame, [fetched.landed_path]))
+
+    errors: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=len(metals), thread_name_prefix="fetch") as pool:
+        futures = {metal: pool.submit(fetch_one, metal) for metal in metals}
+        for metal, future in futures.items():
+            error = future.exception()
+            if error is not None:
+                errors[metal] = str(error) if isinstance(error, MetalsDevError) else repr(error)
+                log.error("%s: fetch failed: %s", metal, errors[metal])
+    return errors

@@ -1,0 +1,99 @@
+"""The load stage: frames arrive on a queue.Queue and a loader thread upserts each one in
+its own transaction, then marks its raw files as loaded."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import psycopg2
+
+from source.db_functions.connection import Database, DatabaseUnavailable
+from source.db_functions.loaders import upsert_prices
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadJob:
+    metal: str
+    frame: pd.DataFrame
+    raw_files: list[Path] = field(default_factory=list)
+    replayed: bool = False
+
+
+@dataclass
+class LoadOutcome:
+    job: LoadJob
+    inserted: int = 0
+    updated: int = 0
+    error: str | None = None
+
+
+class QueueLoader:
+    """Consumes LoadJobs on a background thread with its own connection."""
+
+    _DONE = object()
+
+    def __init__(self, database: Database | None, on_loaded: Callable[[LoadJob], None]):
+        self.database = database
+        self.on_loaded = on_loaded
+        self.queue: queue.Queue = queue.Queue()
+        self.outcomes: list[LoadOutcome] = []
+        self._conn = None
+        self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
+
+    def __enter__(self) -> QueueLoader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.finish()
+
+    def submit(self, job: LoadJob) -> None:
+        self.queue.put(job)
+
+    def finish(self) -> list[LoadOutcome]:
+        """Wait for every submitted job; return their outcomes in load order."""
+        if self._thread.is_alive():
+            self.queue.put(self._DONE)
+            self._thread.join()
+        return self.outcomes
+
+    def _run(self) -> None:
+        try:
+            while (job := self.queue.get()) is not self._DONE:
+                self.outcomes.append(self._load(job))
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+
+    def _connection(self):
+        if self.database is None:
+            raise DatabaseUnavailable("database unavailable")
+        if self._conn is None or self._conn.closed:
+            self._conn = self.database.connect()
+        return self._conn
+
+    def _load(self, job: LoadJob) -> LoadOutcome:
+        try:
+            counts = upsert_prices(self._connection(), job.frame)
+        except (DatabaseUnavailable, psycopg2.Error) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.error("%s: load failed, raw file kept for the next run: %s", job.metal, message)
+            return LoadOutcome(job, error=message)
+        log.info(
+            "%s: %d row(s) inserted, %d updated in %s_historic and the analytics table%s",
+            job.metal,
+            counts.inserted,
+            counts.updated,
+            job.metal,
+            " (replayed from an earlier run)" if job.replayed else "",
+        )
+        self.on_loaded(job)
+        return LoadOutcome(job, inserted=counts.inserted, updated=counts.updated)

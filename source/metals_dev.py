@@ -1,0 +1,242 @@
+"""The only module that speaks HTTP to the Metals.Dev API.
+
+Every response body is handed to a landing callback (raw JSON on disk) before it is parsed.
+Transient failures (connection errors, timeouts, HTTP 429 and 5xx) are retried with
+exponential backoff and jitter; API errors are not. The API key travels as a query
+parameter, so no URL is ever put into a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+log = logging.getLogger(__name__)
+
+ERROR_INVALID_KEY = 1101
+ERROR_QUOTA_EXCEEDED = 1203
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """One HTTP response exactly as received, with what is needed to replay it later."""
+
+    kind: str  # "spot", "timeseries" or "history" (sandbox only)
+    metal: str  # the metal asked for, or "all"
+    endpoint: str
+    http_status: int
+    body: bytes
+    fetched_at: datetime
+
+
+@dataclass(frozen=True)
+class Fetched:
+    raw: RawResponse
+    payload: dict
+    landed_path: Path | None
+
+
+class MetalsDevError(Exception):
+    """A failed request for one metal; str() is a one-line message without the URL or key."""
+
+    def __init__(self, metal: str, endpoint: str, detail: str):
+        super().__init__(f"{metal}: GET {endpoint}: {detail}")
+        self.landed_path: Path | None = None  # where the offending body was landed, if it was
+        self.metal = metal
+        self.endpoint = endpoint
+        self.detail = detail
+
+
+class TransientError(MetalsDevError):
+    """Network trouble, HTTP 429 or 5xx: worth retrying."""
+
+    def __init__(self, metal: str, endpoint: str, detail: str, retry_after: float | None = None):
+        super().__init__(metal, endpoint, detail)
+        self.retry_after = retry_after
+
+
+class MalformedResponse(MetalsDevError):
+    """The body is not JSON, or lacks the fields the API documents."""
+
+
+class ApiError(MetalsDevError):
+    """The API answered `status: failure` (possibly inside HTTP 200)."""
+
+    def __init__(self, metal: str, endpoint: str, code: int | None, message: str):
+        super().__init__(metal, endpoint, f"API error {code}: {message}")
+        self.code = code
+
+
+class AuthError(ApiError):
+    """Error 1101: the API key is invalid; retrying cannot help."""
+
+
+class QuotaExceeded(ApiError):
+    """Error 1203: the monthly request quota is used up; no more requests this run."""
+
+
+def parse_payload(body: bytes, *, metal: str, endpoint: str, http_status: int = 200) -> dict:
+    """Decode a response body and raise the matching error unless it is a success payload."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise MalformedResponse(
+            metal, endpoint, f"HTTP {http_status}, body is not JSON ({len(body)} bytes)"
+        ) from None
+    if not isinstance(payload, dict):
+        raise MalformedResponse(metal, endpoint, f"HTTP {http_status}, JSON body is not an object")
+    status = payload.get("status")
+    if status == "failure" or (status is None and http_status >= 400):
+        code = payload.get("error_code")
+        message = str(payload.get("error_message") or f"HTTP {http_status}")
+        error_class = {ERROR_INVALID_KEY: AuthError, ERROR_QUOTA_EXCEEDED: QuotaExceeded}.get(
+            code, ApiError
+        )
+        raise error_class(metal, endpoint, code, message)
+    if status != "success":
+        raise MalformedResponse(
+            metal, endpoint, f"HTTP {http_status}, unexpected status {status!r}"
+        )
+    return payload
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    try:
+        return min(float(response.headers.get("Retry-After", "")), MAX_RETRY_AFTER_SECONDS)
+    except ValueError:
+        return None
+
+
+class MetalsDevClient:
+    """A thread-safe client: one requests.Session, bounded retries, a request counter."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff: float = 1.0,
+        land: Callable[[RawResponse], Path] | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.land = land
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "commodities-pipeline/0.1"
+        self._lock = threading.Lock()
+        self.request_count = 0
+        self._halted: ApiError | None = None
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def spot(self, metal: str, currency: str = "USD") -> Fetched:
+        """GET /metal/spot for one metal."""
+        return self.fetch("spot", metal, "/metal/spot", {"metal": metal, "currency": currency})
+
+    def timeseries(self, start: str, end: str, currency: str = "USD", unit: str = "toz") -> Fetched:
+        """GET /timeseries for at most 30 days (the API's limit)."""
+        params = {"start_date": start, "end_date": end, "currency": currency, "unit": unit}
+        return self.fetch("timeseries", "all", "/timeseries", params)
+
+    def history(self, metal: str, hours: int, currency: str = "USD") -> Fetched:
+        """GET /sandbox/history: hourly spot quotes; served only by the local sandbox (--demo)."""
+        params = {"metal": metal, "hours": hours, "currency": currency}
+        return self.fetch("history", metal, "/sandbox/history", params)
+
+    # -- mechanics -------------------------------------------------------------------------
+
+    def fetch(self, kind: str, metal: str, endpoint: str, params: dict) -> Fetched:
+        """Request with retries, land the body, then parse it (raising MetalsDevError)."""
+        if self._halted is not None:
+            raise type(self._halted)(
+                metal, endpoint, self._halted.code, "not sent: " + self._halted.detail
+            )
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        raw = retrying(self._get_once, kind, metal, endpoint, params)
+        landed = self.land(raw) if self.land else None
+        try:
+            payload = parse_payload(
+                raw.body, metal=metal, endpoint=endpoint, http_status=raw.http_status
+            )
+        except MetalsDevError as exc:
+            exc.landed_path = landed
+            if isinstance(exc, AuthError | QuotaExceeded):
+                self._halted = exc
+            raise
+        return Fetched(raw=raw, payload=payload, landed_path=landed)
+
+    def _get_once(self, kind: str, metal: str, endpoint: str, params: dict) -> RawResponse:
+        with self._lock:
+            self.request_count += 1
+        try:
+            response = self.session.get(
+                self.base_url + endpoint,
+                params={"api_key": self._api_key, **params},
+                timeout=self.timeout,
+            )
+        except requests.Timeout:
+            raise TransientError(metal, endpoint, f"timed out after {self.timeout:g}s") from None
+        except requests.RequestException as exc:
+            raise TransientError(metal, endpoint, f"{type(exc).__name__}") from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientError(
+                metal,
+                endpoint,
+                f"HTTP {response.status_code}",
+                retry_after=_retry_after_seconds(response),
+            )
+        return RawResponse(
+            kind=kind,
+            metal=metal,
+            endpoint=endpoint,
+            http_status=response.status_code,
+            body=response.content,
+            fetched_at=datetime.now(UTC),
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        exponential = wait_exponential_jitter(initial=self.backoff, max=30, jitter=self.backoff)
+        delay = exponential(state) if self.backoff > 0 else 0.0
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        return max(delay, retry_after or 0.0)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "%s; retrying in %.1fs (attempt %d of %d)",
+            error,
+            delay,
+            state.attempt_number + 1,
+            self.max_attempts,
+        )

@@ -1,0 +1,238 @@
+"""The hourly run, stage by stage: replay -> fetch + land -> transform -> queue -> load -> train."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+from source.config import Settings
+from source.db_functions.connection import Database, DatabaseUnavailable, open_database
+from source.db_functions.migrations import apply_migrations, historic_table
+from source.db_functions.runs import close_run, open_run
+from source.extract import (
+    fetch_spot_prices,
+    frames_from_payload,
+    land_raw_response,
+    mark_loaded,
+    mark_rejected,
+    replay_landed,
+)
+from source.load import LoadJob, LoadOutcome, QueueLoader
+from source.metals_dev import AuthError, MetalsDevClient, MetalsDevError, QuotaExceeded
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 75
+DEMO_SEED_HOURS = 24 * 120  # enough hourly history for walk-forward validation at 24 steps
+
+
+@dataclass
+class RunReport:
+    metals: tuple[str, ...]
+    fetch_errors: dict[str, Exception] = field(default_factory=dict)
+    outcomes: list[LoadOutcome] = field(default_factory=list)
+    database_error: str | None = None
+    training_error: str | None = None
+    models_trained: int = 0
+    api_requests: int = 0
+
+    @property
+    def load_errors(self) -> dict[str, str]:
+        return {o.job.metal: o.error for o in self.outcomes if o.error}
+
+    @property
+    def metals_ok(self) -> list[str]:
+        loaded = {o.job.metal for o in self.outcomes if not o.error and not o.job.replayed}
+        failed = {**self.fetch_errors, **self.load_errors}
+        return [m for m in self.metals if m in loaded and m not in failed]
+
+    @property
+    def metals_failed(self) -> list[str]:
+        return [m for m in self.metals if m not in self.metals_ok]
+
+    @property
+    def rows_inserted(self) -> int:
+        return sum(o.inserted for o in self.outcomes)
+
+    @property
+    def rows_updated(self) -> int:
+        return sum(o.updated for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        errors = list(self.fetch_errors.values())
+        if errors and not self.metals_ok and all(isinstance(e, AuthError) for e in errors):
+            return EXIT_USAGE  # the key is wrong: a configuration error
+        if not self.metals_ok:
+            return EXIT_FAILURE
+        if self.metals_failed or self.load_errors:
+            return EXIT_PARTIAL
+        return EXIT_FAILURE if self.training_error else EXIT_OK
+
+    @property
+    def status(self) -> str:
+        return {EXIT_OK: "success", EXIT_PARTIAL: "partial"}.get(self.exit_code, "failed")
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.metals_ok)}/{len(self.metals)} metals loaded",
+            f"{self.rows_inserted} row(s) inserted, {self.rows_updated} updated",
+            f"{self.api_requests} API request(s)",
+        ]
+        if self.metals_failed:
+            parts.append("failed: " + ", ".join(self.metals_failed))
+        if self.database_error:
+            parts.append(f"database: {self.database_error}")
+        if self.training_error:
+            parts.append(f"training: {self.training_error}")
+        return "; ".join(parts)
+
+
+def connect_and_migrate(settings: Settings) -> Database:
+    """Open (or start) the database and bring its schema up to date."""
+    database = open_database(settings)
+    conn = database.connect()
+    try:
+        apply_migrations(conn)
+    finally:
+        conn.close()
+    return database
+
+
+def make_client(settings: Settings) -> MetalsDevClient:
+    return MetalsDevClient(
+        settings.base_url,
+        settings.api_key or "",
+        timeout=settings.http_timeout,
+        max_attempts=settings.http_max_attempts,
+        backoff=settings.http_backoff,
+        land=partial(land_raw_response, settings.data_dir),
+    )
+
+
+def _rows_per_metal(database: Database, metals: tuple[str, ...]) -> dict[str, int]:
+    conn = database.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            counts = {}
+            for metal in metals:
+                cur.execute(f"SELECT count(*) FROM {historic_table(metal)}")
+                counts[metal] = cur.fetchone()[0]
+            return counts
+    finally:
+        conn.close()
+
+
+def seed_demo_history(settings: Settings, database: Database, client, submit) -> None:
+    """First demo run: fetch hourly history from the sandbox so the models have data."""
+    for metal, rows in _rows_per_metal(database, settings.metals).items():
+        if rows >= DEMO_SEED_HOURS // 2:
+            continue
+        try:
+            fetched = client.history(metal, DEMO_SEED_HOURS, settings.currency)
+            frames = frames_from_payload(
+                "history",
+                metal,
+                fetched.payload,
+                fetched_at=fetched.raw.fetched_at,
+                raw_file=fetched.landed_path,
+                source="demo",
+                metals=settings.metals,
+            )
+        except MetalsDevError as exc:
+            log.error("%s: seeding demo history failed: %s", metal, exc)
+            mark_rejected(settings.data_dir, exc.landed_path)
+            continue
+        log.info("%s: seeding %d hours of synthetic history", metal, len(frames[metal]))
+        submit(LoadJob(metal, frames[metal], [fetched.landed_path]))
+
+
+def run_hourly(settings: Settings, *, train: bool, command: str = "run") -> RunReport:
+    """One hourly run. Raw responses are landed even when the database is down."""
+    started = time.monotonic()
+    report = RunReport(metals=settings.metals)
+    database, run_id = None, None
+    try:
+        database = connect_and_migrate(settings)
+        conn = database.connect()
+        try:
+            run_id = open_run(conn, command)
+        finally:
+            conn.close()
+    except DatabaseUnavailable as exc:
+        report.database_error = str(exc)
+        log.error("%s; fetching anyway, responses stay landed for the next run", exc)
+
+    client = make_client(settings)
+    with QueueLoader(database, partial(mark_loaded, settings.data_dir)) as loader:
+        for job in replay_landed(
+            settings.data_dir, source=settings.source_tag, metals=settings.metals
+        ):
+            loader.submit(job)
+        if settings.demo and database is not None:
+            seed_demo_history(settings, database, client, loader.submit)
+        report.fetch_errors = fetch_spot_prices(
+            client,
+            settings.metals,
+            currency=settings.currency,
+            source=settings.source_tag,
+            data_dir=settings.data_dir,
+            submit=loader.submit,
+        )
+    report.outcomes = loader.outcomes
+    report.api_requests = client.request_count
+    client.close()
+    _log_api_trouble(report)
+
+    if train and database is not None and report.metals_ok:
+        report.models_trained, report.training_error = _train(settings, database)
+
+    log.info("run finished in %.1fs: %s", time.monotonic() - started, report.summary())
+    if database is not None and run_id is not None:
+        _close_ledger(database, run_id, report)
+    return report
+
+
+def _log_api_trouble(report: RunReport) -> None:
+    errors = list(report.fetch_errors.values())
+    if any(isinstance(e, QuotaExceeded) for e in errors):
+        log.error("Metals.Dev monthly quota exceeded (error 1203): no further requests this run")
+    if any(isinstance(e, AuthError) for e in errors):
+        log.error("Metals.Dev rejected the API key (error 1101): check METALS_DEV_API_KEY")
+
+
+def _train(settings: Settings, database: Database) -> tuple[int, str | None]:
+    from source.ml.train import train_all  # scikit-learn is imported only when training
+
+    started = time.monotonic()
+    try:
+        trained = train_all(settings, database)
+    except Exception as exc:  # a training bug must not hide that the data was loaded
+        log.exception("training failed")
+        return 0, f"{type(exc).__name__}: {exc}"
+    log.info("training finished in %.1fs: %d model(s) written", time.monotonic() - started, trained)
+    return trained, None
+
+
+def _close_ledger(database: Database, run_id: int, report: RunReport) -> None:
+    try:
+        conn = database.connect()
+        try:
+            close_run(
+                conn,
+                run_id,
+                status=report.status,
+                exit_code=report.exit_code,
+                metals_ok=report.metals_ok,
+                metals_failed=report.metals_failed,
+                rows_inserted=report.rows_inserted,
+                rows_updated=report.rows_updated,
+                api_requests=report.api_requests,
+                message=report.summary(),
+            )
+        finally:
+            conn.close()
+    except Exception as exc:
+        log.error("could not record the run in pipeline_runs: %s", exc)

@@ -1,0 +1,251 @@
+"""A local stand-in for Metals.Dev on 127.0.0.1, used by `--demo` and by the tests.
+
+It speaks the documented shapes (`/metal/spot`, `/latest`, `/timeseries`) with synthetic,
+deterministic prices, tagged `"synthetic": true`, plus `/sandbox/history` (hourly spot quotes)
+so a demo can seed enough history to train on. Faults and delays can be injected.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+ANCHOR = datetime(2020, 1, 1, tzinfo=UTC)
+BASE_PRICES = {"gold": 2000.0, "silver": 24.0, "platinum": 1000.0, "palladium": 1200.0}
+SPREAD = {"gold": 0.0004, "silver": 0.0015, "platinum": 0.002, "palladium": 0.003}
+_AR_COEFFICIENT = (
+    0.3  # hourly returns are autocorrelated, so the demo models have something to find
+)
+_HOURLY_VOLATILITY = 0.0015
+_MEAN_REVERSION = 2e-4
+
+
+@dataclass
+class Fault:
+    status: int
+    body: bytes
+    remaining: int | None = None  # None: every request
+
+
+def _iso(moment: datetime) -> str:
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+class PriceModel:
+    """Deterministic synthetic hourly prices per metal since ANCHOR (AR(1) log-returns)."""
+
+    def __init__(self):
+        self._paths: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def path(self, metal: str, hours: int) -> np.ndarray:
+        with self._lock:
+            cached = self._paths.get(metal)
+            if cached is None or len(cached) <= hours:
+                size = max(hours + 24 * 60, 24 * 365 * 8)
+                seed = sum(map(ord, metal))
+                shocks = np.random.default_rng(seed).normal(0.0, _HOURLY_VOLATILITY, size)
+                log_prices = np.empty(size)
+                level, previous = 0.0, 0.0
+                for i, shock in enumerate(shocks):
+                    # AR(1) returns with a weak pull back to the base price keep levels plausible.
+                    previous = _AR_COEFFICIENT * previous + shock - _MEAN_REVERSION * level
+                    level += previous
+                    log_prices[i] = level
+                cached = BASE_PRICES[metal] * np.exp(log_prices)
+                self._paths[metal] = cached
+            return cached
+
+    def quote(self, metal: str, hour: int, currency: str = "USD") -> dict:
+        path = self.path(metal, hour)
+        price = float(path[hour])
+        day_ago = float(path[max(hour - 24, 0)])
+        window = path[max(hour - 23, 0) : hour + 1]
+        half_spread = price * SPREAD[metal] / 2
+        return {
+            "status": "success",
+            "timestamp": _iso(ANCHOR + timedelta(hours=hour)),
+            "currency": currency,
+            "unit": "toz",
+            "metal": metal,
+            "synthetic": True,
+            "rate": {
+                "price": round(price, 4),
+                "ask": round(price + half_spread, 4),
+                "bid": round(price - half_spread, 4),
+                "high": round(float(window.max()), 4),
+                "low": round(float(window.min()), 4),
+                "change": round(price - day_ago, 4),
+                "change_percent": round((price / day_ago - 1) * 100, 4),
+            },
+        }
+
+
+def _failure(code: int, message: str) -> dict:
+    return {"status": "failure", "error_code": code, "error_message": message}
+
+
+class SandboxServer:
+    """`with SandboxServer() as api: api.base_url` -> a Metals.Dev-shaped server on 127.0.0.1."""
+
+    def __init__(self, api_key: str | None = None, *, delay: float = 0.0, hour_offset: int = 0):
+        self.api_key = api_key  # None: any non-empty key is accepted
+        self.delay = delay
+        self.hour_offset = hour_offset  # move the sandbox clock, e.g. to publish a new quote
+        self.prices = PriceModel()
+        self.faults: dict[str, list[Fault]] = {}
+        self.requests: list[dict] = []  # path, params (without the key), start, end
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> SandboxServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # -- test controls -----------------------------------------------------------------------
+
+    def add_fault(self, metal: str, status: int, body: dict | bytes, times: int | None = None):
+        """Answer requests for `metal` with this response (`times` times, or always)."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.faults.setdefault(metal, []).append(Fault(status, raw, times))
+
+    def current_hour(self) -> int:
+        elapsed = datetime.now(UTC) - ANCHOR
+        return int(elapsed.total_seconds() // 3600) + self.hour_offset
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def _take_fault(self, metal: str) -> Fault | None:
+        with self._lock:
+            queue = self.faults.get(metal) or []
+            if not queue:
+                return None
+            fault = queue[0]
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    queue.pop(0)
+            return fault
+
+    def respond(self, path: str, params: dict[str, str]) -> tuple[int, bytes]:
+        if not params.get("api_key") or (self.api_key and params["api_key"] != self.api_key):
+            return 401, json.dumps(
+                _failure(1101, "Unauthorized. The API Key provided is invalid.")
+            ).encode()
+        metal = params.get("metal", "all")
+        fault = self._take_fault(metal) or self._take_fault("*")
+        if fault is not None:
+            return fault.status, fault.body
+        handler = {
+            "/v1/metal/spot": self._spot,
+            "/v1/latest": self._latest,
+            "/v1/timeseries": self._timeseries,
+            "/v1/sandbox/history": self._history,
+        }.get(path)
+        if handler is None:
+            return 404, json.dumps(_failure(1000, f"Unknown endpoint {path}")).encode()
+        try:
+            status, body = handler(params)
+        except (KeyError, ValueError) as exc:
+            status, body = 400, _failure(1001, f"Invalid parameters: {exc}")
+        return status, json.dumps(body).encode()
+
+    def _spot(self, params):
+        metal = params["metal"]
+        if metal not in BASE_PRICES:
+            return 400, _failure(1002, f"Unknown metal {metal}")
+        return 200, self.prices.quote(metal, self.current_hour(), params.get("currency", "USD"))
+
+    def _history(self, params):
+        metal, hours = params["metal"], min(int(params.get("hours", 24)), 24 * 365 * 3)
+        now = self.current_hour()
+        quotes = [self.prices.quote(metal, h) for h in range(max(now - hours, 0), now)]
+        return 200, {"status": "success", "synthetic": True, "quotes": quotes}
+
+    def _latest(self, params):
+        hour = self.current_hour()
+        metals = {m: self.prices.quote(m, hour)["rate"]["price"] for m in BASE_PRICES}
+        stamp = _iso(ANCHOR + timedelta(hours=hour))
+        return 200, {
+            "status": "success",
+            "currency": params.get("currency", "USD"),
+            "unit": params.get("unit", "toz"),
+            "metals": metals,
+            "currencies": {"EUR": 1.08},
+            "timestamps": {"metal": stamp, "currency": stamp},
+        }
+
+    def _timeseries(self, params):
+        start = date.fromisoformat(params["start_date"])
+        end = date.fromisoformat(params["end_date"])
+        if end < start or (end - start).days > 30:
+            return 400, _failure(1004, "The date range must be between 1 and 30 days.")
+        rates = {}
+        for offset in range((end - start).days + 1):
+            day = start + timedelta(days=offset)
+            hour = int(
+                (datetime(day.year, day.month, day.day, tzinfo=UTC) - ANCHOR).total_seconds()
+                // 3600
+            )
+            if 0 <= hour <= self.current_hour():
+                metals = {m: self.prices.quote(m, hour)["rate"]["price"] for m in BASE_PRICES}
+                rates[day.isoformat()] = {
+                    "date": day.isoformat(),
+                    "metals": metals,
+                    "currencies": {"EUR": 1.08},
+                }
+        return 200, {"status": "success", "currency": "USD", "unit": "toz", "rates": rates}
+
+    def _handler_class(self):
+        sandbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                started = time.monotonic()
+                url = urlparse(self.path)
+                params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                if sandbox.delay:
+                    time.sleep(sandbox.delay)
+                status, body = sandbox.respond(url.path, params)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                public = {k: v for k, v in params.items() if k != "api_key"}
+                with sandbox._lock:
+                    sandbox.requests.append(
+                        {
+                            "path": url.path,
+                            "params": public,
+                            "start": started,
+                            "end": time.monotonic(),
+                        }
+                    )
+
+            def log_message(self, *args):  # keep request lines (which carry the key) out of stderr
+                pass
+
+        return Handler

@@ -1,0 +1,135 @@
+"""Pure functions: Metals.Dev payloads -> pandas DataFrames shaped like the `*_historic` tables."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from source.metals_dev import MalformedResponse
+
+RATE_COLUMNS = [
+    "rate_price",
+    "rate_ask",
+    "rate_bid",
+    "rate_high",
+    "rate_low",
+    "rate_change",
+    "rate_change_percent",
+]
+HISTORIC_COLUMNS = [
+    "timestamp",
+    "metal",
+    "currency",
+    "unit",
+    "status",
+    *RATE_COLUMNS,
+    "source",
+    "fetched_at",
+    "raw_file",
+]
+SOURCES = ("api", "backfill", "csv", "demo")
+
+
+def to_snake_case(name: str) -> str:
+    """`rate.changePercent` -> `rate_change_percent`; `Rate Price` -> `rate_price`."""
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", name)
+    return name.strip("_").lower()
+
+
+def _require(frame: pd.DataFrame, columns: list[str], metal: str, endpoint: str) -> None:
+    for column in columns:
+        if column not in frame.columns or frame[column].isna().any():
+            raise MalformedResponse(metal, endpoint, f"missing field {column!r}")
+
+
+def quotes_to_frame(
+    quotes: list[dict],
+    *,
+    metal: str,
+    endpoint: str,
+    source: str,
+    fetched_at: datetime,
+    raw_file: str | None,
+) -> pd.DataFrame:
+    """Flatten spot-shaped quotes into historic rows, validated, one row per API timestamp."""
+    if not quotes:
+        raise MalformedResponse(metal, endpoint, "no quotes in payload")
+    frame = pd.json_normalize(quotes, sep=".")
+    frame.columns = [to_snake_case(c) for c in frame.columns]
+    _require(frame, ["timestamp", "metal", "currency", "unit", "rate_price"], metal, endpoint)
+    wrong_metal = set(frame["metal"].astype(str).str.lower()) - {metal}
+    if wrong_metal:
+        raise MalformedResponse(metal, endpoint, f"payload is for {sorted(wrong_metal)}")
+    for column in RATE_COLUMNS:
+        values = frame[column] if column in frame.columns else np.nan
+        frame[column] = pd.to_numeric(values, errors="coerce").astype("float64")
+    if frame["rate_price"].isna().any() or (frame["rate_price"] <= 0).any():
+        raise MalformedResponse(metal, endpoint, "rate.price is not a positive number")
+    # API timestamps are ISO-8601 in UTC; anything unparseable is a malformed payload.
+    frame["timestamp"] = pd.to_datetime(
+        frame["timestamp"], utc=True, errors="coerce", format="ISO8601"
+    )
+    if frame["timestamp"].isna().any():
+        raise MalformedResponse(metal, endpoint, "timestamp is not an ISO-8601 time")
+    frame["metal"] = metal
+    frame["status"] = frame["status"] if "status" in frame.columns else "success"
+    frame["source"] = source
+    frame["fetched_at"] = pd.Timestamp(fetched_at)
+    frame["raw_file"] = raw_file
+    frame = frame[HISTORIC_COLUMNS].drop_duplicates("timestamp", keep="last")
+    return frame.sort_values("timestamp", ignore_index=True)
+
+
+def spot_to_frame(payload: dict, **kwargs) -> pd.DataFrame:
+    """One `/metal/spot` payload -> a one-row frame."""
+    return quotes_to_frame([payload], **kwargs)
+
+
+def history_to_frame(payload: dict, **kwargs) -> pd.DataFrame:
+    """A sandbox `/sandbox/history` payload (a list of spot quotes) -> frame."""
+    quotes = payload.get("quotes")
+    if not isinstance(quotes, list):
+        raise MalformedResponse(kwargs["metal"], kwargs["endpoint"], "missing field 'quotes'")
+    return quotes_to_frame(quotes, **kwargs)
+
+
+def timeseries_to_frames(
+    payload: dict,
+    *,
+    metals: tuple[str, ...],
+    endpoint: str,
+    fetched_at: datetime,
+    raw_file: str | None,
+    source: str = "backfill",
+) -> dict[str, pd.DataFrame]:
+    """A `/timeseries` payload -> one frame per metal; only `rate_price` is known for these rows."""
+    rates = payload.get("rates")
+    if not isinstance(rates, dict):
+        raise MalformedResponse("all", endpoint, "missing field 'rates'")
+    frames = {}
+    for metal in metals:
+        quotes = [
+            {
+                "timestamp": day.get("date", date),
+                "metal": metal,
+                "currency": payload.get("currency", "USD"),
+                "unit": payload.get("unit", "toz"),
+                "rate": {"price": (day.get("metals") or {}).get(metal)},
+            }
+            for date, day in sorted(rates.items())
+            if isinstance(day, dict) and (day.get("metals") or {}).get(metal) is not None
+        ]
+        if quotes:
+            frames[metal] = quotes_to_frame(
+                quotes,
+                metal=metal,
+                endpoint=endpoint,
+                source=source,
+                fetched_at=fetched_at,
+                raw_file=raw_file,
+            )
+    return frames
