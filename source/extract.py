@@ -148,7 +148,7 @@ def fetch_spot_prices(
     source: str,
     data_dir: Path,
     submit: Callable[[LoadJob], None],
-) -> dict[str, str]:
+) -> dict[str, Exception]:
     """Fetch every metal concurrently; submit a LoadJob per success; return {metal: error}."""
 
     def fetch_one(metal: str) -> None:
@@ -174,12 +174,13 @@ def fetch_spot_prices(
         )
         submit(LoadJob(metal, frame, [fetched.landed_path]))
 
-    errors: dict[str, str] = {}
+    errors: dict[str, Exception] = {}
     with ThreadPoolExecutor(max_workers=len(metals), thread_name_prefix="fetch") as pool:
         futures = {metal: pool.submit(fetch_one, metal) for metal in metals}
         for metal, future in futures.items():
             error = future.exception()
             if error is not None:
-                errors[metal] = str(error) if isinstance(error, MetalsDevError) else repr(error)
-                log.error("%s: fetch failed: %s", metal, errors[metal])
+                errors[metal] = error
+                shown = error if isinstance(error, MetalsDevError) else repr(error)
+                log.error("%s: fetch failed: %s", metal, shown)
     return errors

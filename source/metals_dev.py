@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ERROR_INVALID_KEY = 1101
 ERROR_QUOTA_EXCEEDED = 1203
 MAX_RETRY_AFTER_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -224,8 +225,9 @@ class MetalsDevClient:
         )
 
     def _wait(self, state: RetryCallState) -> float:
-        exponential = wait_exponential_jitter(initial=self.backoff, max=30, jitter=self.backoff)
-        delay = exponential(state) if self.backoff > 0 else 0.0
+        # Exponential backoff with full jitter on top, capped.
+        exponential = min(self.backoff * 2 ** (state.attempt_number - 1), MAX_BACKOFF_SECONDS)
+        delay = exponential + random.uniform(0, self.backoff)
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
         return max(delay, retry_after or 0.0)

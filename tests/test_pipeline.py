@@ -1,0 +1,165 @@
+"""End to end: main.py as a subprocess against the local sandbox and a real PostgreSQL."""
+
+import json
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from tests.conftest import TEST_API_KEY
+
+METALS = ("gold", "silver", "platinum", "palladium")
+
+
+def counts(database) -> dict[str, int]:
+    result = {m: database.scalar(f"SELECT count(*) FROM {m}_historic") for m in METALS}
+    result["analytics"] = database.scalar("SELECT count(*) FROM commodities_price_data_analytics")
+    return result
+
+
+def files(root: Path, area: str) -> list[Path]:
+    return sorted((root / "source" / "data" / area).rglob("*.json"))
+
+
+def test_one_run_loads_one_row_per_metal_everywhere(run_main, database, sandbox):
+    result = run_main("--no-train")
+    assert result.returncode == 0, result.stderr
+    assert counts(database) == {
+        "gold": 1,
+        "silver": 1,
+        "platinum": 1,
+        "palladium": 1,
+        "analytics": 4,
+    }
+
+    quote = sandbox.prices.quote("gold", sandbox.current_hour())
+    columns = '"timestamp", rate_price, rate_ask, rate_bid, source, currency, unit'
+    row = database.query(f"SELECT {columns} FROM gold_historic")[0]
+    assert row[0].isoformat().startswith(quote["timestamp"][:19])
+    assert row[1:4] == (quote["rate"]["price"], quote["rate"]["ask"], quote["rate"]["bid"])
+    assert row[4:] == ("api", "USD", "toz")
+
+    loaded = files(run_main.cwd, "loaded")
+    assert len(loaded) == 4 and not files(run_main.cwd, "incoming")
+    assert json.loads(loaded[0].read_text())["status"] == "success"
+
+    status, ok, inserted = database.query(
+        "SELECT status, metals_ok, rows_inserted FROM pipeline_runs"
+    )[0]
+    assert (status, sorted(ok), inserted) == ("success", sorted(METALS), 4)
+    log = run_main.log_text()
+    for metal in METALS:
+        assert f"{metal}: 1 row(s) inserted" in log
+        assert f"{metal}: landed" in log
+
+
+def test_rerun_adds_nothing_and_a_new_quote_adds_one_row_per_metal(run_main, database, sandbox):
+    assert run_main("--no-train").returncode == 0
+    first = counts(database)
+    assert run_main("--no-train").returncode == 0
+    assert counts(database) == first
+
+    sandbox.hour_offset += 1  # the market moves on: a new quote timestamp
+    assert run_main("--no-train").returncode == 0
+    assert counts(database) == {k: v * 2 for k, v in first.items()}
+    assert database.scalar("SELECT count(*) FROM pipeline_runs WHERE status = 'success'") == 3
+
+
+def test_one_failing_metal_gives_exit_3_and_the_others_load(run_main, database, sandbox):
+    sandbox.add_fault("silver", 200, b"<html>not json</html>")
+    result = run_main("--no-train")
+    assert result.returncode == 3
+    assert "silver" in result.stderr
+    assert counts(database) == {
+        "gold": 1,
+        "silver": 0,
+        "platinum": 1,
+        "palladium": 1,
+        "analytics": 3,
+    }
+    assert "silver: GET /metal/spot: HTTP 200, body is not JSON" in run_main.log_text()
+    rejected = files(run_main.cwd, "rejected")
+    assert [p.read_bytes() for p in rejected] == [b"<html>not json</html>"]
+    assert database.query("SELECT status, metals_failed FROM pipeline_runs") == [
+        ("partial", ["silver"])
+    ]
+
+
+def test_api_error_code_for_one_metal_is_partial(run_main, database, sandbox):
+    sandbox.add_fault(
+        "platinum", 200, {"status": "failure", "error_code": 1001, "error_message": "bad"}
+    )
+    assert run_main("--no-train").returncode == 3
+    assert "platinum: GET /metal/spot: API error 1001: bad" in run_main.log_text()
+
+
+def test_invalid_key_is_a_configuration_error(run_main, database):
+    result = run_main("--no-train", METALS_DEV_API_KEY="not-the-right-key")
+    assert result.returncode == 2
+    assert "1101" in run_main.log_text()
+    assert counts(database)["analytics"] == 0
+
+
+def test_the_key_never_reaches_logs_or_landed_files(run_main, sandbox):
+    sandbox.add_fault("gold", 500, b"down")  # retries and errors are logged too
+    run_main("--no-train")
+    run_main("--metals", "silver", "--no-train", METALS_DEV_BASE_URL="http://127.0.0.1:9/v1")
+    written = [p for p in run_main.cwd.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".log" for p in written)
+    for path in written:
+        assert TEST_API_KEY.encode() not in path.read_bytes(), path
+
+
+def test_fetches_overlap_in_time(run_main, sandbox):
+    sandbox.delay = 0.6
+    assert run_main("--no-train").returncode == 0
+    spot = [r for r in sandbox.requests if r["path"] == "/v1/metal/spot"]
+    assert len(spot) == 4
+    assert max(r["start"] for r in spot) < min(r["end"] for r in spot), (
+        "fetches ran one after another"
+    )
+
+
+def test_database_down_keeps_responses_and_the_next_run_loads_them(run_main, database):
+    down = run_main("--no-train", PGPORT="1", PGHOST="127.0.0.1")
+    assert down.returncode == 1
+    assert "cannot connect" in down.stderr
+    assert len(files(run_main.cwd, "incoming")) == 4  # fetched and landed, nothing lost
+
+    up = run_main("--no-train", "--metals", "gold")
+    assert up.returncode == 0, up.stderr
+    assert counts(database) == {
+        "gold": 1,
+        "silver": 1,
+        "platinum": 1,
+        "palladium": 1,
+        "analytics": 4,
+    }
+    assert not files(run_main.cwd, "incoming")
+    assert "replaying" in run_main.log_text()
+
+
+def test_a_second_run_while_one_holds_the_lock_exits_75(run_main, database):
+    lock_path = run_main.cwd / "source" / "data" / ".pipeline.lock"
+    lock_path.parent.mkdir(parents=True)
+    with FileLock(lock_path):
+        result = run_main("--no-train")
+    assert result.returncode == 75
+    assert "another run holds the lock" in result.stderr
+    assert not files(run_main.cwd, "incoming")  # it fetched nothing
+    assert database.scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'gold_historic'") == 0
+
+
+@pytest.mark.parametrize("metals", ["gold,silver", "palladium"])
+def test_metals_option_limits_the_run(run_main, database, metals):
+    assert run_main("--metals", metals, "--no-train").returncode == 0
+    assert database.scalar("SELECT count(*) FROM commodities_price_data_analytics") == len(
+        metals.split(",")
+    )
+
+
+def test_daily_log_file_is_appended_by_later_runs(run_main):
+    run_main("--no-train")
+    run_main("--no-train")
+    (log_file,) = (run_main.cwd / "logs").glob("pipeline-*.log")
+    assert log_file.read_text().count("run finished") == 2
