@@ -122,7 +122,7 @@ def _guarded(step: Callable[[Settings], int], settings: Settings, log_path: Path
             return _with_sandbox(step, settings)
         return step(settings)
     except DatabaseUnavailable as exc:
-        log.error("%s", exc)
+        log.error("%s", exc, extra={"file_only": True})
         print(f"main.py: {redact(str(exc), settings.secrets)}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:

@@ -163,3 +163,18 @@ def test_daily_log_file_is_appended_by_later_runs(run_main):
     run_main("--no-train")
     (log_file,) = (run_main.cwd / "logs").glob("pipeline-*.log")
     assert log_file.read_text().count("run finished") == 2
+
+
+def test_too_little_history_skips_training_with_a_warning(run_main):
+    result = run_main()
+    assert result.returncode == 0, result.stderr
+    assert "model skipped, too little data" in run_main.log_text()
+    assert not (run_main.cwd / "trained_models").exists()
+
+
+def test_train_command_needs_a_reachable_database(run_main):
+    result = run_main("train", PGHOST="127.0.0.1", PGPORT="1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("main.py: cannot connect to PostgreSQL at 127.0.0.1:1")
+    assert result.stderr.count("\n") == 1
+    assert "cannot connect to PostgreSQL" in run_main.log_text()

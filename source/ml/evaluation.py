@@ -1,0 +1,115 @@
+"""Walk-forward (expanding window) evaluation against the naive persistence forecast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from source.ml.features import HORIZONS, build_features, build_targets
+from source.ml.models import ForecastModel, fit_forecast_model
+
+N_FOLDS = 4
+TEST_FRACTION = 0.25
+MIN_ROWS = 300  # below this a model is skipped, not trained
+
+
+class NotEnoughData(ValueError):
+    pass
+
+
+@dataclass
+class Dataset:
+    """Aligned features, targets and prices for the rows where everything is known."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    prices: np.ndarray
+    feature_names: list[str]
+    horizons: tuple[int, ...]
+    last_features: np.ndarray  # the newest row: what a live forecast starts from
+
+    @classmethod
+    def from_series(cls, prices: pd.Series, timestamps=None, horizons=HORIZONS) -> Dataset:
+        prices = pd.Series(prices, dtype="float64").reset_index(drop=True)
+        features = build_features(prices, timestamps)
+        targets = build_targets(prices, horizons)
+        usable = features.notna().all(axis=1) & targets.notna().all(axis=1)
+        if int(usable.sum()) < MIN_ROWS:
+            raise NotEnoughData(f"{int(usable.sum())} usable rows, need at least {MIN_ROWS}")
+        return cls(
+            X=features[usable].to_numpy(),
+            Y=targets[usable].to_numpy(),
+            prices=prices[usable].to_numpy(),
+            feature_names=list(features.columns),
+            horizons=tuple(horizons),
+            last_features=features.iloc[[-1]].to_numpy(),
+        )
+
+
+def horizon_metrics(prices, actual_returns, predicted_returns) -> dict:
+    """MAE in price units of model and naive on the same points, MASE, direction accuracy."""
+    actual = prices * np.exp(actual_returns)
+    model_mae = float(np.mean(np.abs(prices * np.exp(predicted_returns) - actual)))
+    naive_mae = float(np.mean(np.abs(prices - actual)))
+    moved = actual_returns != 0
+    called = moved & (predicted_returns != 0)
+    ups = float(np.mean(actual_returns[moved] > 0)) if moved.any() else None
+    return {
+        "n_predictions": int(len(prices)),
+        "model_mae": model_mae,
+        "naive_mae": naive_mae,
+        "mase": model_mae / naive_mae if naive_mae > 0 else None,
+        # Correct up/down calls where the model made one (None: it always said "no change").
+        "direction_accuracy": (
+            float(np.mean(np.sign(predicted_returns[called]) == np.sign(actual_returns[called])))
+            if called.any()
+            else None
+        ),
+        "direction_calls": int(called.sum()),
+        # What always guessing the more common direction would score.
+        "direction_base_rate": max(ups, 1 - ups) if ups is not None else None,
+    }
+
+
+def walk_forward(data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = TEST_FRACTION):
+    """Expanding-window folds over the most recent data; training purged of target overlap."""
+    n = len(data.X)
+    fold_size = max(int(n * test_fraction) // n_folds, 1)
+    purge = max(data.horizons)
+    predictions, rows, choices = [], [], []
+    for k in range(n_folds):
+        start = n - (n_folds - k) * fold_size
+        end = start + fold_size if k < n_folds - 1 else n
+        train_end = start - purge  # targets of training rows end before the test fold starts
+        model = fit_forecast_model(
+            data.X[:train_end],
+            data.Y[:train_end],
+            horizons=data.horizons,
+            feature_names=data.feature_names,
+            validation_size=fold_size,
+        )
+        predictions.append(model.predict_returns(data.X[start:end]))
+        rows.append(np.arange(start, end))
+        choices.append([c.label for c in model.choices])
+    rows = np.concatenate(rows)
+    predicted = np.vstack(predictions)
+    by_horizon = {
+        h: horizon_metrics(data.prices[rows], data.Y[rows, j], predicted[:, j])
+        | {"chosen_per_fold": [fold[j] for fold in choices]}
+        for j, h in enumerate(data.horizons)
+    }
+    return by_horizon
+
+
+def fit_final(data: Dataset) -> ForecastModel:
+    """The deployed model: selection on the most recent window, refit on everything."""
+    fold_size = max(int(len(data.X) * TEST_FRACTION) // N_FOLDS, 1)
+    return fit_forecast_model(
+        data.X,
+        data.Y,
+        horizons=data.horizons,
+        feature_names=data.feature_names,
+        validation_size=fold_size,
+    )

