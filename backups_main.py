@@ -2,6 +2,7 @@
 
 import sys
 
+from source.backups.cli import main
+
 if __name__ == "__main__":
-    print("backups_main.py: not implemented yet (see issue 4)", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())

@@ -85,3 +85,12 @@ def test_demo_leaves_eight_verified_models_and_their_forecasts(demo_runs, demo_d
         "SELECT count(*), count(DISTINCT (metal, target)) FROM price_predictions",
     )
     assert predictions == [(24, 8)]
+
+
+def test_backups_work_on_the_embedded_database(demo_runs, demo_dir):
+    runner = MainRunner(demo_dir, base_env())
+    created = runner("--demo", script="backups_main.py")
+    assert created.returncode == 0, created.stderr
+    assert runner("--demo", "verify", script="backups_main.py").returncode == 0
+    listing = runner("--demo", "list", script="backups_main.py").stdout
+    assert " yes " in listing

@@ -1,0 +1,195 @@
+"""backups_main.py against a real PostgreSQL holding rows loaded by main.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from filelock import FileLock
+
+from source.ml.registry import sha256_of
+from tests.conftest import REPO
+
+TABLES = (
+    "gold_historic",
+    "silver_historic",
+    "platinum_historic",
+    "palladium_historic",
+    "commodities_price_data_analytics",
+)
+
+
+@pytest.fixture
+def loaded(run_main, sandbox):
+    """Two hourly runs' worth of rows and a models directory with files in it."""
+    assert run_main("--no-train").returncode == 0
+    sandbox.hour_offset += 1
+    assert run_main("--no-train").returncode == 0
+    models = run_main.cwd / "trained_models" / "model_rate_price"
+    models.mkdir(parents=True)
+    (models / "gold.joblib").write_bytes(os.urandom(2048))
+    (models / "gold.json").write_text('{"metal": "gold"}')
+    return run_main
+
+
+def backups(runner, *args, **env):
+    return runner(*args, script="backups_main.py", **env)
+
+
+def fingerprint(database) -> dict:
+    """Row count and an md5 of every row, per table."""
+    rows = "string_agg(t::text, '|' ORDER BY t.\"timestamp\", t.metal)"
+    return {
+        table: database.query(f"SELECT count(*), md5(coalesce({rows}, '')) FROM {table} t")[0]
+        for table in TABLES
+    }
+
+
+def only_backup(runner):
+    (path,) = [
+        p for p in (runner.cwd / "backups").iterdir() if p.is_dir() and not p.name.startswith(".")
+    ]
+    return path
+
+
+def test_create_writes_dump_models_and_a_true_manifest(loaded, database):
+    result = backups(loaded)
+    assert result.returncode == 0, result.stderr
+    backup = only_backup(loaded)
+    assert {p.name for p in backup.iterdir()} >= {"database.dump", "models.tar.gz", "manifest.json"}
+    manifest = json.loads((backup / "manifest.json").read_text())
+    assert manifest["id"] == backup.name
+    for name in ("database.dump", "models.tar.gz"):
+        assert manifest["files"][name] == {
+            "sha256": sha256_of(backup / name),
+            "size": (backup / name).stat().st_size,
+        }
+    assert manifest["row_counts"]["gold_historic"] == 2
+    assert manifest["row_counts"]["commodities_price_data_analytics"] == 8
+    assert manifest["server_version"].startswith("PostgreSQL")
+    assert "dumping" in loaded.log_text() and "pg_dump" in loaded.log_text()
+
+    listing = backups(loaded, "list")
+    assert listing.returncode == 0
+    (line,) = [row for row in listing.stdout.splitlines() if row.startswith(backup.name)]
+    assert line.endswith(")") and " yes " in line
+
+
+def test_verify_passes_and_catches_a_truncated_dump(loaded):
+    assert backups(loaded, "create", "--no-verify").returncode == 0
+    assert backups(loaded, "verify").returncode == 0
+    backup = only_backup(loaded)
+    dump = backup / "database.dump"
+    dump.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
+
+    result = backups(loaded, "verify", backup.name)
+    assert result.returncode == 1
+    assert "database.dump is" in result.stderr and "manifest says" in result.stderr
+
+    # Even with a manifest rewritten to match, a truncated dump must not verify.
+    manifest = json.loads((backup / "manifest.json").read_text())
+    manifest["files"]["database.dump"] = {"sha256": sha256_of(dump), "size": dump.stat().st_size}
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    result = backups(loaded, "verify", backup.name)
+    assert result.returncode == 1
+    assert "database.dump does not restore" in result.stderr
+    assert "FAILED" in backups(loaded, "list").stdout
+
+
+def test_restore_brings_back_rows_and_models_exactly(loaded, database):
+    before = fingerprint(database)
+    model_file = loaded.cwd / "trained_models" / "model_rate_price" / "gold.joblib"
+    model_bytes = model_file.read_bytes()
+    assert backups(loaded).returncode == 0
+    backup_id = only_backup(loaded).name
+
+    database.query("DELETE FROM gold_historic")
+    database.query("DELETE FROM commodities_price_data_analytics WHERE metal = 'silver'")
+    model_file.unlink()
+    assert fingerprint(database) != before
+
+    result = backups(loaded, "restore", backup_id)
+    assert result.returncode == 0, result.stderr
+    assert fingerprint(database) == before
+    assert model_file.read_bytes() == model_bytes
+    log = loaded.log_text()
+    assert "restore: gold_historic: 0 -> 2 rows" in log
+
+
+def test_restore_refuses_a_backup_that_does_not_verify(loaded, database):
+    assert backups(loaded).returncode == 0
+    backup = only_backup(loaded)
+    (backup / "models.tar.gz").write_bytes(b"garbage")
+    database.query("DELETE FROM gold_historic")
+    result = backups(loaded, "restore", backup.name)
+    assert result.returncode == 1
+    assert "refusing to restore" in result.stderr
+    assert database.scalar("SELECT count(*) FROM gold_historic") == 0
+
+
+def test_unknown_backup_id_is_a_usage_error(loaded):
+    result = backups(loaded, "restore", "20000101T000000Z")
+    assert result.returncode == 2
+    assert "no backup" in result.stderr
+
+
+def test_retention_keeps_exactly_backup_keep(loaded):
+    for _ in range(3):
+        assert backups(loaded, "create", "--no-verify", BACKUP_KEEP="2").returncode == 0
+        time.sleep(1.05)  # IDs have one-second resolution
+    ids = sorted(p.name for p in (loaded.cwd / "backups").iterdir() if p.is_dir())
+    assert len(ids) == 2
+
+
+def test_prune_never_deletes_the_only_verified_backup(loaded):
+    assert backups(loaded, "create").returncode == 0  # verified
+    verified = only_backup(loaded).name
+    for _ in range(2):
+        time.sleep(1.05)
+        assert backups(loaded, "create", "--no-verify", BACKUP_KEEP="5").returncode == 0
+    assert backups(loaded, "prune", BACKUP_KEEP="1").returncode == 0
+    remaining = sorted(p.name for p in (loaded.cwd / "backups").iterdir() if p.is_dir())
+    assert len(remaining) == 2 and verified in remaining
+
+
+def test_a_killed_backup_leaves_nothing_that_list_shows(loaded, tmp_path):
+    fake_bin = tmp_path / "fakebin"
+    fake_bin.mkdir()
+    slow = fake_bin / "pg_dump"  # reports a newer version, so it is chosen, then hangs
+    slow.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = "--version" ] && echo "pg_dump (PostgreSQL) 99.0" && exit 0\n'
+        "sleep 120\n"
+    )
+    slow.chmod(0o755)
+    env = {**loaded.env, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "backups_main.py")],
+        cwd=loaded.cwd,
+        env=env,
+        start_new_session=True,
+    )
+    backup_dir = loaded.cwd / "backups"
+    deadline = time.monotonic() + 60
+    while not list(backup_dir.glob(".partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert list(backup_dir.glob(".partial-*")), "the backup was not caught half-way"
+
+    assert "no backups" in backups(loaded, "list").stdout
+    assert backups(loaded, "prune").returncode == 0
+    assert not list(backup_dir.glob(".partial-*"))
+
+
+def test_a_second_backup_while_one_runs_exits_75(loaded):
+    lock = loaded.cwd / "backups" / ".backup.lock"
+    lock.parent.mkdir()
+    with FileLock(lock):
+        result = backups(loaded)
+    assert result.returncode == 75
+    assert not [p for p in lock.parent.iterdir() if p.is_dir()]
