@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             log.error("unexpected error", exc_info=True, extra={"file_only": True})
             line = redact(f"{type(exc).__name__}: {exc}".splitlines()[0], settings.secrets)
-            print(f"backups_main.py: unexpected error: {line} (traceback in {log_path})", file=sys.stderr)
+            print(
+                f"backups_main.py: unexpected error: {line} (traceback in {log_path})",
+                file=sys.stderr,
+            )
             return EXIT_FAILURE
 
 
@@ -90,7 +93,9 @@ def _create(settings: Settings, args) -> int:
     database = connect_and_migrate(settings)
     backup = create_backup(settings, database)
     if not getattr(args, "no_verify", False) and verify_backup(database, backup):
-        print(f"backups_main.py: backup {backup.id} was written but does NOT verify", file=sys.stderr)
+        print(
+            f"backups_main.py: backup {backup.id} was written but does NOT verify", file=sys.stderr
+        )
         return EXIT_FAILURE
     prune(settings.backup_dir, settings.backup_keep)
     print(f"backup {backup.id} created ({backup.size_bytes / 1e6:.1f} MB) in {backup.path}")
@@ -125,7 +130,10 @@ def _verify(settings: Settings, args) -> int:
     backup = find_backup(settings.backup_dir, args.id)
     problems = verify_backup(connect_and_migrate(settings), backup)
     if problems:
-        print(f"backups_main.py: backup {backup.id} does NOT verify: {'; '.join(problems)}", file=sys.stderr)
+        print(
+            f"backups_main.py: backup {backup.id} does NOT verify: {'; '.join(problems)}",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     print(f"backup {backup.id} verified")
     return EXIT_OK

@@ -78,10 +78,17 @@ def create_backup(settings: Settings, database: Database) -> BackupInfo:
                 snapshot = cur.fetchone()[0]
                 counts = row_counts(cur)
                 pg_dump = find_tool("pg_dump", server_major, database)
-                log.info("backup %s: dumping %s with %s", backup_id, database.name, pg_dump.description)
+                log.info(
+                    "backup %s: dumping %s with %s", backup_id, database.name, pg_dump.description
+                )
                 run_tool(
                     pg_dump,
-                    ["--format=custom", f"--snapshot={snapshot}", "--file", str(partial / DATABASE_DUMP)],
+                    [
+                        "--format=custom",
+                        f"--snapshot={snapshot}",
+                        "--file",
+                        str(partial / DATABASE_DUMP),
+                    ],
                     libpq_env(database),
                 )
             conn.rollback()
@@ -97,9 +104,7 @@ def create_backup(settings: Settings, database: Database) -> BackupInfo:
             "pg_dump": pg_dump.description,
             "row_counts": counts,
             "model_files": model_files,
-            "files": {
-                name: file_entry(partial / name) for name in (DATABASE_DUMP, MODELS_ARCHIVE)
-            },
+            "files": {name: file_entry(partial / name) for name in (DATABASE_DUMP, MODELS_ARCHIVE)},
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2))
         for path in partial.iterdir():

@@ -32,7 +32,9 @@ def checksum_problems(backup_dir: Path, manifest: dict) -> list[str]:
             problems.append(f"{name} is missing")
             continue
         if path.stat().st_size != expected["size"]:
-            problems.append(f"{name} is {path.stat().st_size} bytes, manifest says {expected['size']}")
+            problems.append(
+                f"{name} is {path.stat().st_size} bytes, manifest says {expected['size']}"
+            )
         elif sha256_of(path) != expected["sha256"]:
             problems.append(f"{name} sha256 does not match the manifest")
     for required in (DATABASE_DUMP, MODELS_ARCHIVE):

@@ -81,6 +81,8 @@ def run_tool(tool: PgTool, args: list[str], env: dict[str, str], timeout: float 
     )
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
-        detail = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+        detail = next(
+            (line for line in lines if "error" in line.lower()), lines[0] if lines else ""
+        )
         raise PgToolError(f"{tool.path.name} failed (exit {result.returncode}): {detail}")
     return result.stdout

@@ -43,8 +43,15 @@ def restore_models(archive: Path, models_dir: Path) -> int:
     previous = models_dir.parent / f".{models_dir.name}.replaced"
     shutil.rmtree(previous, ignore_errors=True)
     if models_dir.exists():
-        replaced = sorted(str(p.relative_to(models_dir)) for p in models_dir.rglob("*") if p.is_file())
-        log.info("restore: replacing %d model file(s) in %s: %s", len(replaced), models_dir, ", ".join(replaced) or "-")
+        replaced = sorted(
+            str(p.relative_to(models_dir)) for p in models_dir.rglob("*") if p.is_file()
+        )
+        log.info(
+            "restore: replacing %d model file(s) in %s: %s",
+            len(replaced),
+            models_dir,
+            ", ".join(replaced) or "-",
+        )
         os.rename(models_dir, previous)
     os.rename(restored, models_dir)
     shutil.rmtree(previous, ignore_errors=True)
@@ -77,6 +84,13 @@ def restore_backup(database: Database, backup: BackupInfo, models_dir: Path) -> 
     )
     after = _current_counts(database)
     for table in sorted(set(before) | set(after)):
-        log.info("restore: %s: %s -> %s rows", table, before.get(table, "absent"), after.get(table, "absent"))
+        log.info(
+            "restore: %s: %s -> %s rows",
+            table,
+            before.get(table, "absent"),
+            after.get(table, "absent"),
+        )
     files = restore_models(backup.path / MODELS_ARCHIVE, models_dir)
-    log.info("restore of %s complete: database %s, %d model file(s)", backup.id, database.name, files)
+    log.info(
+        "restore of %s complete: database %s, %d model file(s)", backup.id, database.name, files
+    )

@@ -60,12 +60,16 @@ def restore_test_problems(database: Database, backup_dir: Path, manifest: dict) 
     """Restore the dump into a throwaway database and compare row counts with the manifest."""
     dump = backup_dir / DATABASE_DUMP
     pg_restore = find_tool("pg_restore", int(manifest.get("server_major", 0)), database)
-    scratch = f"verify_{manifest.get('id', 'backup').lower().replace('-', '_')}_{uuid.uuid4().hex[:6]}"
+    scratch = (
+        f"verify_{manifest.get('id', 'backup').lower().replace('-', '_')}_{uuid.uuid4().hex[:6]}"
+    )
     try:
         _admin(database, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     except psycopg2.Error as exc:
         # No CREATEDB privilege: still read the whole archive, which catches truncation.
-        log.warning("verify: cannot create a scratch database (%s); reading the dump only", exc.pgerror)
+        log.warning(
+            "verify: cannot create a scratch database (%s); reading the dump only", exc.pgerror
+        )
         try:
             run_tool(pg_restore, ["--file", "/dev/null", str(dump)], libpq_env(database))
         except PgToolError as error:
@@ -87,7 +91,10 @@ def restore_test_problems(database: Database, backup_dir: Path, manifest: dict) 
     except (PgToolError, psycopg2.Error) as exc:
         return [f"{DATABASE_DUMP} does not restore: {str(exc).strip().splitlines()[0]}"]
     finally:
-        _admin(database, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+        _admin(
+            database,
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)),
+        )
 
 
 def verify_backup(database: Database, backup: BackupInfo) -> list[str]:
@@ -105,5 +112,7 @@ def verify_backup(database: Database, backup: BackupInfo) -> list[str]:
     if problems:
         log.error("backup %s does NOT verify: %s", backup.id, "; ".join(problems))
     else:
-        log.info("backup %s verified: checksums match, dump restored with matching row counts", backup.id)
+        log.info(
+            "backup %s verified: checksums match, dump restored with matching row counts", backup.id
+        )
     return problems
