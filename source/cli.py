@@ -7,16 +7,14 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from source.config import ConfigError, Settings, load_settings
-from source.db_functions.connection import DatabaseUnavailable
-from source.log_setup import configure_logging, redact
-from source.pipeline import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, run_hourly
+from source.entrypoint import run_locked
+from source.errors import EXIT_OK, EXIT_USAGE
+from source.pipeline import run_hourly
 
 log = logging.getLogger("main")
 
@@ -74,22 +72,6 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     return {"run": run, "train": train, "backtest": backtest}
 
 
-@contextmanager
-def run_lock(path: Path):
-    """Hold an exclusive lock for the run; yields False when another run holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parsers = build_parsers()
@@ -102,34 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"main.py: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    log_path = configure_logging(settings.log_dir, settings.secrets)
-    with run_lock(settings.data_dir / ".pipeline.lock") as locked:
-        if not locked:
-            message = f"another run holds the lock {settings.data_dir / '.pipeline.lock'}; exiting"
-            log.warning(message)
-            print(f"main.py: {message}", file=sys.stderr)
-            return EXIT_LOCKED
-        step: Callable[[Settings], int] = (
-            _train_only if command == "train" else (lambda s: _hourly(s, train=not args.no_train))
-        )
-        return _guarded(step, settings, log_path)
-
-
-def _guarded(step: Callable[[Settings], int], settings: Settings, log_path: Path) -> int:
-    """Run a step; turn any unexpected error into one stderr line, the traceback in the log."""
-    try:
-        if settings.demo:
-            return _with_sandbox(step, settings)
-        return step(settings)
-    except DatabaseUnavailable as exc:
-        log.error("%s", exc, extra={"file_only": True})
-        print(f"main.py: {redact(str(exc), settings.secrets)}", file=sys.stderr)
-        return EXIT_FAILURE
-    except Exception as exc:
-        log.error("unexpected error", exc_info=True, extra={"file_only": True})
-        line = redact(f"{type(exc).__name__}: {exc}".splitlines()[0], settings.secrets)
-        print(f"main.py: unexpected error: {line} (traceback in {log_path})", file=sys.stderr)
-        return EXIT_FAILURE
+    step = _train_only if command == "train" else partial(_hourly, train=not args.no_train)
+    if settings.demo:
+        step = partial(_with_sandbox, step)
+    lock = settings.data_dir / ".pipeline.lock"
+    return run_locked("main.py", settings, lock, partial(step, settings))
 
 
 def _with_sandbox(step: Callable[[Settings], int], settings: Settings) -> int:

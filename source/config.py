@@ -124,7 +124,8 @@ def load_settings(
         metals=parse_metals(env.get("METALS", ",".join(KNOWN_METALS))),
         currency=env.get("CURRENCY", "USD").upper(),
         unit=env.get("UNIT", "toz"),
-        pg_host=env.get("PGHOST") or None,
+        # The demo always uses the embedded server, whatever PGHOST says.
+        pg_host=None if demo else (env.get("PGHOST") or None),
         pg_port=int(_number(env, "PGPORT", pg_port, int, 1)) if pg_port else None,
         pg_user=env.get("PGUSER") or None,
         pg_password=env.get("PGPASSWORD") or None,

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+from source.files import atomic_write
 from source.load import LoadJob
 from source.metals_dev import MetalsDevClient, MetalsDevError, RawResponse, parse_payload
 from source.transform import history_to_frame, spot_to_frame, timeseries_to_frames
@@ -34,30 +34,11 @@ def raw_file_name(raw: RawResponse) -> str:
     return f"{raw.fetched_at.strftime(_TIME_FORMAT)}_{raw.kind}_{raw.metal}.json"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def land_raw_response(data_dir: Path, raw: RawResponse) -> Path:
     """Write the body exactly as received to incoming/, atomically (temp file, fsync, rename)."""
     directory = Path(data_dir) / INCOMING
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / raw_file_name(raw)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".landing-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw.body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
+    target = atomic_write(directory / raw_file_name(raw), raw.body)
     log.info("%s: landed %d bytes from %s as %s", raw.metal, len(raw.body), raw.endpoint, target)
     return target
 

@@ -23,7 +23,10 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_when_event_set,
 )
+
+from source.shutdown import STOP_REQUESTED
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +180,7 @@ class MetalsDevClient:
             )
         retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(self.max_attempts) | stop_when_event_set(STOP_REQUESTED),
             wait=self._wait,
             before_sleep=self._log_retry,
             reraise=True,
@@ -196,6 +199,8 @@ class MetalsDevClient:
         return Fetched(raw=raw, payload=payload, landed_path=landed)
 
     def _get_once(self, kind: str, metal: str, endpoint: str, params: dict) -> RawResponse:
+        if STOP_REQUESTED.is_set():
+            raise MetalsDevError(metal, endpoint, "not sent: the run is stopping")
         with self._lock:
             self.request_count += 1
         try:

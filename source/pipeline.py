@@ -11,6 +11,7 @@ from source.config import Settings
 from source.db_functions.connection import Database, DatabaseUnavailable, open_database
 from source.db_functions.migrations import apply_migrations, historic_table
 from source.db_functions.runs import close_run, open_run
+from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from source.extract import (
     fetch_spot_prices,
     frames_from_payload,
@@ -24,7 +25,6 @@ from source.metals_dev import AuthError, MetalsDevClient, MetalsDevError, QuotaE
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 75
 DEMO_SEED_HOURS = 24 * 120  # enough hourly history for walk-forward validation at 24 steps
 
 
@@ -37,6 +37,7 @@ class RunReport:
     training_error: str | None = None
     models_trained: int = 0
     api_requests: int = 0
+    interrupted: bool = False
 
     @property
     def load_errors(self) -> dict[str, str]:
@@ -73,6 +74,8 @@ class RunReport:
 
     @property
     def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
         return {EXIT_OK: "success", EXIT_PARTIAL: "partial"}.get(self.exit_code, "failed")
 
     def summary(self) -> str:
@@ -153,46 +156,60 @@ def run_hourly(settings: Settings, *, train: bool, command: str = "run") -> RunR
     """One hourly run. Raw responses are landed even when the database is down."""
     started = time.monotonic()
     report = RunReport(metals=settings.metals)
-    database, run_id = None, None
+    database, run_id = _open_ledger(settings, report, command)
+    try:
+        _extract_and_load(settings, database, report)
+        if train and database is not None and report.metals_ok:
+            report.models_trained, report.training_error = _train(settings, database)
+    except BaseException:
+        report.interrupted = True  # SIGTERM or a crash: record it, then let it propagate
+        raise
+    finally:
+        log.info("run finished in %.1fs: %s", time.monotonic() - started, report.summary())
+        if run_id is not None:
+            _close_ledger(database, run_id, report)
+    return report
+
+
+def _open_ledger(settings: Settings, report: RunReport, command: str):
+    """Database and run id, or (None, None) with the error noted when it is down."""
     try:
         database = connect_and_migrate(settings)
         conn = database.connect()
         try:
-            run_id = open_run(conn, command)
+            return database, open_run(conn, command)
         finally:
             conn.close()
     except DatabaseUnavailable as exc:
         report.database_error = str(exc)
         log.error("%s; fetching anyway, responses stay landed for the next run", exc)
+        return None, None
 
+
+def _extract_and_load(settings: Settings, database: Database | None, report: RunReport) -> None:
+    """Replay, fetch and land concurrently, and load everything through the queue."""
     client = make_client(settings)
-    with QueueLoader(database, partial(mark_loaded, settings.data_dir)) as loader:
-        for job in replay_landed(
-            settings.data_dir, source=settings.source_tag, metals=settings.metals
-        ):
-            loader.submit(job)
-        if settings.demo and database is not None:
-            seed_demo_history(settings, database, client, loader.submit)
-        report.fetch_errors = fetch_spot_prices(
-            client,
-            settings.metals,
-            currency=settings.currency,
-            source=settings.source_tag,
-            data_dir=settings.data_dir,
-            submit=loader.submit,
-        )
-    report.outcomes = loader.outcomes
-    report.api_requests = client.request_count
-    client.close()
+    try:
+        with QueueLoader(database, partial(mark_loaded, settings.data_dir)) as loader:
+            report.outcomes = loader.outcomes  # filled by the loader thread as it goes
+            for job in replay_landed(
+                settings.data_dir, source=settings.source_tag, metals=settings.metals
+            ):
+                loader.submit(job)
+            if settings.demo and database is not None:
+                seed_demo_history(settings, database, client, loader.submit)
+            report.fetch_errors = fetch_spot_prices(
+                client,
+                settings.metals,
+                currency=settings.currency,
+                source=settings.source_tag,
+                data_dir=settings.data_dir,
+                submit=loader.submit,
+            )
+    finally:
+        report.api_requests = client.request_count
+        client.close()
     _log_api_trouble(report)
-
-    if train and database is not None and report.metals_ok:
-        report.models_trained, report.training_error = _train(settings, database)
-
-    log.info("run finished in %.1fs: %s", time.monotonic() - started, report.summary())
-    if database is not None and run_id is not None:
-        _close_ledger(database, run_id, report)
-    return report
 
 
 def _log_api_trouble(report: RunReport) -> None:

@@ -100,6 +100,7 @@ class SandboxServer:
     def __init__(self, api_key: str | None = None, *, delay: float = 0.0, hour_offset: int = 0):
         self.api_key = api_key  # None: any non-empty key is accepted
         self.delay = delay
+        self.delays: dict[str, float] = {}  # per metal, on top of `delay`
         self.hour_offset = hour_offset  # move the sandbox clock, e.g. to publish a new quote
         self.prices = PriceModel()
         self.faults: dict[str, list[Fault]] = {}
@@ -226,8 +227,9 @@ class SandboxServer:
                 started = time.monotonic()
                 url = urlparse(self.path)
                 params = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                if sandbox.delay:
-                    time.sleep(sandbox.delay)
+                pause = sandbox.delay + sandbox.delays.get(params.get("metal", ""), 0.0)
+                if pause:
+                    time.sleep(pause)
                 status, body = sandbox.respond(url.path, params)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -10,7 +10,7 @@ import time
 import pytest
 from filelock import FileLock
 
-from source.ml.registry import sha256_of
+from source.files import sha256_of
 from tests.conftest import REPO
 
 TABLES = (

@@ -53,6 +53,8 @@ def test_unreadable_secret_file_is_a_config_error(tmp_path):
 
 
 def test_demo_needs_no_key_and_uses_its_own_database_and_landing_dir(tmp_path):
-    settings = load_settings({"PGDATABASE": "prod"}, demo=True, env_file=tmp_path / "none")
-    assert settings.pg_database == "commodities_demo"
+    settings = load_settings(
+        {"PGDATABASE": "prod", "PGHOST": "prod-db"}, demo=True, env_file=tmp_path / "none"
+    )
+    assert (settings.pg_database, settings.pg_host) == ("commodities_demo", None)
     assert settings.data_dir.name == "demo"

@@ -1,12 +1,18 @@
 """End to end: main.py as a subprocess against the local sandbox and a real PostgreSQL."""
 
 import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 from filelock import FileLock
 
-from tests.conftest import TEST_API_KEY
+from tests.conftest import REPO, TEST_API_KEY
 
 METALS = ("gold", "silver", "platinum", "palladium")
 
@@ -15,6 +21,18 @@ def counts(database) -> dict[str, int]:
     result = {m: database.scalar(f"SELECT count(*) FROM {m}_historic") for m in METALS}
     result["analytics"] = database.scalar("SELECT count(*) FROM commodities_price_data_analytics")
     return result
+
+
+def wait_for_analytics_rows(database, wanted: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if database.scalar("SELECT count(*) FROM commodities_price_data_analytics") >= wanted:
+                return
+        except psycopg2.errors.UndefinedTable:
+            pass  # the run has not migrated yet
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {wanted} analytics rows after {seconds}s")
 
 
 def files(root: Path, area: str) -> list[Path]:
@@ -178,3 +196,60 @@ def test_train_command_needs_a_reachable_database(run_main):
     assert result.stderr.startswith("main.py: cannot connect to PostgreSQL at 127.0.0.1:1")
     assert result.stderr.count("\n") == 1
     assert "cannot connect to PostgreSQL" in run_main.log_text()
+
+
+def test_a_run_killed_half_way_loses_nothing_and_the_next_run_completes(
+    run_main, database, sandbox
+):
+    sandbox.delays["silver"] = 30  # silver hangs; the other metals land and load meanwhile
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), "--no-train"], cwd=run_main.cwd, env=run_main.env
+    )
+    wait_for_analytics_rows(database, 3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert counts(database) == {
+        "gold": 1,
+        "silver": 0,
+        "platinum": 1,
+        "palladium": 1,
+        "analytics": 3,
+    }
+
+    sandbox.delays.clear()
+    assert run_main("--no-train").returncode == 0
+    assert counts(database) == {
+        "gold": 1,
+        "silver": 1,
+        "platinum": 1,
+        "palladium": 1,
+        "analytics": 4,
+    }
+    statuses = database.query("SELECT status FROM pipeline_runs ORDER BY run_id")
+    assert statuses == [("interrupted",), ("success",)]
+
+
+def test_sigterm_ends_a_run_cleanly_with_exit_143(run_main, database, sandbox):
+    sandbox.delays["gold"] = 30
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), "--no-train"], cwd=run_main.cwd, env=run_main.env
+    )
+    wait_for_analytics_rows(database, 3)
+    process.terminate()
+    assert process.wait(timeout=60) == 143
+    assert counts(database)["analytics"] == 3
+    status, ok, failed = database.query(
+        "SELECT status, metals_ok, metals_failed FROM pipeline_runs"
+    )[0]
+    assert status == "interrupted"
+    assert sorted(ok) == ["palladium", "platinum", "silver"] and failed == ["gold"]
+
+
+def test_replaying_an_already_loaded_file_adds_nothing(run_main, database):
+    assert run_main("--no-train").returncode == 0
+    loaded = files(run_main.cwd, "loaded")[0]
+    incoming = run_main.cwd / "source" / "data" / "incoming"
+    shutil.copy(loaded, incoming / loaded.name)  # as if a crash hit between commit and move
+    assert run_main("--no-train").returncode == 0
+    assert counts(database)["analytics"] == 4
+    assert not files(run_main.cwd, "incoming")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from source.backups.manifest import MANIFEST
+from source.errors import EXIT_USAGE, ReportableError
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,12 @@ PARTIAL_PREFIX = ".partial-"
 VERIFICATION = "verification.json"
 
 
-class BackupError(Exception):
+class BackupError(ReportableError):
     """A backup operation cannot proceed; str() is one line."""
+
+
+class BackupNotFound(BackupError):
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)
@@ -70,13 +75,13 @@ def list_backups(backup_dir: Path) -> list[BackupInfo]:
 def find_backup(backup_dir: Path, backup_id: str | None) -> BackupInfo:
     backups = list_backups(backup_dir)
     if not backups:
-        raise BackupError(f"no backups in {backup_dir}")
+        raise BackupNotFound(f"no backups in {backup_dir}")
     if backup_id is None:
         return backups[-1]
     for backup in backups:
         if backup.id == backup_id:
             return backup
-    raise BackupError(f"no backup {backup_id!r} in {backup_dir}")
+    raise BackupNotFound(f"no backup {backup_id!r} in {backup_dir}")
 
 
 def record_verification(path: Path, ok: bool, problems: list[str]) -> None:

@@ -6,14 +6,13 @@ import argparse
 import logging
 import sys
 from datetime import UTC, datetime
+from functools import partial
 
-from source.backups.catalog import BackupError, find_backup, list_backups, prune
-from source.backups.pgtools import PgToolError
-from source.cli import run_lock
+from source.backups.catalog import find_backup, list_backups, prune
 from source.config import ConfigError, Settings, load_settings
-from source.db_functions.connection import DatabaseUnavailable
-from source.log_setup import configure_logging, redact
-from source.pipeline import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, connect_and_migrate
+from source.entrypoint import run_lock, run_locked
+from source.errors import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
+from source.pipeline import connect_and_migrate
 
 log = logging.getLogger("backups_main")
 
@@ -59,31 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if command == "list":
         return _list(settings)
-    log_path = configure_logging(settings.log_dir, settings.secrets)
-    with run_lock(settings.backup_dir / ".backup.lock") as locked:
-        if not locked:
-            message = "another backup or restore holds the lock; exiting"
-            log.warning(message)
-            print(f"backups_main.py: {message}", file=sys.stderr)
-            return EXIT_LOCKED
-        try:
-            return COMMANDS[command](settings, args)
-        except BackupError as exc:
-            log.error("%s", exc, extra={"file_only": True})
-            print(f"backups_main.py: {exc}", file=sys.stderr)
-            return EXIT_USAGE if "no backup" in str(exc) else EXIT_FAILURE
-        except (DatabaseUnavailable, PgToolError) as exc:
-            log.error("%s", exc, extra={"file_only": True})
-            print(f"backups_main.py: {redact(str(exc), settings.secrets)}", file=sys.stderr)
-            return EXIT_FAILURE
-        except Exception as exc:
-            log.error("unexpected error", exc_info=True, extra={"file_only": True})
-            line = redact(f"{type(exc).__name__}: {exc}".splitlines()[0], settings.secrets)
-            print(
-                f"backups_main.py: unexpected error: {line} (traceback in {log_path})",
-                file=sys.stderr,
-            )
-            return EXIT_FAILURE
+    lock = settings.backup_dir / ".backup.lock"
+    return run_locked("backups_main.py", settings, lock, partial(COMMANDS[command], settings, args))
 
 
 def _create(settings: Settings, args) -> int:

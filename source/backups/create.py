@@ -17,16 +17,9 @@ from source.backups.manifest import DATABASE_DUMP, MANIFEST, MODELS_ARCHIVE, fil
 from source.backups.pgtools import find_tool, libpq_env, run_tool
 from source.config import Settings
 from source.db_functions.connection import Database
+from source.files import fsync_path
 
 log = logging.getLogger(__name__)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def server_facts(cur) -> tuple[int, str]:
@@ -108,11 +101,11 @@ def create_backup(settings: Settings, database: Database) -> BackupInfo:
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2))
         for path in partial.iterdir():
-            _fsync(path)
-        _fsync(partial)
+            fsync_path(path)
+        fsync_path(partial)
         final = backup_dir / backup_id
         os.rename(partial, final)
-        _fsync(backup_dir)
+        fsync_path(backup_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

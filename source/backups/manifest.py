@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from source.ml.registry import sha256_of
+from source.files import sha256_of
 
 MANIFEST = "manifest.json"
 DATABASE_DUMP = "database.dump"

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from source.db_functions.connection import Database
+from source.errors import ReportableError
 
 log = logging.getLogger(__name__)
 
 
-class PgToolError(Exception):
+class PgToolError(ReportableError):
     """A PostgreSQL client tool failed or is unsuitable; str() is one line."""
 
 

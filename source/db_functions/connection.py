@@ -11,11 +11,12 @@ import psycopg2
 from psycopg2 import sql
 
 from source.config import Settings
+from source.errors import ReportableError
 
 log = logging.getLogger(__name__)
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(ReportableError):
     """The database cannot be reached or started; str() is one line."""
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 def open_run(conn, command: str) -> int:
+    """Start a ledger row. Called under the run lock, so a row still 'running' was killed."""
     with conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE pipeline_runs SET status = 'interrupted', message = 'process ended before "
+            "recording an outcome (killed?)' WHERE status = 'running'"
+        )
         cur.execute("INSERT INTO pipeline_runs (command) VALUES (%s) RETURNING run_id", (command,))
         return cur.fetchone()[0]
 

@@ -6,14 +6,13 @@ checksum does not match is refused before it is unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import joblib
+
+from source.files import atomic_write, sha256_of
 
 
 class ModelIntegrityError(Exception):
@@ -23,14 +22,6 @@ class ModelIntegrityError(Exception):
 def model_paths(models_dir: Path, target: str, metal: str) -> tuple[Path, Path]:
     directory = Path(models_dir) / f"model_{target}"
     return directory / f"{metal}.joblib", directory / f"{metal}.json"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -47,27 +38,13 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _atomic_write(target: Path, write) -> None:
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(models_dir: Path, target: str, metal: str, model, metadata: dict) -> dict:
     """Write the model then its metadata (with the model's sha256); return the metadata."""
     model_path, meta_path = model_paths(models_dir, target, metal)
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(model_path, lambda handle: joblib.dump(model, handle))
+    atomic_write(model_path, lambda handle: joblib.dump(model, handle))
     metadata = metadata | {"sha256": sha256_of(model_path), "model_file": model_path.name}
-    body = json.dumps(metadata, indent=2, default=str).encode()
-    _atomic_write(meta_path, lambda handle: handle.write(body))
+    atomic_write(meta_path, json.dumps(metadata, indent=2, default=str).encode())
     return metadata
 
 

@@ -1,0 +1,68 @@
+"""What main.py and backups_main.py share: logging set-up, the lock, SIGTERM, and turning any
+error into one stderr line with the right exit code (tracebacks go to the log file only)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from source.config import Settings
+from source.errors import EXIT_FAILURE, EXIT_LOCKED, ReportableError
+from source.log_setup import configure_logging, redact
+from source.shutdown import STOP_REQUESTED
+
+log = logging.getLogger("entrypoint")
+
+
+@contextmanager
+def run_lock(path: Path):
+    """Hold an exclusive lock; yields False when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def _terminate(signum, frame):
+    # Unwind normally on SIGTERM (docker stop, cron kill): context managers close, the queue
+    # drains, temp files are removed; no new HTTP attempt starts. The next run marks the
+    # ledger row of a run that could not record its outcome as interrupted.
+    STOP_REQUESTED.set()
+    log.warning("received signal %d: stopping after the requests in flight", signum)
+    raise SystemExit(128 + signum)
+
+
+def run_locked(prog: str, settings: Settings, lock_path: Path, step: Callable[[], int]) -> int:
+    """Configure logging, take the lock (exit 75 if held), run the step, report errors."""
+    log_path = configure_logging(settings.log_dir, settings.secrets)
+    signal.signal(signal.SIGTERM, _terminate)
+    with run_lock(lock_path) as locked:
+        if not locked:
+            message = f"another run holds the lock {lock_path}; exiting"
+            log.warning(message, extra={"file_only": True})
+            print(f"{prog}: {message}", file=sys.stderr)
+            return EXIT_LOCKED
+        try:
+            return step()
+        except ReportableError as exc:
+            log.error("%s", exc, extra={"file_only": True})
+            print(f"{prog}: {redact(str(exc), settings.secrets)}", file=sys.stderr)
+            return exc.exit_code
+        except Exception as exc:
+            log.error("unexpected error", exc_info=True, extra={"file_only": True})
+            line = redact(f"{type(exc).__name__}: {exc}".splitlines()[0], settings.secrets)
+            print(f"{prog}: unexpected error: {line} (traceback in {log_path})", file=sys.stderr)
+            return EXIT_FAILURE
