@@ -26,8 +26,9 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY --chown=app:app main.py backups_main.py ./
-COPY --chown=app:app source ./source
+# Code stays owned by root (read-only to the app); only the volume directories are writable.
+COPY main.py backups_main.py ./
+COPY source ./source
 # The directories that compose mounts as volumes; created here so volumes inherit the owner.
 RUN mkdir -p source/data logs trained_models backups \
     && chown -R app:app source/data logs trained_models backups

@@ -87,6 +87,9 @@ class QueueLoader:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.error("%s: load failed, raw file kept for the next run: %s", job.metal, message)
             return LoadOutcome(job, error=message)
+        except Exception as exc:  # a bug must not kill the loader thread and strand the queue
+            log.error("%s: load failed, raw file kept for the next run", job.metal, exc_info=True)
+            return LoadOutcome(job, error=f"{type(exc).__name__}: {exc}")
         log.info(
             "%s: %d row(s) inserted, %d updated in %s_historic and the analytics table%s",
             job.metal,

@@ -15,6 +15,8 @@ from source.errors import ReportableError
 
 log = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT_SECONDS = 10
+
 
 class DatabaseUnavailable(ReportableError):
     """The database cannot be reached or started; str() is one line."""
@@ -33,7 +35,11 @@ class Database:
 
     def connect(self, dbname: str | None = None):
         try:
-            return psycopg2.connect(**{**self.params, "dbname": dbname or self.name})
+            return psycopg2.connect(
+                **{**self.params, "dbname": dbname or self.name},
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name="commodities-pipeline",
+            )
         except psycopg2.OperationalError as exc:
             first_line = (
                 str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
