@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -15,8 +12,6 @@ from source.config import ConfigError, Settings, load_settings
 from source.entrypoint import run_locked
 from source.errors import EXIT_OK, EXIT_USAGE
 from source.pipeline import run_hourly
-
-log = logging.getLogger("main")
 
 EPILOG = """examples:
   python main.py                      one hourly run (fetch, land, load, train)
@@ -86,24 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     step = _train_only if command == "train" else partial(_hourly, train=not args.no_train)
     if settings.demo:
-        step = partial(_with_sandbox, step)
+        from source.demo import with_sandbox
+
+        step = partial(with_sandbox, step)
     lock = settings.data_dir / ".pipeline.lock"
     return run_locked("main.py", settings, lock, partial(step, settings))
-
-
-def _with_sandbox(step: Callable[[Settings], int], settings: Settings) -> int:
-    from source.config import DEMO_API_KEY
-    from source.sandbox import SandboxServer
-
-    with SandboxServer(api_key=DEMO_API_KEY) as sandbox:
-        logging.getLogger("source.sandbox").info("demo: sandbox feed on %s", sandbox.base_url)
-        return step(replace(settings, base_url=sandbox.base_url))
 
 
 def _hourly(settings: Settings, *, train: bool) -> int:
     report = run_hourly(settings, train=train)
     if settings.demo:
-        from source.summary import print_demo_summary
+        from source.demo import print_demo_summary
 
         print_demo_summary(settings, report)
     elif report.exit_code != EXIT_OK:

@@ -9,23 +9,14 @@ from functools import partial
 
 from source.config import Settings
 from source.db_functions.connection import Database, DatabaseUnavailable, open_database
-from source.db_functions.migrations import apply_migrations, historic_table
+from source.db_functions.migrations import apply_migrations
 from source.db_functions.runs import close_run, open_run
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
-from source.extract import (
-    fetch_spot_prices,
-    frames_from_payload,
-    land_raw_response,
-    mark_loaded,
-    mark_rejected,
-    replay_landed,
-)
-from source.load import LoadJob, LoadOutcome, QueueLoader
-from source.metals_dev import AuthError, MetalsDevClient, MetalsDevError, QuotaExceeded
+from source.extract import fetch_spot_prices, land_raw_response, mark_loaded, replay_landed
+from source.load import LoadOutcome, QueueLoader
+from source.metals_dev import AuthError, MetalsDevClient, QuotaExceeded
 
 log = logging.getLogger(__name__)
-
-DEMO_SEED_HOURS = 24 * 120  # enough hourly history for walk-forward validation at 24 steps
 
 
 @dataclass
@@ -115,43 +106,6 @@ def make_client(settings: Settings) -> MetalsDevClient:
     )
 
 
-def _rows_per_metal(database: Database, metals: tuple[str, ...]) -> dict[str, int]:
-    conn = database.connect()
-    try:
-        with conn, conn.cursor() as cur:
-            counts = {}
-            for metal in metals:
-                cur.execute(f"SELECT count(*) FROM {historic_table(metal)}")
-                counts[metal] = cur.fetchone()[0]
-            return counts
-    finally:
-        conn.close()
-
-
-def seed_demo_history(settings: Settings, database: Database, client, submit) -> None:
-    """First demo run: fetch hourly history from the sandbox so the models have data."""
-    for metal, rows in _rows_per_metal(database, settings.metals).items():
-        if rows >= DEMO_SEED_HOURS // 2:
-            continue
-        try:
-            fetched = client.history(metal, DEMO_SEED_HOURS, settings.currency)
-            frames = frames_from_payload(
-                "history",
-                metal,
-                fetched.payload,
-                fetched_at=fetched.raw.fetched_at,
-                raw_file=fetched.landed_path,
-                source="demo",
-                metals=settings.metals,
-            )
-        except MetalsDevError as exc:
-            log.error("%s: seeding demo history failed: %s", metal, exc)
-            mark_rejected(settings.data_dir, exc.landed_path)
-            continue
-        log.info("%s: seeding %d hours of synthetic history", metal, len(frames[metal]))
-        submit(LoadJob(metal, frames[metal], [fetched.landed_path]))
-
-
 def run_hourly(settings: Settings, *, train: bool, command: str = "run") -> RunReport:
     """One hourly run. Raw responses are landed even when the database is down."""
     started = time.monotonic()
@@ -197,6 +151,8 @@ def _extract_and_load(settings: Settings, database: Database | None, report: Run
             ):
                 loader.submit(job)
             if settings.demo and database is not None:
+                from source.demo import seed_demo_history
+
                 seed_demo_history(settings, database, client, loader.submit)
             report.fetch_errors = fetch_spot_prices(
                 client,

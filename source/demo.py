@@ -1,0 +1,101 @@
+"""`--demo`: the local sandbox feed, the first run's seeded history, and the summary printed
+at the end. Demo rows are tagged `demo` and live in their own database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from source.config import DEMO_API_KEY, Settings
+from source.db_functions.connection import Database, open_database
+from source.db_functions.migrations import historic_table
+from source.extract import frames_from_payload, mark_rejected
+from source.load import LoadJob
+from source.metals_dev import MetalsDevError
+from source.sandbox import SandboxServer
+
+log = logging.getLogger(__name__)
+
+DEMO_SEED_HOURS = 24 * 120  # enough hourly history for walk-forward validation at 24 steps
+
+
+def with_sandbox(step: Callable[[Settings], int], settings: Settings) -> int:
+    """Run a step with the API pointed at a sandbox on 127.0.0.1."""
+    with SandboxServer(api_key=DEMO_API_KEY) as sandbox:
+        log.info("demo: sandbox feed on %s", sandbox.base_url)
+        return step(replace(settings, base_url=sandbox.base_url))
+
+
+def _rows_per_metal(database: Database, metals: tuple[str, ...]) -> dict[str, int]:
+    conn = database.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            counts = {}
+            for metal in metals:
+                cur.execute(f"SELECT count(*) FROM {historic_table(metal)}")
+                counts[metal] = cur.fetchone()[0]
+            return counts
+    finally:
+        conn.close()
+
+
+def seed_demo_history(settings: Settings, database: Database, client, submit) -> None:
+    """First demo run: fetch hourly history from the sandbox so the models have data."""
+    for metal, rows in _rows_per_metal(database, settings.metals).items():
+        if rows >= DEMO_SEED_HOURS // 2:
+            continue
+        try:
+            fetched = client.history(metal, DEMO_SEED_HOURS, settings.currency)
+            frames = frames_from_payload(
+                "history",
+                metal,
+                fetched.payload,
+                fetched_at=fetched.raw.fetched_at,
+                raw_file=fetched.landed_path,
+                source="demo",
+                metals=settings.metals,
+            )
+        except MetalsDevError as exc:
+            log.error("%s: seeding demo history failed: %s", metal, exc)
+            mark_rejected(settings.data_dir, exc.landed_path)
+            continue
+        log.info("%s: seeding %d hours of synthetic history", metal, len(frames[metal]))
+        submit(LoadJob(metal, frames[metal], [fetched.landed_path]))
+
+
+def latest_prices(settings: Settings) -> dict[str, tuple]:
+    """{metal: (rows, latest rate_price, its timestamp)} for the configured metals."""
+    conn = open_database(settings).connect()
+    try:
+        with conn, conn.cursor() as cur:
+            result = {}
+            for metal in settings.metals:
+                table = historic_table(metal)
+                cur.execute(
+                    f'SELECT (SELECT count(*) FROM {table}), rate_price, "timestamp" '
+                    f'FROM {table} ORDER BY "timestamp" DESC LIMIT 1'
+                )
+                result[metal] = cur.fetchone() or (0, None, None)
+            return result
+    finally:
+        conn.close()
+
+
+def print_demo_summary(settings: Settings, report) -> None:
+    models = sorted(settings.models_dir.glob("model_rate_*/*.joblib"))
+    where = f"embedded in {settings.embedded_pg_dir}" if settings.pg_host is None else "PGHOST"
+    print()
+    print("Demo run finished - SYNTHETIC prices from the local sandbox feed, not market data.")
+    print(f"  database: {settings.pg_database} ({where})")
+    print(f"  this run: {report.summary()}")
+    if report.database_error is None:
+        for metal, (rows, price, stamp) in latest_prices(settings).items():
+            latest = "-"
+            if price is not None:
+                latest = f"{price:,.2f} {settings.currency}/{settings.unit}"
+                latest += f" at {stamp:%Y-%m-%d %H:%M} UTC"
+            print(f"  {metal:<10} {rows:>6,} rows   latest {latest}")
+    print(f"  models: {len(models)} in {settings.models_dir}/ (model_rate_price, model_rate_ask)")
+    print(f"  raw responses: {settings.data_dir}/   logs: {settings.log_dir}/")
+    print("  run it again: each hour brings one new quote per metal; reruns add nothing")
