@@ -183,6 +183,7 @@ class MetalsDevClient:
             stop=stop_after_attempt(self.max_attempts) | stop_when_event_set(STOP_REQUESTED),
             wait=self._wait,
             before_sleep=self._log_retry,
+            sleep=STOP_REQUESTED.wait,  # a stop request cuts the backoff short
             reraise=True,
         )
         raw = retrying(self._get_once, kind, metal, endpoint, params)
@@ -230,7 +231,7 @@ class MetalsDevClient:
         )
 
     def _wait(self, state: RetryCallState) -> float:
-        # Exponential backoff with full jitter on top, capped.
+        # Exponential backoff plus random jitter, capped; never sooner than Retry-After says.
         exponential = min(self.backoff * 2 ** (state.attempt_number - 1), MAX_BACKOFF_SECONDS)
         delay = exponential + random.uniform(0, self.backoff)
         error = state.outcome.exception() if state.outcome else None

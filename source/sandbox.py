@@ -32,6 +32,7 @@ class Fault:
     status: int
     body: bytes
     remaining: int | None = None  # None: every request
+    headers: dict[str, str] | None = None
 
 
 def _iso(moment: datetime) -> str:
@@ -127,10 +128,17 @@ class SandboxServer:
 
     # -- test controls -----------------------------------------------------------------------
 
-    def add_fault(self, metal: str, status: int, body: dict | bytes, times: int | None = None):
+    def add_fault(
+        self,
+        metal: str,
+        status: int,
+        body: dict | bytes,
+        times: int | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         """Answer requests for `metal` with this response (`times` times, or always)."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.faults.setdefault(metal, []).append(Fault(status, raw, times))
+        self.faults.setdefault(metal, []).append(Fault(status, raw, times, headers))
 
     def current_hour(self) -> int:
         elapsed = datetime.now(UTC) - ANCHOR
@@ -150,15 +158,15 @@ class SandboxServer:
                     queue.pop(0)
             return fault
 
-    def respond(self, path: str, params: dict[str, str]) -> tuple[int, bytes]:
+    def respond(self, path: str, params: dict[str, str]) -> tuple[int, bytes, dict]:
+        """(status, body, extra headers) for one request."""
         if not params.get("api_key") or (self.api_key and params["api_key"] != self.api_key):
-            return 401, json.dumps(
-                _failure(1101, "Unauthorized. The API Key provided is invalid.")
-            ).encode()
+            body = _failure(1101, "Unauthorized. The API Key provided is invalid.")
+            return 401, json.dumps(body).encode(), {}
         metal = params.get("metal", "all")
         fault = self._take_fault(metal) or self._take_fault("*")
         if fault is not None:
-            return fault.status, fault.body
+            return fault.status, fault.body, fault.headers or {}
         handler = {
             "/v1/metal/spot": self._spot,
             "/v1/latest": self._latest,
@@ -166,12 +174,12 @@ class SandboxServer:
             "/v1/sandbox/history": self._history,
         }.get(path)
         if handler is None:
-            return 404, json.dumps(_failure(1000, f"Unknown endpoint {path}")).encode()
+            return 404, json.dumps(_failure(1000, f"Unknown endpoint {path}")).encode(), {}
         try:
             status, body = handler(params)
         except (KeyError, ValueError) as exc:
             status, body = 400, _failure(1001, f"Invalid parameters: {exc}")
-        return status, json.dumps(body).encode()
+        return status, json.dumps(body).encode(), {}
 
     def _spot(self, params):
         metal = params["metal"]
@@ -230,8 +238,10 @@ class SandboxServer:
                 pause = sandbox.delay + sandbox.delays.get(params.get("metal", ""), 0.0)
                 if pause:
                     time.sleep(pause)
-                status, body = sandbox.respond(url.path, params)
+                status, body, headers = sandbox.respond(url.path, params)
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -1,6 +1,7 @@
 """The real client, with its real retries, against a real HTTP server on 127.0.0.1."""
 
 import socket
+import time
 
 import pytest
 
@@ -96,3 +97,12 @@ def test_the_key_is_sent_as_query_parameter_and_not_echoed_in_the_request_log(sa
     (request,) = sandbox.requests
     assert request["path"] == "/v1/metal/spot"
     assert request["params"] == {"metal": "platinum", "currency": "EUR"}
+
+
+def test_retry_after_is_honoured(sandbox):
+    sandbox.add_fault("gold", 429, b"slow down", times=1, headers={"Retry-After": "1"})
+    client = client_for(sandbox.base_url)  # its own backoff is 0.01 s
+    started = time.monotonic()
+    client.spot("gold")
+    assert time.monotonic() - started >= 0.95
+    assert client.request_count == 2
