@@ -72,6 +72,11 @@ def mark_rejected(data_dir: Path, path: Path | None) -> None:
         log.info("kept the rejected response as %s", target)
 
 
+def mark_job_rejected(data_dir: Path, job: LoadJob) -> None:
+    for path in job.raw_files:
+        mark_rejected(data_dir, path)
+
+
 def frames_from_payload(
     kind: str,
     metal: str,

@@ -14,7 +14,7 @@ import pandas as pd
 import psycopg2
 
 from source.db_functions.connection import Database, DatabaseUnavailable
-from source.db_functions.loaders import upsert_prices
+from source.db_functions.loaders import UnitMismatch, upsert_prices
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,28 @@ class LoadOutcome:
     error: str | None = None
 
 
+# Errors in the rows themselves: loading the same file again would fail the same way.
+PERMANENT_ERRORS = (UnitMismatch, psycopg2.DataError, psycopg2.IntegrityError)
+
+
+def _line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 class QueueLoader:
     """Consumes LoadJobs on a background thread with its own connection."""
 
     _DONE = object()
 
-    def __init__(self, database: Database | None, on_loaded: Callable[[LoadJob], None]):
+    def __init__(
+        self,
+        database: Database | None,
+        on_loaded: Callable[[LoadJob], None],
+        on_rejected: Callable[[LoadJob], None],
+    ):
         self.database = database
         self.on_loaded = on_loaded
+        self.on_rejected = on_rejected  # for rows that can never load, so they are not retried
         self.queue: queue.Queue = queue.Queue()
         self.outcomes: list[LoadOutcome] = []
         self._conn = None
@@ -83,10 +97,13 @@ class QueueLoader:
     def _load(self, job: LoadJob) -> LoadOutcome:
         try:
             counts = upsert_prices(self._connection(), job.frame)
+        except PERMANENT_ERRORS as exc:
+            log.error("%s: rows refused, raw file moved to rejected/: %s", job.metal, _line(exc))
+            self.on_rejected(job)
+            return LoadOutcome(job, error=_line(exc))
         except (DatabaseUnavailable, psycopg2.Error) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.error("%s: load failed, raw file kept for the next run: %s", job.metal, message)
-            return LoadOutcome(job, error=message)
+            log.error("%s: load failed, raw file kept for the next run: %s", job.metal, _line(exc))
+            return LoadOutcome(job, error=_line(exc))
         except Exception as exc:  # a bug must not kill the loader thread and strand the queue
             log.error("%s: load failed, raw file kept for the next run", job.metal, exc_info=True)
             return LoadOutcome(job, error=f"{type(exc).__name__}: {exc}")

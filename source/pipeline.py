@@ -12,7 +12,13 @@ from source.db_functions.connection import Database, DatabaseUnavailable, open_d
 from source.db_functions.migrations import apply_migrations
 from source.db_functions.runs import close_run, open_run
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
-from source.extract import fetch_spot_prices, land_raw_response, mark_loaded, replay_landed
+from source.extract import (
+    fetch_spot_prices,
+    land_raw_response,
+    mark_job_rejected,
+    mark_loaded,
+    replay_landed,
+)
 from source.load import LoadOutcome, QueueLoader
 from source.metals_dev import AuthError, MetalsDevClient, QuotaExceeded
 
@@ -144,7 +150,12 @@ def _extract_and_load(settings: Settings, database: Database | None, report: Run
     """Replay, fetch and land concurrently, and load everything through the queue."""
     client = make_client(settings)
     try:
-        with QueueLoader(database, partial(mark_loaded, settings.data_dir)) as loader:
+        loader = QueueLoader(
+            database,
+            on_loaded=partial(mark_loaded, settings.data_dir),
+            on_rejected=partial(mark_job_rejected, settings.data_dir),
+        )
+        with loader:
             report.outcomes = loader.outcomes  # filled by the loader thread as it goes
             for job in replay_landed(
                 settings.data_dir, source=settings.source_tag, metals=settings.metals

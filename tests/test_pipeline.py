@@ -83,8 +83,22 @@ def test_rerun_adds_nothing_and_a_new_quote_adds_one_row_per_metal(run_main, dat
     assert database.scalar("SELECT count(*) FROM pipeline_runs WHERE status = 'success'") == 3
 
 
-def test_one_failing_metal_gives_exit_3_and_the_others_load(run_main, database, sandbox):
-    sandbox.add_fault("silver", 200, b"<html>not json</html>")
+@pytest.mark.parametrize(
+    ("body", "logged"),
+    [
+        (b"<html>not json</html>", "silver: GET /metal/spot: HTTP 200, body is not JSON"),
+        (b'{"status": "success", "metal": "silver"}', "silver: GET /metal/spot: missing field"),
+        (
+            b'{"status": "failure", "error_code": 1001, "error_message": "bad"}',
+            "silver: GET /metal/spot: API error 1001: bad",
+        ),
+    ],
+    ids=["not-json", "missing-fields", "api-error"],
+)
+def test_one_failing_metal_gives_exit_3_and_the_others_load(
+    run_main, database, sandbox, body, logged
+):
+    sandbox.add_fault("silver", 200, body)
     result = run_main("--no-train")
     assert result.returncode == 3
     assert "silver" in result.stderr
@@ -95,20 +109,32 @@ def test_one_failing_metal_gives_exit_3_and_the_others_load(run_main, database, 
         "palladium": 1,
         "analytics": 3,
     }
-    assert "silver: GET /metal/spot: HTTP 200, body is not JSON" in run_main.log_text()
+    assert logged in run_main.log_text()
     rejected = files(run_main.cwd, "rejected")
-    assert [p.read_bytes() for p in rejected] == [b"<html>not json</html>"]
+    assert [p.read_bytes() for p in rejected] == [body]
     assert database.query("SELECT status, metals_failed FROM pipeline_runs") == [
         ("partial", ["silver"])
     ]
 
 
-def test_api_error_code_for_one_metal_is_partial(run_main, database, sandbox):
-    sandbox.add_fault(
-        "platinum", 200, {"status": "failure", "error_code": 1001, "error_message": "bad"}
+def test_a_metal_is_committed_to_both_tables_or_neither(run_main, database):
+    # Make the analytics insert fail for silver only, after its historic insert succeeded.
+    run_main("--no-train", "--metals", "gold")  # creates the schema
+    database.query(
+        """CREATE FUNCTION refuse_silver() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.metal = 'silver' THEN RAISE EXCEPTION 'analytics refused'; END IF;
+           RETURN NEW; END $$;
+           CREATE TRIGGER refuse_silver BEFORE INSERT ON commodities_price_data_analytics
+           FOR EACH ROW EXECUTE FUNCTION refuse_silver();"""
     )
-    assert run_main("--no-train").returncode == 3
-    assert "platinum: GET /metal/spot: API error 1001: bad" in run_main.log_text()
+    result = run_main("--no-train")
+    assert result.returncode == 3
+    assert database.scalar("SELECT count(*) FROM silver_historic") == 0
+    assert database.scalar("SELECT count(*) FROM platinum_historic") == 1
+    assert "silver: load failed, raw file kept for the next run: analytics refused" in (
+        run_main.log_text()
+    )
+    assert any("_spot_silver" in p.name for p in files(run_main.cwd, "incoming"))
 
 
 def test_invalid_key_is_a_configuration_error(run_main, database):
@@ -253,3 +279,17 @@ def test_replaying_an_already_loaded_file_adds_nothing(run_main, database):
     assert run_main("--no-train").returncode == 0
     assert counts(database)["analytics"] == 4
     assert not files(run_main.cwd, "incoming")
+
+
+def test_a_different_currency_is_refused_rather_than_mixed_in(run_main, database):
+    assert run_main("--no-train").returncode == 0
+    result = run_main("--no-train", CURRENCY="EUR")
+    assert result.returncode == 1
+    assert "gold_historic holds USD/toz prices, these rows are EUR/toz" in run_main.log_text()
+    assert database.query("SELECT DISTINCT currency FROM commodities_price_data_analytics") == [
+        ("USD",)
+    ]
+    # The refused responses are kept in rejected/, not retried by every later run.
+    assert not files(run_main.cwd, "incoming")
+    assert len(files(run_main.cwd, "rejected")) == 4
+    assert run_main("--no-train").returncode == 0

@@ -46,6 +46,23 @@ def _upsert_sql(table: str, key: str) -> str:
     )
 
 
+class UnitMismatch(ValueError):
+    """The frame's currency/unit differ from the rows already in the table."""
+
+
+def _check_units(cur, table: str, frame: pd.DataFrame) -> None:
+    """Rows are keyed by timestamp alone, so one table must hold one currency and unit."""
+    cur.execute(f"SELECT currency, unit FROM {table} LIMIT 1")
+    existing = cur.fetchone()
+    incoming = set(zip(frame["currency"], frame["unit"], strict=True))
+    if existing and incoming != {existing}:
+        found = ", ".join(f"{c}/{u}" for c, u in sorted(incoming))
+        raise UnitMismatch(
+            f"{table} holds {existing[0]}/{existing[1]} prices, these rows are {found}; "
+            "use another database (PGDATABASE) for another currency or unit"
+        )
+
+
 def upsert_prices(conn, frame: pd.DataFrame) -> UpsertCounts:
     """Upsert one metal's rows into `<metal>_historic` and the analytics table atomically."""
     metals = frame["metal"].unique()
@@ -53,6 +70,7 @@ def upsert_prices(conn, frame: pd.DataFrame) -> UpsertCounts:
         raise ValueError(f"a frame must hold exactly one metal, got {list(metals)}")
     table = historic_table(str(metals[0]))
     with conn, conn.cursor() as cur:
+        _check_units(cur, table, frame)
         cur.execute(
             f"CREATE TEMP TABLE staging_prices (LIKE {ANALYTICS_TABLE} INCLUDING DEFAULTS) "
             "ON COMMIT DROP"
