@@ -15,6 +15,8 @@ from filelock import FileLock
 from tests.conftest import REPO, TEST_API_KEY
 
 METALS = ("gold", "silver", "platinum", "palladium")
+ONE_ROW_EACH = {"gold": 1, "silver": 1, "platinum": 1, "palladium": 1, "analytics": 4}
+ALL_BUT_SILVER = {"gold": 1, "silver": 0, "platinum": 1, "palladium": 1, "analytics": 3}
 
 
 def counts(database) -> dict[str, int]:
@@ -42,13 +44,7 @@ def files(root: Path, area: str) -> list[Path]:
 def test_one_run_loads_one_row_per_metal_everywhere(run_main, database, sandbox):
     result = run_main("--no-train")
     assert result.returncode == 0, result.stderr
-    assert counts(database) == {
-        "gold": 1,
-        "silver": 1,
-        "platinum": 1,
-        "palladium": 1,
-        "analytics": 4,
-    }
+    assert counts(database) == ONE_ROW_EACH
 
     quote = sandbox.prices.quote("gold", sandbox.current_hour())
     columns = '"timestamp", rate_price, rate_ask, rate_bid, source, currency, unit'
@@ -102,13 +98,7 @@ def test_one_failing_metal_gives_exit_3_and_the_others_load(
     result = run_main("--no-train")
     assert result.returncode == 3
     assert "silver" in result.stderr
-    assert counts(database) == {
-        "gold": 1,
-        "silver": 0,
-        "platinum": 1,
-        "palladium": 1,
-        "analytics": 3,
-    }
+    assert counts(database) == ALL_BUT_SILVER
     assert logged in run_main.log_text()
     rejected = files(run_main.cwd, "rejected")
     assert [p.read_bytes() for p in rejected] == [body]
@@ -172,13 +162,7 @@ def test_database_down_keeps_responses_and_the_next_run_loads_them(run_main, dat
 
     up = run_main("--no-train", "--metals", "gold")
     assert up.returncode == 0, up.stderr
-    assert counts(database) == {
-        "gold": 1,
-        "silver": 1,
-        "platinum": 1,
-        "palladium": 1,
-        "analytics": 4,
-    }
+    assert counts(database) == ONE_ROW_EACH
     assert not files(run_main.cwd, "incoming")
     assert "replaying" in run_main.log_text()
 
@@ -234,23 +218,11 @@ def test_a_run_killed_half_way_loses_nothing_and_the_next_run_completes(
     wait_for_analytics_rows(database, 3)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert counts(database) == {
-        "gold": 1,
-        "silver": 0,
-        "platinum": 1,
-        "palladium": 1,
-        "analytics": 3,
-    }
+    assert counts(database) == ALL_BUT_SILVER
 
     sandbox.delays.clear()
     assert run_main("--no-train").returncode == 0
-    assert counts(database) == {
-        "gold": 1,
-        "silver": 1,
-        "platinum": 1,
-        "palladium": 1,
-        "analytics": 4,
-    }
+    assert counts(database) == ONE_ROW_EACH
     statuses = database.query("SELECT status FROM pipeline_runs ORDER BY run_id")
     assert statuses == [("interrupted",), ("success",)]
 
