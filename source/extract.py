@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+from source.config import KNOWN_METALS
 from source.files import atomic_write
 from source.load import LoadJob
 from source.metals_dev import MetalsDevClient, MetalsDevError, RawResponse, parse_payload
@@ -88,15 +89,21 @@ def frames_from_payload(
     metals: tuple[str, ...],
 ) -> dict:
     """Turn any landed payload into {metal: frame}."""
-    common = {"endpoint": ENDPOINTS[kind], "fetched_at": fetched_at, "raw_file": str(raw_file)}
+    common = {
+        "endpoint": ENDPOINTS[kind],
+        "fetched_at": fetched_at,
+        "raw_file": str(raw_file) if raw_file else None,
+    }
     if kind == "timeseries":
         return timeseries_to_frames(payload, metals=metals, **common)
     to_frame = spot_to_frame if kind == "spot" else history_to_frame
     return {metal: to_frame(payload, metal=metal, source=source, **common)}
 
 
-def replay_landed(data_dir: Path, *, source: str, metals: tuple[str, ...]) -> list[LoadJob]:
-    """Jobs for files landed by earlier runs but never loaded (database down, crash)."""
+def replay_landed(data_dir: Path, *, source: str) -> list[LoadJob]:
+    """Jobs for files landed by earlier runs but never loaded (database down, crash).
+
+    Every metal in a file is loaded, whatever this run's --metals: nothing fetched is lost."""
     jobs = []
     for path in sorted((Path(data_dir) / INCOMING).glob("*.json")):
         match = _NAME.match(path.name)
@@ -114,10 +121,14 @@ def replay_landed(data_dir: Path, *, source: str, metals: tuple[str, ...]) -> li
                 fetched_at=fetched_at,
                 raw_file=path,
                 source="backfill" if kind == "timeseries" else source,
-                metals=metals,
+                metals=KNOWN_METALS,
             )
         except MetalsDevError as exc:
             log.error("replay of %s failed: %s", path.name, exc)
+            mark_rejected(data_dir, path)
+            continue
+        if not frames:  # e.g. a timeseries with none of the configured metals in it
+            log.warning("replay of %s: no prices in it", path.name)
             mark_rejected(data_dir, path)
             continue
         for frame_metal, frame in frames.items():
