@@ -186,14 +186,14 @@ def _log_api_trouble(report: RunReport) -> None:
 
 
 def _train(settings: Settings, database: Database) -> tuple[int, str | None]:
-    from source.ml.train import train_all  # scikit-learn is imported only when training
+    from source.ml.train import TrainingFailed, train_all  # scikit-learn only when training
 
     started = time.monotonic()
     try:
         trained = train_all(settings, database)
     except Exception as exc:  # a training bug must not hide that the data was loaded
-        log.exception("training failed")
-        return 0, f"{type(exc).__name__}: {exc}"
+        log.error("training failed: %s", exc, exc_info=not isinstance(exc, TrainingFailed))
+        return 0, str(exc) if isinstance(exc, TrainingFailed) else f"{type(exc).__name__}: {exc}"
     log.info("training finished in %.1fs: %d model(s) written", time.monotonic() - started, trained)
     return trained, None
 

@@ -265,3 +265,39 @@ def test_a_different_currency_is_refused_rather_than_mixed_in(run_main, database
     assert not files(run_main.cwd, "incoming")
     assert len(files(run_main.cwd, "rejected")) == 4
     assert run_main("--no-train").returncode == 0
+
+
+def insert_hourly_history(database, metal: str, hours: int) -> None:
+    database.query(
+        f"""INSERT INTO {metal}_historic ("timestamp", metal, currency, unit, rate_price,
+                rate_ask, source)
+            SELECT timestamptz '2026-01-01' + make_interval(hours => i), '{metal}', 'USD', 'toz',
+                   p, p * 1.0004, 'csv'
+            FROM (SELECT i, 2000 * exp(0.002 * sin(i / 7.0) + 0.0001 * i) AS p
+                  FROM generate_series(1, {hours}) AS i) s"""
+    )
+
+
+def test_train_command_trains_from_the_database(run_main, database):
+    assert run_main("--no-train", "--metals", "gold").returncode == 0
+    insert_hourly_history(database, "gold", 500)
+    result = run_main("train", "--metals", "gold")
+    assert result.returncode == 0, result.stderr
+    assert "2 model(s) trained" in result.stdout
+    for target in ("rate_price", "rate_ask"):
+        assert (run_main.cwd / "trained_models" / f"model_{target}" / "gold.joblib").is_file()
+    assert database.scalar("SELECT count(*) FROM model_runs WHERE metal = 'gold'") == 6
+    assert database.scalar("SELECT count(*) FROM price_predictions") == 6
+
+
+def test_a_training_failure_is_reported_after_the_data_is_loaded(run_main, database, tmp_path):
+    assert run_main("--no-train", "--metals", "gold").returncode == 0
+    insert_hourly_history(database, "gold", 500)
+    not_a_directory = tmp_path / "models-file"
+    not_a_directory.write_text("")
+    result = run_main("--metals", "gold", MODELS_DIR=str(not_a_directory))
+    assert result.returncode == 1
+    assert "2 model(s) failed: gold rate_price" in result.stderr
+    assert database.query("SELECT status FROM pipeline_runs ORDER BY run_id DESC LIMIT 1") == [
+        ("failed",)
+    ]

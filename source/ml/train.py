@@ -15,6 +15,7 @@ from psycopg2.extras import execute_values
 from source.config import Settings
 from source.db_functions.connection import Database
 from source.db_functions.migrations import historic_table
+from source.errors import ReportableError
 from source.ml.evaluation import Dataset, NotEnoughData, fit_final, walk_forward
 from source.ml.registry import library_versions, save_model
 
@@ -122,35 +123,57 @@ def _record(conn, metadata: dict, forecast: dict) -> None:
         )
 
 
+class TrainingFailed(ReportableError):
+    """Some models could not be trained; the others were written."""
+
+
+def train_one(settings: Settings, conn, history: pd.DataFrame, metal: str, target: str) -> bool:
+    """Train, save and record one model; False when there is too little data."""
+    started = time.monotonic()
+    series = history[["timestamp", target]].dropna()
+    try:
+        model, metadata, forecast = train_series(series, metal, target)
+    except NotEnoughData as exc:
+        log.warning("%s %s: model skipped, too little data (%s)", metal, target, exc)
+        return False
+    save_model(settings.models_dir, target, metal, model, metadata)
+    _record(conn, metadata, forecast)
+    first = str(metadata["horizons"][0])
+    mase = metadata["metrics"][first]["mase"]
+    log.info(
+        "%s %s: trained on %d rows in %.1fs; 1-step %s, MASE %s, next %.4f",
+        metal,
+        target,
+        len(series),
+        time.monotonic() - started,
+        metadata["chosen"][first],
+        f"{mase:.3f}" if mase is not None else "n/a",
+        forecast["values"][metadata["horizons"][0]],
+    )
+    return True
+
+
 def train_all(settings: Settings, database: Database) -> int:
-    """Train every (metal, target) model; return how many were written."""
+    """Train every (metal, target) model; return how many were written.
+
+    One model failing does not stop the others; TrainingFailed names them at the end."""
     conn = database.connect()
-    trained = 0
+    trained, failed = 0, []
     try:
         for metal in settings.metals:
             history = read_history(conn, metal)
             for target in TARGETS:
-                started = time.monotonic()
-                series = history[["timestamp", target]].dropna()
                 try:
-                    model, metadata, forecast = train_series(series, metal, target)
-                except NotEnoughData as exc:
-                    log.warning("%s %s: model skipped, too little data (%s)", metal, target, exc)
-                    continue
-                save_model(settings.models_dir, target, metal, model, metadata)
-                _record(conn, metadata, forecast)
-                trained += 1
-                h1 = metadata["metrics"][str(metadata["horizons"][0])]
-                log.info(
-                    "%s %s: trained on %d rows in %.1fs; 1-step %s, MASE %.3f, next %.4f",
-                    metal,
-                    target,
-                    len(series),
-                    time.monotonic() - started,
-                    metadata["chosen"][str(metadata["horizons"][0])],
-                    h1["mase"] if h1["mase"] is not None else float("nan"),
-                    forecast["values"][metadata["horizons"][0]],
-                )
+                    trained += train_one(settings, conn, history, metal, target)
+                except Exception as exc:
+                    log.error("%s %s: training failed", metal, target, exc_info=True)
+                    failed.append(f"{metal} {target} ({type(exc).__name__}: {exc})")
+                    if conn.closed:
+                        conn = database.connect()
+                    else:
+                        conn.rollback()
     finally:
         conn.close()
+    if failed:
+        raise TrainingFailed(f"{len(failed)} model(s) failed: " + "; ".join(failed))
     return trained
