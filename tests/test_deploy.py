@@ -65,8 +65,11 @@ def test_compose_stack_shape():
         assert not {"PGPASSWORD", "METALS_DEV_API_KEY"} & set(env)
         mounts = {v.split(":")[1] for v in app["volumes"]}
         assert mounts == {"/app/source/data", "/app/logs", "/app/trained_models", "/app/backups"}
-    assert services["pipeline"]["command"] == ["main.py"]
-    assert services["backup"]["command"][0] == "backups_main.py"
+    # Arguments passed to `docker compose run SERVICE ...` must reach the script.
+    assert services["pipeline"]["entrypoint"] == ["python", "main.py"]
+    assert "command" not in services["pipeline"]
+    assert services["backup"]["entrypoint"] == ["python", "backups_main.py"]
+    assert services["backup"]["command"] == ["create"]
 
 
 def test_no_secret_or_state_enters_the_image():
