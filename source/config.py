@@ -33,6 +33,7 @@ class Settings:
     pg_password: str | None = field(repr=False)
     pg_database: str
     embedded_pg_dir: Path
+    pg_bin_dir: Path | None
     data_dir: Path
     log_dir: Path
     models_dir: Path
@@ -131,6 +132,7 @@ def load_settings(
         pg_password=env.get("PGPASSWORD") or None,
         pg_database=DEMO_DATABASE if demo else env.get("PGDATABASE", DEFAULT_DATABASE),
         embedded_pg_dir=Path(env.get("EMBEDDED_PG_DIR", "pgdata")),
+        pg_bin_dir=Path(env["PG_BIN_DIR"]) if env.get("PG_BIN_DIR") else None,
         # Demo responses land apart from real ones, so a real run never replays them.
         data_dir=Path(env.get("DATA_DIR", "source/data")) / ("demo" if demo else ""),
         log_dir=Path(env.get("LOG_DIR", "logs")),

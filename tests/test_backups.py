@@ -165,7 +165,7 @@ def test_a_killed_backup_leaves_nothing_that_list_shows(loaded, tmp_path):
         "sleep 120\n"
     )
     slow.chmod(0o755)
-    env = {**loaded.env, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    env = {**loaded.env, "PG_BIN_DIR": str(fake_bin)}
     process = subprocess.Popen(
         [sys.executable, str(REPO / "backups_main.py")],
         cwd=loaded.cwd,

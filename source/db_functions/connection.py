@@ -95,6 +95,7 @@ def open_database(settings: Settings) -> Database:
         database = Database(
             params={**params, "dbname": settings.pg_database},
             description=f"PostgreSQL at {where}",
+            bin_dir=settings.pg_bin_dir,
         )
     if settings.pg_host is None or settings.demo:
         ensure_database_exists(database)
