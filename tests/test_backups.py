@@ -193,3 +193,34 @@ def test_a_second_backup_while_one_runs_exits_75(loaded):
         result = backups(loaded)
     assert result.returncode == 75
     assert not [p for p in lock.parent.iterdir() if p.is_dir()]
+
+
+def fake_tool(directory, version: str):
+    directory.mkdir(parents=True, exist_ok=True)
+    tool = directory / "pg_dump"
+    tool.write_text(f'#!/bin/sh\necho "pg_dump (PostgreSQL) {version}"\n')
+    tool.chmod(0o755)
+    return tool
+
+
+@pytest.mark.parametrize(("server", "chosen"), [(15, "path"), (16, "wheel"), (18, "wheel")])
+def test_pg_dump_is_the_servers_own_major_when_installed(tmp_path, monkeypatch, server, chosen):
+    from source.backups import pgtools
+    from source.db_functions.connection import Database
+
+    fake_tool(tmp_path / "path", "15.18")
+    fake_tool(tmp_path / "wheel", "18.6")
+    monkeypatch.setenv("PATH", str(tmp_path / "path"))
+    monkeypatch.setattr(pgtools, "_embedded_bin_dir", lambda: tmp_path / "wheel")
+    tool = pgtools.find_tool("pg_dump", server, Database(params={}, description="test"))
+    assert tool.path == tmp_path / chosen / "pg_dump"
+
+
+def test_pg_bin_dir_older_than_the_server_is_refused(tmp_path):
+    from source.backups.pgtools import PgToolError, find_tool
+    from source.db_functions.connection import Database
+
+    fake_tool(tmp_path / "old", "14.2")
+    database = Database(params={}, description="test", bin_dir=tmp_path / "old")
+    with pytest.raises(PgToolError, match="pg_dump 14 .* is older than the server \\(15\\)"):
+        find_tool("pg_dump", 15, database)
