@@ -225,3 +225,17 @@ def test_database_init_script_creates_a_least_privilege_role_the_app_can_migrate
         cur.execute("DROP DATABASE IF EXISTS commodities WITH (FORCE)")
         cur.execute("DROP ROLE IF EXISTS commodities_app")
         admin.close()
+
+
+def test_the_image_lock_pins_every_runtime_dependency():
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {re.split(r"[<>=!~\[ ]", dep)[0].lower() for dep in project["dependencies"]}
+    pinned = {
+        line.split("==")[0].lower()
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert wanted <= pinned, f"missing from requirements.lock: {sorted(wanted - pinned)}"
