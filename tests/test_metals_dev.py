@@ -6,6 +6,7 @@ import time
 import pytest
 
 from source.metals_dev import (
+    ApiError,
     AuthError,
     MalformedResponse,
     MetalsDevClient,
@@ -106,3 +107,23 @@ def test_retry_after_is_honoured(sandbox):
     client.spot("gold")
     assert time.monotonic() - started >= 0.95
     assert client.request_count == 2
+
+
+def test_timeseries_speaks_the_documented_shape(sandbox):
+    from source.transform import timeseries_to_frames
+
+    fetched = client_for(sandbox.base_url).timeseries("2024-01-01", "2024-01-30")
+    assert fetched.raw.endpoint == "/timeseries" and fetched.raw.metal == "all"
+    frames = timeseries_to_frames(
+        fetched.payload,
+        metals=("gold", "silver"),
+        endpoint="/timeseries",
+        fetched_at=fetched.raw.fetched_at,
+        raw_file=None,
+    )
+    assert len(frames["gold"]) == 30 and frames["gold"]["rate_ask"].isna().all()
+
+
+def test_timeseries_longer_than_30_days_is_an_api_error(sandbox):
+    with pytest.raises(ApiError, match="30 days"):
+        client_for(sandbox.base_url).timeseries("2024-01-01", "2024-03-01")

@@ -46,8 +46,3 @@ def close_run(
                 run_id,
             ),
         )
-
-
-def record_run(conn, command: str, **fields) -> None:
-    """Write a finished run in one go (used when the database was down at the start)."""
-    close_run(conn, open_run(conn, command), **fields)
