@@ -70,7 +70,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parsers = build_parsers()
-    command = argv.pop(0) if argv and argv[0] in parsers and argv[0] != "run" else "run"
+    # The command may follow the shared options: `main.py --demo train` = `main.py train --demo`.
+    command = next((word for word in argv if word in parsers and word != "run"), "run")
+    if command != "run":
+        argv.remove(command)
     args = parsers[command].parse_args(argv)
     if command == "backtest":
         return _backtest(args)

@@ -224,3 +224,11 @@ def test_pg_bin_dir_older_than_the_server_is_refused(tmp_path):
     database = Database(params={}, description="test", bin_dir=tmp_path / "old")
     with pytest.raises(PgToolError, match="pg_dump 14 .* is older than the server \\(15\\)"):
         find_tool("pg_dump", 15, database)
+
+
+def test_demo_option_works_before_or_after_the_command(tmp_path):
+    from source.backups.cli import build_parser
+
+    assert build_parser().parse_args(["--demo", "list"]).demo is True
+    assert build_parser().parse_args(["list", "--demo"]).demo is True
+    assert build_parser().parse_args(["list"]).demo is False

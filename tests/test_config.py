@@ -20,7 +20,12 @@ def test_unknown_metal_is_a_usage_error(tmp_path):
 
 def test_every_command_has_help(tmp_path):
     runner = MainRunner(tmp_path, base_env())
-    for args in (["--help"], ["train", "--help"], ["backtest", "--help"]):
+    for args in (
+        ["--help"],
+        ["train", "--help"],
+        ["--demo", "train", "--help"],
+        ["backtest", "--help"],
+    ):
         result = runner(*args)
         assert result.returncode == 0, args
         assert "example" in result.stdout

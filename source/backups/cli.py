@@ -36,15 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--demo", action="store_true", help="act on the demo database")
+    # --demo is accepted after the command too (`list --demo`) without resetting it to False.
+    demo = argparse.ArgumentParser(add_help=False)
+    demo.add_argument(
+        "--demo", action="store_true", default=argparse.SUPPRESS, help="the demo database"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    create = commands.add_parser("create", help="create one backup (the default)")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[demo])
+
+    create = command("create", "create one backup, verify it, prune (the default)")
     create.add_argument("--no-verify", action="store_true", help="skip the restore test")
-    commands.add_parser("list", help="one line per backup")
-    verify = commands.add_parser("verify", help="checksums and a test restore")
+    command("list", "one line per backup: ID, age, size, verified")
+    verify = command("verify", "checksums, a full read of the models, a test restore of the dump")
     verify.add_argument("id", nargs="?", help="backup ID (default: the newest)")
-    restore = commands.add_parser("restore", help="restore the database and the models")
+    restore = command("restore", "restore the database and the models from a verified backup")
     restore.add_argument("id", help="backup ID, as shown by list")
-    commands.add_parser("prune", help="apply BACKUP_KEEP and remove leftovers")
+    command("prune", "keep the newest BACKUP_KEEP backups; remove interrupted leftovers")
     return parser
 
 
