@@ -226,7 +226,7 @@ def test_pg_bin_dir_older_than_the_server_is_refused(tmp_path):
         find_tool("pg_dump", 15, database)
 
 
-def test_demo_option_works_before_or_after_the_command(tmp_path):
+def test_demo_option_works_before_or_after_the_command():
     from source.backups.cli import build_parser
 
     assert build_parser().parse_args(["--demo", "list"]).demo is True
