@@ -75,6 +75,9 @@ def configure_logging(log_dir: Path, secrets: tuple[str, ...] = (), *, quiet: bo
         console = logging.StreamHandler(sys.stderr)
         # Tracebacks marked file_only stay in the log file; the console gets one line.
         console.addFilter(lambda record: not getattr(record, "file_only", False))
+        # At a terminal, show progress; under cron (no TTY) only warnings and errors, so that
+        # cron mails only when something needs a look. The file always gets INFO.
+        console.setLevel(logging.INFO if sys.stderr.isatty() else logging.WARNING)
         handlers.append(console)
     root = logging.getLogger()
     for handler in list(root.handlers):

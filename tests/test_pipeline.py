@@ -44,6 +44,7 @@ def files(root: Path, area: str) -> list[Path]:
 def test_one_run_loads_one_row_per_metal_everywhere(run_main, database, sandbox):
     result = run_main("--no-train")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # under cron (no TTY) a good run is silent: no mail
     assert counts(database) == ONE_ROW_EACH
 
     quote = sandbox.prices.quote("gold", sandbox.current_hour())
