@@ -9,7 +9,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The pid tells apart an hourly run and a backup that append to the same file at once.
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 # Any `api_key=...` in a URL is masked even if the value is not a configured secret.
 _KEY_IN_URL = re.compile(r"(api_key=)[^&\s'\"]+")
 
