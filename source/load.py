@@ -15,6 +15,7 @@ import psycopg2
 
 from source.db_functions.connection import Database, DatabaseUnavailable
 from source.db_functions.loaders import UnitMismatch, upsert_prices
+from source.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ class LoadOutcome:
 
 # Errors in the rows themselves: loading the same file again would fail the same way.
 PERMANENT_ERRORS = (UnitMismatch, psycopg2.DataError, psycopg2.IntegrityError)
-
-
-def _line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class QueueLoader:
@@ -98,12 +95,16 @@ class QueueLoader:
         try:
             counts = upsert_prices(self._connection(), job.frame)
         except PERMANENT_ERRORS as exc:
-            log.error("%s: rows refused, raw file moved to rejected/: %s", job.metal, _line(exc))
+            log.error(
+                "%s: rows refused, raw file moved to rejected/: %s", job.metal, first_line(exc)
+            )
             self.on_rejected(job)
-            return LoadOutcome(job, error=_line(exc))
+            return LoadOutcome(job, error=first_line(exc))
         except (DatabaseUnavailable, psycopg2.Error) as exc:
-            log.error("%s: load failed, raw file kept for the next run: %s", job.metal, _line(exc))
-            return LoadOutcome(job, error=_line(exc))
+            log.error(
+                "%s: load failed, raw file kept for the next run: %s", job.metal, first_line(exc)
+            )
+            return LoadOutcome(job, error=first_line(exc))
         except Exception as exc:  # a bug must not kill the loader thread and strand the queue
             log.error("%s: load failed, raw file kept for the next run", job.metal, exc_info=True)
             return LoadOutcome(job, error=f"{type(exc).__name__}: {exc}")

@@ -15,6 +15,7 @@ from source.backups.catalog import BackupInfo, record_verification
 from source.backups.manifest import DATABASE_DUMP, MODELS_ARCHIVE, checksum_problems, read_manifest
 from source.backups.pgtools import PgToolError, find_tool, libpq_env, run_tool
 from source.db_functions.connection import Database
+from source.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def restore_test_problems(database: Database, backup_dir: Path, manifest: dict) 
             if actual[table] != count
         ]
     except (PgToolError, psycopg2.Error) as exc:
-        return [f"{DATABASE_DUMP} does not restore: {str(exc).strip().splitlines()[0]}"]
+        return [f"{DATABASE_DUMP} does not restore: {first_line(exc)}"]
     finally:
         _admin(
             database,

@@ -11,7 +11,7 @@ import psycopg2
 from psycopg2 import sql
 
 from source.config import Settings
-from source.errors import ReportableError
+from source.errors import ReportableError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,8 @@ class Database:
                 application_name="commodities-pipeline",
             )
         except psycopg2.OperationalError as exc:
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
             raise DatabaseUnavailable(
-                f"cannot connect to {self.description}: {first_line}"
+                f"cannot connect to {self.description}: {first_line(exc)}"
             ) from None
 
 
@@ -114,7 +111,7 @@ def ensure_database_exists(database: Database) -> None:
                 log.info("created database %s on %s", database.name, database.description)
     except psycopg2.Error as exc:
         raise DatabaseUnavailable(
-            f"cannot create database {database.name}: {str(exc).strip().splitlines()[0]}"
+            f"cannot create database {database.name}: {first_line(exc)}"
         ) from None
     finally:
         conn.close()
