@@ -17,6 +17,7 @@ from source.db_functions.connection import Database
 from source.db_functions.migrations import historic_table
 from source.errors import ReportableError
 from source.ml.evaluation import Dataset, NotEnoughData, fit_final, walk_forward
+from source.ml.models import GBM_MAX_ROWS, SHRINKAGE
 from source.ml.registry import library_versions, save_model
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def train_series(series: pd.DataFrame, metal: str, target: str):
         "horizons": list(data.horizons),
         "horizon_unit": "observations (rows), e.g. hours for the hourly feed",
         "features": data.feature_names,
+        "candidates": "naive; ridge (all rows); gradient boosting (newest "
+        f"{GBM_MAX_ROWS:,} rows); each scaled toward no change by {list(SHRINKAGE)}",
         "chosen": {str(h): c.label for h, c in zip(data.horizons, model.choices, strict=True)},
         "evaluation": "expanding-window walk-forward, 4 folds over the latest 25% of rows; "
         "model and shrinkage chosen on the window before each fold; naive = persistence",
