@@ -5,23 +5,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from source.config import ConfigError, Settings, load_settings
+from source.config import KNOWN_METALS, ConfigError, Settings, load_settings
 from source.entrypoint import run_locked
-from source.errors import EXIT_OK, EXIT_USAGE
-from source.pipeline import run_hourly
+from source.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
 
 EPILOG = """examples:
   python main.py                      one hourly run (fetch, land, load, train)
   python main.py --demo               the same against a local sandbox and an embedded database
   python main.py --no-train --metals gold,silver
+  python main.py backfill --start 2024-01-01
+  python main.py import-csv gold_hourly.csv --metal gold --price-column close
   python main.py train                retrain every model from the database
   python main.py backtest --csv prices.csv --column price
 
-exit codes: 0 ok, 1 failure, 2 usage/configuration error, 3 some metals failed,
-75 another run holds the lock"""
+exit codes: 0 ok, 1 failure, 2 usage/configuration error, 3 partly done (some metals,
+windows or lines failed), 75 another run holds the lock, 143 stopped by SIGTERM"""
+
+IMPORT_EPILOG = """examples:
+  python main.py import-csv gold.csv --metal gold            columns time/timestamp/date and
+                                                             price/close found by name
+  python main.py import-csv XAUUSD_H1.csv --metal gold --price-column close --tz Etc/GMT-2
+  python main.py import-csv export.txt --metal silver --date-column Date --time-column Time \\
+      --price-column Last --time-format '%d.%m.%Y %H:%M' --tz Europe/Zurich
+  python main.py import-csv raw.csv --metal platinum --no-header --time-column 1 \\
+      --price-column 5
+
+Bad lines (unparseable time, price not a positive finite number) are skipped, counted and
+listed with their line numbers (exit 3); with --strict the whole file is refused (exit 1).
+A file loads in one transaction: all of it or nothing."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -33,41 +48,101 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metals", help="comma-separated subset, e.g. gold,silver")
 
 
+def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
-    formatter = argparse.RawDescriptionHelpFormatter
-    run = argparse.ArgumentParser(
-        prog="main.py",
-        description="Hourly Metals.Dev -> PostgreSQL run. Subcommands: train, backtest.",
-        epilog=EPILOG,
-        formatter_class=formatter,
+    run = _parser(
+        "main.py",
+        "Hourly Metals.Dev -> PostgreSQL run. Subcommands: backfill, import-csv, train, backtest.",
+        EPILOG,
     )
     _common(run)
     run.add_argument(
         "--no-train", action="store_true", help="load prices but do not retrain models"
     )
 
-    train = argparse.ArgumentParser(
-        prog="main.py train",
-        description="Retrain the rate_price and rate_ask models of every metal from the database.",
-        epilog="example:\n  python main.py train --metals gold",
-        formatter_class=formatter,
+    backfill = _parser(
+        "main.py backfill",
+        "Daily history from /timeseries: one request per window of at most 30 days for all "
+        "metals, windows fetched concurrently, each response landed before it is loaded. "
+        "Days already covered are skipped, so a rerun makes no request.",
+        "examples:\n  python main.py backfill --start 2024-01-01\n"
+        "  python main.py backfill --start 2023-01-01 --end 2023-12-31 --force",
+    )
+    _common(backfill)
+    backfill.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    backfill.add_argument("--end", help="last day, YYYY-MM-DD (default: yesterday, UTC)")
+    backfill.add_argument(
+        "--force", action="store_true", help="fetch every window again, even if covered"
+    )
+
+    import_csv = _parser(
+        "main.py import-csv",
+        "Bulk-load a vendor CSV of historic prices into one metal's historic table and the "
+        "analytics table (source = csv): streamed in chunks, COPY into a staging table, "
+        "upsert, one transaction.",
+        IMPORT_EPILOG,
+    )
+    _common(import_csv)
+    import_csv.add_argument("path", type=Path, help="the CSV file")
+    import_csv.add_argument("--metal", required=True, help="gold, silver, platinum or palladium")
+    import_csv.add_argument("--time-column", help="time (or date and time) column")
+    import_csv.add_argument("--date-column", help="date column, when the time is split in two")
+    import_csv.add_argument("--price-column", help="price column (default: price or close)")
+    import_csv.add_argument("--ask-column", help="ask column (optional)")
+    import_csv.add_argument(
+        "--time-format", help="strftime format, e.g. '%%Y.%%m.%%d %%H:%%M' (default: ISO 8601)"
+    )
+    import_csv.add_argument(
+        "--tz", default="UTC", help="zone of times without an offset (default: UTC)"
+    )
+    import_csv.add_argument("--delimiter", help="',', ';' or 'tab' (default: detected)")
+    import_csv.add_argument(
+        "--no-header", action="store_true", help="no header row: columns are numbers from 1"
+    )
+    import_csv.add_argument(
+        "--strict", action="store_true", help="refuse the whole file if any line is bad"
+    )
+    import_csv.add_argument("--chunk-rows", type=int, default=None, help=argparse.SUPPRESS)
+
+    train = _parser(
+        "main.py train",
+        "Retrain the rate_price and rate_ask models of every metal from the database "
+        "(no API key needed).",
+        "example:\n  python main.py train --metals gold",
     )
     _common(train)
 
-    backtest = argparse.ArgumentParser(
-        prog="main.py backtest",
-        description="Walk-forward evaluation of the model family on a price series from a CSV, "
+    backtest = _parser(
+        "main.py backtest",
+        "Walk-forward evaluation of the model family on a price series from a CSV, "
         "against the naive (persistence) forecast. Prints one JSON object.",
-        epilog="example:\n  python main.py backtest --csv gold.csv --column close --time-column t",
-        formatter_class=formatter,
+        "example:\n  python main.py backtest --csv gold.csv --column close --time-column t",
     )
     backtest.add_argument("--csv", required=True, type=Path, help="CSV file with the series")
     backtest.add_argument("--column", required=True, help="the price column")
     backtest.add_argument("--time-column", help="column to sort by (default: file order)")
-    return {"run": run, "train": train, "backtest": backtest}
+    return {
+        "run": run,
+        "backfill": backfill,
+        "import-csv": import_csv,
+        "train": train,
+        "backtest": backtest,
+    }
 
 
-def main(argv: list[str] | None = None) -> int:
+# Commands that never call the API need no key.
+_NEEDS_API_KEY = {"run", "backfill"}
+
+
+def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parsers = build_parsers()
     # The command may follow the shared options: `main.py --demo train` = `main.py train --demo`.
@@ -78,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     if command == "backtest":
         return _backtest(args)
     try:
-        settings = load_settings(demo=args.demo).with_metals(args.metals)
-    except ConfigError as exc:
-        print(f"main.py: configuration error: {exc}", file=sys.stderr)
+        settings = load_settings(
+            demo=args.demo, require_api_key=command in _NEEDS_API_KEY
+        ).with_metals(args.metals)
+        step = _step(command, args, now or datetime.now(UTC))
+    except (ConfigError, ReportableError) as exc:
+        kind = "configuration error" if isinstance(exc, ConfigError) else "usage error"
+        print(f"main.py: {kind}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    step = _train_only if command == "train" else partial(_hourly, train=not args.no_train)
     if settings.demo:
         from source.demo import with_sandbox
 
@@ -91,7 +169,29 @@ def main(argv: list[str] | None = None) -> int:
     return run_locked("main.py", settings, lock, partial(step, settings))
 
 
+def _step(command: str, args: argparse.Namespace, now: datetime):
+    """The function that does the command's work, its arguments checked before any work."""
+    if command == "train":
+        return _train_only
+    if command == "backfill":
+        from source.backfill import resolve_range
+
+        first, last = resolve_range(args.start, args.end, now.date())
+        return partial(_backfill, first=first, last=last, force=args.force)
+    if command == "import-csv":
+        if args.metal not in KNOWN_METALS:
+            raise ConfigError(
+                f"unknown metal {args.metal!r}; choose from {', '.join(KNOWN_METALS)}"
+            )
+        if not args.path.is_file():
+            raise ConfigError(f"no such file: {args.path}")
+        return partial(_import_csv, args=args)
+    return partial(_hourly, train=not args.no_train)
+
+
 def _hourly(settings: Settings, *, train: bool) -> int:
+    from source.pipeline import run_hourly
+
     report = run_hourly(settings, train=train)
     if settings.demo:
         from source.demo import print_demo_summary
@@ -103,12 +203,91 @@ def _hourly(settings: Settings, *, train: bool) -> int:
 
 
 def _train_only(settings: Settings) -> int:
+    from source.db_functions.migrations import connect_and_migrate
     from source.ml.train import train_all
-    from source.pipeline import connect_and_migrate
 
     trained = train_all(settings, connect_and_migrate(settings))
     print(f"{trained} model(s) trained; see {settings.models_dir}")
     return EXIT_OK
+
+
+def _backfill(settings: Settings, *, first, last, force: bool) -> int:
+    from source.backfill import run_backfill
+    from source.db_functions.migrations import connect_and_migrate
+    from source.db_functions.runs import recorded_run
+    from source.pipeline import log_api_trouble
+
+    database = connect_and_migrate(settings)
+    with recorded_run(database, "backfill") as record:
+        report = run_backfill(settings, database, first, last, force=force)
+        log_api_trouble(report.errors.values())
+        record.status, record.exit_code = report.status, report.exit_code
+        record.rows_inserted, record.rows_updated = report.rows_inserted, report.rows_updated
+        record.api_requests, record.message = report.api_requests, report.summary()
+    print(f"backfill {first}..{last}: {report.summary()}")
+    if report.exit_code != EXIT_OK:
+        print(
+            f"main.py backfill: {len(report.errors)} window(s) failed; see the log", file=sys.stderr
+        )
+    return report.exit_code
+
+
+def _import_csv(settings: Settings, *, args: argparse.Namespace) -> int:
+    from source.csv_import import CsvLayout, import_file
+    from source.db_functions.migrations import connect_and_migrate
+    from source.db_functions.runs import recorded_run
+
+    delimiter = {"tab": "\t", "\\t": "\t"}.get(args.delimiter, args.delimiter)
+    layout = CsvLayout(
+        time_column=args.time_column,
+        date_column=args.date_column,
+        price_column=args.price_column,
+        ask_column=args.ask_column,
+        time_format=args.time_format,
+        tz=args.tz,
+        delimiter=delimiter,
+        header=not args.no_header,
+    )
+    database = connect_and_migrate(settings)
+    with recorded_run(database, "import-csv") as record:
+        conn = database.connect()
+        try:
+            report = import_file(
+                conn,
+                args.path,
+                args.metal,
+                layout,
+                currency=settings.currency,
+                unit=settings.unit,
+                strict=args.strict,
+                **({"chunk_rows": args.chunk_rows} if args.chunk_rows else {}),
+            )
+        finally:
+            conn.close()
+        exit_code = EXIT_PARTIAL if report.bad_count else EXIT_OK
+        record.status = "partial" if report.bad_count else "success"
+        record.exit_code, record.metals_ok = exit_code, [args.metal]
+        record.rows_inserted, record.rows_updated = report.counts.inserted, report.counts.updated
+        record.message = report.summary()
+    _report_bad_lines(report)
+    print(f"import-csv {report.summary()}")
+    return exit_code
+
+
+def _report_bad_lines(report) -> None:
+    """Every kept bad line goes to the log; the first few to stderr as well."""
+    import logging
+
+    log = logging.getLogger("import_csv")
+    for line, reason in report.bad_lines:
+        log.warning("%s line %d: %s", report.path.name, line, reason, extra={"file_only": True})
+    if report.bad_count:
+        shown = "; ".join(f"line {n}: {r}" for n, r in report.bad_lines[:3])
+        more = "" if report.bad_count <= 3 else f" (and {report.bad_count - 3:,} more in the log)"
+        print(
+            f"main.py import-csv: {report.bad_count:,} bad line(s) skipped: {shown}{more}",
+            file=sys.stderr,
+        )
 
 
 def _backtest(args: argparse.Namespace) -> int:

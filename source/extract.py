@@ -15,13 +15,23 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-from source.config import KNOWN_METALS
+import pandas as pd
+
+from source.config import KNOWN_METALS, Settings
+from source.db_functions.coverage import record_coverage
 from source.files import atomic_write
 from source.load import LoadJob
 from source.metals_dev import MetalsDevClient, MetalsDevError, RawResponse, parse_payload
-from source.transform import history_to_frame, spot_to_frame, timeseries_to_frames
+from source.transform import (
+    empty_frame,
+    history_to_frame,
+    spot_to_frame,
+    timeseries_days,
+    timeseries_to_frames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +39,18 @@ INCOMING, LOADED, REJECTED = "incoming", "loaded", "rejected"
 ENDPOINTS = {"spot": "/metal/spot", "timeseries": "/timeseries", "history": "/sandbox/history"}
 _NAME = re.compile(r"^(?P<time>\d{8}T\d{12}Z)_(?P<kind>[a-z]+)_(?P<metal>[a-z]+)\.json$")
 _TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+
+
+def make_client(settings: Settings) -> MetalsDevClient:
+    """The API client of a run: every response is landed under DATA_DIR before parsing."""
+    return MetalsDevClient(
+        settings.base_url,
+        settings.api_key or "",
+        timeout=settings.http_timeout,
+        max_attempts=settings.http_max_attempts,
+        backoff=settings.http_backoff,
+        land=partial(land_raw_response, settings.data_dir),
+    )
 
 
 def raw_file_name(raw: RawResponse) -> str:
@@ -88,7 +110,7 @@ def frames_from_payload(
     source: str,
     metals: tuple[str, ...],
 ) -> dict:
-    """Turn any landed payload into {metal: frame}."""
+    """Turn a landed spot or history payload into {metal: frame}."""
     common = {
         "endpoint": ENDPOINTS[kind],
         "fetched_at": fetched_at,
@@ -98,6 +120,27 @@ def frames_from_payload(
         return timeseries_to_frames(payload, metals=metals, **common)
     to_frame = spot_to_frame if kind == "spot" else history_to_frame
     return {metal: to_frame(payload, metal=metal, source=source, **common)}
+
+
+def timeseries_job(
+    payload: dict, *, raw_file: Path, fetched_at: datetime, replayed: bool = False
+) -> LoadJob:
+    """One job for a whole /timeseries window: every metal it holds, in one transaction,
+    which also records the days the API answered for (so a rerun skips them)."""
+    frames = timeseries_to_frames(
+        payload,
+        metals=KNOWN_METALS,
+        endpoint=ENDPOINTS["timeseries"],
+        fetched_at=fetched_at,
+        raw_file=str(raw_file),
+    )
+    frame = pd.concat(frames.values(), ignore_index=True) if frames else empty_frame()
+    also = partial(_record_days, days=timeseries_days(payload), raw_file=str(raw_file))
+    return LoadJob("all", frame, [raw_file], replayed=replayed, also=also)
+
+
+def _record_days(cur, *, days, raw_file: str) -> None:
+    record_coverage(cur, days, KNOWN_METALS, raw_file)
 
 
 def replay_landed(data_dir: Path, *, source: str) -> list[LoadJob]:
@@ -114,25 +157,31 @@ def replay_landed(data_dir: Path, *, source: str) -> list[LoadJob]:
         fetched_at = datetime.strptime(match["time"], _TIME_FORMAT).replace(tzinfo=UTC)
         try:
             payload = parse_payload(path.read_bytes(), metal=metal, endpoint=ENDPOINTS[kind])
-            frames = frames_from_payload(
-                kind,
-                metal,
-                payload,
-                fetched_at=fetched_at,
-                raw_file=path,
-                source="backfill" if kind == "timeseries" else source,
-                metals=KNOWN_METALS,
-            )
+            if kind == "timeseries":
+                job = timeseries_job(payload, raw_file=path, fetched_at=fetched_at, replayed=True)
+                frames = {"all": job.frame} if timeseries_days(payload) else {}
+            else:
+                frames = frames_from_payload(
+                    kind,
+                    metal,
+                    payload,
+                    fetched_at=fetched_at,
+                    raw_file=path,
+                    source=source,
+                    metals=KNOWN_METALS,
+                )
         except MetalsDevError as exc:
             log.error("replay of %s failed: %s", path.name, exc)
             mark_rejected(data_dir, path)
             continue
-        if not frames:  # e.g. a timeseries with none of the configured metals in it
+        if not frames:  # e.g. a timeseries answering for no day at all
             log.warning("replay of %s: no prices in it", path.name)
             mark_rejected(data_dir, path)
             continue
-        for frame_metal, frame in frames.items():
-            jobs.append(LoadJob(frame_metal, frame, [path], replayed=True))
+        if kind == "timeseries":
+            jobs.append(job)
+        else:
+            jobs.extend(LoadJob(m, f, [path], replayed=True) for m, f in frames.items())
         log.info("%s: replaying %s, landed by an earlier run but not loaded", metal, path.name)
     return jobs
 

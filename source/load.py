@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadJob:
-    metal: str
+    metal: str  # the metal, or "all" for a /timeseries window holding several
     frame: pd.DataFrame
     raw_files: list[Path] = field(default_factory=list)
     replayed: bool = False
+    also: Callable | None = None  # more SQL for the same transaction, given the cursor
 
 
 @dataclass
@@ -93,7 +94,7 @@ class QueueLoader:
 
     def _load(self, job: LoadJob) -> LoadOutcome:
         try:
-            counts = upsert_prices(self._connection(), job.frame)
+            counts = upsert_prices(self._connection(), job.frame, also=job.also)
         except PERMANENT_ERRORS as exc:
             log.error(
                 "%s: rows refused, raw file moved to rejected/: %s", job.metal, first_line(exc)
@@ -108,12 +109,13 @@ class QueueLoader:
         except Exception as exc:  # a bug must not kill the loader thread and strand the queue
             log.error("%s: load failed, raw file kept for the next run", job.metal, exc_info=True)
             return LoadOutcome(job, error=f"{type(exc).__name__}: {exc}")
+        tables = ", ".join(f"{m}_historic" for m in sorted(job.frame["metal"].unique()))
         log.info(
-            "%s: %d row(s) inserted, %d updated in %s_historic and the analytics table%s",
+            "%s: %d row(s) inserted, %d updated in %s and the analytics table%s",
             job.metal,
             counts.inserted,
             counts.updated,
-            job.metal,
+            tables or "no table",
             " (replayed from an earlier run)" if job.replayed else "",
         )
         self.on_loaded(job)

@@ -8,19 +8,19 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from source.config import Settings
-from source.db_functions.connection import Database, DatabaseUnavailable, open_database
-from source.db_functions.migrations import apply_migrations
+from source.db_functions.connection import Database, DatabaseUnavailable
+from source.db_functions.migrations import connect_and_migrate
 from source.db_functions.runs import close_run, open_run
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from source.extract import (
     fetch_spot_prices,
-    land_raw_response,
+    make_client,
     mark_job_rejected,
     mark_loaded,
     replay_landed,
 )
 from source.load import LoadOutcome, QueueLoader
-from source.metals_dev import AuthError, MetalsDevClient, QuotaExceeded
+from source.metals_dev import AuthError, QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -90,28 +90,6 @@ class RunReport:
         return "; ".join(parts)
 
 
-def connect_and_migrate(settings: Settings) -> Database:
-    """Open (or start) the database and bring its schema up to date."""
-    database = open_database(settings)
-    conn = database.connect()
-    try:
-        apply_migrations(conn)
-    finally:
-        conn.close()
-    return database
-
-
-def make_client(settings: Settings) -> MetalsDevClient:
-    return MetalsDevClient(
-        settings.base_url,
-        settings.api_key or "",
-        timeout=settings.http_timeout,
-        max_attempts=settings.http_max_attempts,
-        backoff=settings.http_backoff,
-        land=partial(land_raw_response, settings.data_dir),
-    )
-
-
 def run_hourly(settings: Settings, *, train: bool, command: str = "run") -> RunReport:
     """One hourly run. Raw responses are landed even when the database is down."""
     started = time.monotonic()
@@ -174,11 +152,12 @@ def _extract_and_load(settings: Settings, database: Database | None, report: Run
     finally:
         report.api_requests = client.request_count
         client.close()
-    _log_api_trouble(report)
+    log_api_trouble(report.fetch_errors.values())
 
 
-def _log_api_trouble(report: RunReport) -> None:
-    errors = list(report.fetch_errors.values())
+def log_api_trouble(errors) -> None:
+    """The same clear lines for 1203 and 1101 whichever command met them."""
+    errors = list(errors)
     if any(isinstance(e, QuotaExceeded) for e in errors):
         log.error("Metals.Dev monthly quota exceeded (error 1203): no further requests this run")
     if any(isinstance(e, AuthError) for e in errors):

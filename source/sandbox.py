@@ -25,6 +25,7 @@ _AR_COEFFICIENT = (
 )
 _HOURLY_VOLATILITY = 0.0015
 _MEAN_REVERSION = 2e-4
+MAX_TIMESERIES_DAYS = 30  # the API's documented limit per /timeseries request
 
 
 @dataclass
@@ -89,6 +90,13 @@ class PriceModel:
                 "change_percent": round((price / day_ago - 1) * 100, 4),
             },
         }
+
+
+def hour_of(day: date) -> int:
+    """The sandbox's hour index of a UTC midnight: what /timeseries quotes for that day."""
+    return int(
+        (datetime(day.year, day.month, day.day, tzinfo=UTC) - ANCHOR).total_seconds() // 3600
+    )
 
 
 def _failure(code: int, message: str) -> dict:
@@ -209,23 +217,27 @@ class SandboxServer:
     def _timeseries(self, params):
         start = date.fromisoformat(params["start_date"])
         end = date.fromisoformat(params["end_date"])
-        if end < start or (end - start).days > 30:
-            return 400, _failure(1004, "The date range must be between 1 and 30 days.")
+        if end < start or (end - start).days + 1 > MAX_TIMESERIES_DAYS:
+            return 400, _failure(2105, "The date range must be between 1 and 30 days.")
         rates = {}
         for offset in range((end - start).days + 1):
             day = start + timedelta(days=offset)
-            hour = int(
-                (datetime(day.year, day.month, day.day, tzinfo=UTC) - ANCHOR).total_seconds()
-                // 3600
-            )
+            hour = hour_of(day)
             if 0 <= hour <= self.current_hour():
                 metals = {m: self.prices.quote(m, hour)["rate"]["price"] for m in BASE_PRICES}
                 rates[day.isoformat()] = {
+                    "currencies": {"EUR": 1.08, "USD": 1},
                     "date": day.isoformat(),
                     "metals": metals,
-                    "currencies": {"EUR": 1.08},
                 }
-        return 200, {"status": "success", "currency": "USD", "unit": "toz", "rates": rates}
+        return 200, {
+            "status": "success",
+            "currency": params.get("currency", "USD"),
+            "unit": params.get("unit", "toz"),
+            "start_date": start.isoformat(),
+            "end_date": end.isoformat(),
+            "rates": rates,
+        }
 
     def _handler_class(self):
         sandbox = self

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -99,6 +99,30 @@ def history_to_frame(payload: dict, **kwargs) -> pd.DataFrame:
     return quotes_to_frame(quotes, **kwargs)
 
 
+def _price_or_none(value) -> float | None:
+    """A positive finite number, else None (real bodies carry ints; keys can be absent)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def timeseries_days(payload: dict) -> list[date]:
+    """The days a `/timeseries` payload answered for (whatever metals each day holds)."""
+    rates = payload.get("rates")
+    if not isinstance(rates, dict):
+        return []
+    days = []
+    for key, day in rates.items():
+        try:
+            days.append(
+                date.fromisoformat(str(day.get("date", key)) if isinstance(day, dict) else key)
+            )
+        except ValueError:
+            continue
+    return sorted(set(days))
+
+
 def timeseries_to_frames(
     payload: dict,
     *,
@@ -108,23 +132,30 @@ def timeseries_to_frames(
     raw_file: str | None,
     source: str = "backfill",
 ) -> dict[str, pd.DataFrame]:
-    """A `/timeseries` payload -> one frame per metal; only `rate_price` is known for these rows."""
+    """A `/timeseries` payload -> one frame per metal; only `rate_price` is known for these rows.
+
+    Real bodies include weekends and holidays and a day can lack a metal: what is there
+    loads, a missing or non-numeric value is left out."""
     rates = payload.get("rates")
     if not isinstance(rates, dict):
         raise MalformedResponse("all", endpoint, "missing field 'rates'")
     frames = {}
     for metal in metals:
-        quotes = [
-            {
-                "timestamp": day.get("date", date),
-                "metal": metal,
-                "currency": payload.get("currency", "USD"),
-                "unit": payload.get("unit", "toz"),
-                "rate": {"price": (day.get("metals") or {}).get(metal)},
-            }
-            for date, day in sorted(rates.items())
-            if isinstance(day, dict) and (day.get("metals") or {}).get(metal) is not None
-        ]
+        quotes = []
+        for key, day in sorted(rates.items()):
+            if not isinstance(day, dict) or not isinstance(day.get("metals"), dict):
+                continue
+            price = _price_or_none(day["metals"].get(metal))
+            if price is not None:
+                quotes.append(
+                    {
+                        "timestamp": day.get("date", key),
+                        "metal": metal,
+                        "currency": payload.get("currency", "USD"),
+                        "unit": payload.get("unit", "toz"),
+                        "rate": {"price": price},
+                    }
+                )
         if quotes:
             frames[metal] = quotes_to_frame(
                 quotes,
@@ -135,3 +166,7 @@ def timeseries_to_frames(
                 raw_file=raw_file,
             )
     return frames
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype="object") for column in HISTORIC_COLUMNS})

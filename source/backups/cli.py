@@ -10,9 +10,9 @@ from functools import partial
 
 from source.backups.catalog import find_backup, list_backups, prune
 from source.config import ConfigError, Settings, load_settings
+from source.db_functions.migrations import connect_and_migrate
 from source.entrypoint import run_lock, run_locked
 from source.errors import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
-from source.pipeline import connect_and_migrate
 
 log = logging.getLogger("backups_main")
 

@@ -1,9 +1,12 @@
-"""COPY-based upserts: one transaction writes a metal's rows to its historic table and the
-analytics table, keyed by the API's timestamp, so reloading the same data changes nothing."""
+"""COPY-based upserts keyed by the API's timestamp, so reloading the same data changes nothing.
+
+A metal's historic table is a partition of the analytics table (migration 4): a row written
+to `<metal>_historic` is in `commodities_price_data_analytics` by construction."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -19,12 +22,19 @@ _CHANGED = "({}) IS DISTINCT FROM ({})".format(
     ", ".join(f"t.{c}" for c in [*RATE_COLUMNS, "currency", "unit"]),
     ", ".join(f"EXCLUDED.{c}" for c in [*RATE_COLUMNS, "currency", "unit"]),
 )
+# Bulk sources (daily backfill, vendor CSV) fill gaps: they never replace a row that came
+# from another source, e.g. a full spot quote with ask and bid at the same timestamp.
+BULK_SOURCES = ("backfill", "csv")
+_KEEP_RICHER = "(t.source = EXCLUDED.source OR EXCLUDED.source NOT IN ('backfill', 'csv'))"
 
 
 @dataclass(frozen=True)
 class UpsertCounts:
     inserted: int = 0
     updated: int = 0
+
+    def __add__(self, other: UpsertCounts) -> UpsertCounts:
+        return UpsertCounts(self.inserted + other.inserted, self.updated + other.updated)
 
 
 def frame_to_csv(frame: pd.DataFrame) -> io.StringIO:
@@ -37,25 +47,31 @@ def frame_to_csv(frame: pd.DataFrame) -> io.StringIO:
     return buffer
 
 
-def _upsert_sql(table: str, key: str) -> str:
+def upsert_from(table: str, key: str, source_table: str, select: str = _COLUMNS) -> str:
+    """INSERT ... SELECT ... ON CONFLICT DO UPDATE; RETURNING tells inserts from updates."""
     return (
         f"INSERT INTO {table} AS t ({_COLUMNS}) "
-        f"SELECT {_COLUMNS} FROM staging_prices "
-        f"ON CONFLICT ({key}) DO UPDATE SET {_SET} WHERE {_CHANGED} "
+        f"SELECT {select} FROM {source_table} "
+        f"ON CONFLICT ({key}) DO UPDATE SET {_SET} WHERE {_CHANGED} AND {_KEEP_RICHER} "
         "RETURNING (xmax = 0) AS inserted"
     )
+
+
+def counts_of(cur) -> UpsertCounts:
+    flags = [row[0] for row in cur.fetchall()]
+    inserted = sum(flags)
+    return UpsertCounts(inserted=inserted, updated=len(flags) - inserted)
 
 
 class UnitMismatch(ValueError):
     """The frame's currency/unit differ from the rows already in the table."""
 
 
-def _check_units(cur, table: str, frame: pd.DataFrame) -> None:
+def check_units(cur, table: str, incoming: set[tuple[str, str]]) -> None:
     """Rows are keyed by timestamp alone, so one table must hold one currency and unit."""
     cur.execute(f"SELECT currency, unit FROM {table} LIMIT 1")
     existing = cur.fetchone()
-    incoming = set(zip(frame["currency"], frame["unit"], strict=True))
-    if existing and incoming != {existing}:
+    if existing and incoming and incoming != {existing}:
         found = ", ".join(f"{c}/{u}" for c, u in sorted(incoming))
         raise UnitMismatch(
             f"{table} holds {existing[0]}/{existing[1]} prices, these rows are {found}; "
@@ -63,23 +79,30 @@ def _check_units(cur, table: str, frame: pd.DataFrame) -> None:
         )
 
 
-def upsert_prices(conn, frame: pd.DataFrame) -> UpsertCounts:
-    """Upsert one metal's rows into `<metal>_historic` and the analytics table atomically."""
-    metals = frame["metal"].unique()
-    if len(metals) != 1:
-        raise ValueError(f"a frame must hold exactly one metal, got {list(metals)}")
-    table = historic_table(str(metals[0]))
+def _upsert_metal(cur, metal: str, frame: pd.DataFrame) -> UpsertCounts:
+    table = historic_table(metal)
+    check_units(cur, table, set(zip(frame["currency"], frame["unit"], strict=True)))
+    cur.execute("TRUNCATE staging_prices")
+    cur.copy_expert(
+        f"COPY staging_prices ({_COLUMNS}) FROM STDIN WITH (FORMAT csv)", frame_to_csv(frame)
+    )
+    cur.execute(upsert_from(table, '"timestamp"', "staging_prices"))
+    return counts_of(cur)
+
+
+def upsert_prices(conn, frame: pd.DataFrame, *, also: Callable | None = None) -> UpsertCounts:
+    """Upsert rows into their `<metal>_historic` table (so the analytics table) atomically.
+
+    A frame may hold several metals (a /timeseries window): all of them or none commit.
+    `also(cur)` runs in the same transaction (e.g. to record what a backfill covered)."""
+    total = UpsertCounts()
     with conn, conn.cursor() as cur:
-        _check_units(cur, table, frame)
         cur.execute(
-            f"CREATE TEMP TABLE staging_prices (LIKE {ANALYTICS_TABLE} INCLUDING DEFAULTS) "
-            "ON COMMIT DROP"
+            f"CREATE TEMP TABLE IF NOT EXISTS staging_prices "
+            f"(LIKE {ANALYTICS_TABLE} INCLUDING DEFAULTS) ON COMMIT DROP"
         )
-        cur.copy_expert(
-            f"COPY staging_prices ({_COLUMNS}) FROM STDIN WITH (FORMAT csv)", frame_to_csv(frame)
-        )
-        cur.execute(_upsert_sql(table, '"timestamp"'))
-        flags = [row[0] for row in cur.fetchall()]
-        cur.execute(_upsert_sql(ANALYTICS_TABLE, 'metal, "timestamp"'))
-    inserted = sum(flags)
-    return UpsertCounts(inserted=inserted, updated=len(flags) - inserted)
+        for metal, rows in frame.groupby("metal", sort=True):
+            total += _upsert_metal(cur, str(metal), rows)
+        if also is not None:
+            also(cur)
+    return total

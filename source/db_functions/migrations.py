@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from source.config import KNOWN_METALS
+from source.config import KNOWN_METALS, Settings
+from source.db_functions.connection import Database, open_database
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +107,81 @@ _MODEL_TABLES = """
     );
 """
 
+# Which (day, metal) a /timeseries answer covered, loaded in the same transaction as its rows,
+# so a rerun of a backfill skips them (a day can lack a metal: asked once is enough).
+_BACKFILL_AND_FREQUENCY = """
+    CREATE TABLE backfill_coverage (
+        day         date        NOT NULL,
+        metal       text        NOT NULL,
+        raw_file    text,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (day, metal)
+    );
+    ALTER TABLE model_runs ADD COLUMN frequency text NOT NULL DEFAULT 'hourly';
+    ALTER TABLE price_predictions ADD COLUMN frequency text NOT NULL DEFAULT 'hourly';
+"""
+
+_ALL_COLUMNS = (
+    '"timestamp", metal, currency, unit, status, rate_price, rate_ask, rate_bid, rate_high, '
+    "rate_low, rate_change, rate_change_percent, source, fetched_at, raw_file, loaded_at"
+)
+
+
+def _partitioned_schema() -> str:
+    """The analytics table becomes a LIST-partitioned table whose partitions ARE the historic
+    tables: every row is stored once, a metal's rows are in both or neither by construction,
+    and a load writes half as much. Existing rows move over in the same transaction."""
+    old_indexes = [f"{historic_table(m)}_pkey" for m in KNOWN_METALS] + [
+        f"{ANALYTICS_TABLE}_pkey",
+        f"{ANALYTICS_TABLE}_timestamp_idx",
+    ]
+    statements = [f"ALTER TABLE {ANALYTICS_TABLE} RENAME TO analytics_before_v4"]
+    statements += [f"ALTER TABLE {historic_table(m)} RENAME TO {m}_before_v4" for m in KNOWN_METALS]
+    statements += [
+        f"ALTER INDEX IF EXISTS {name} RENAME TO {name}_before_v4" for name in old_indexes
+    ]
+    # Each partition has its own primary key on "timestamp" (the historic table's key);
+    # with one partition per metal that makes (metal, "timestamp") unique in the analytics
+    # table. No key is declared on the parent: pg_restore --clean cannot drop the inherited
+    # constraints such a key puts on the partitions.
+    statements.append(
+        f"""CREATE TABLE {ANALYTICS_TABLE} (
+                "timestamp" timestamptz NOT NULL,
+                {_PRICE_COLUMNS}
+            ) PARTITION BY LIST (metal)"""
+    )
+    for metal in KNOWN_METALS:
+        statements.append(
+            f"CREATE TABLE {historic_table(metal)} PARTITION OF {ANALYTICS_TABLE} "
+            f"""(PRIMARY KEY ("timestamp")) FOR VALUES IN ('{metal}')"""
+        )
+        statements.append(
+            f"INSERT INTO {ANALYTICS_TABLE} ({_ALL_COLUMNS}) "
+            f"SELECT {_ALL_COLUMNS} FROM {metal}_before_v4"
+        )
+    # Rows only the old analytics table held (there should be none) are kept too.
+    statements.append(
+        f"INSERT INTO {ANALYTICS_TABLE} ({_ALL_COLUMNS}) "
+        f"SELECT {_ALL_COLUMNS} FROM analytics_before_v4 a WHERE NOT EXISTS "
+        f"""(SELECT 1 FROM {ANALYTICS_TABLE} n WHERE n.metal = a.metal """
+        """AND n."timestamp" = a."timestamp")"""
+    )
+    statements.append(
+        "DROP TABLE analytics_before_v4, " + ", ".join(f"{m}_before_v4" for m in KNOWN_METALS)
+    )
+    return ";\n".join(statements) + ";"
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "historic tables, analytics table, run ledger", _initial_schema()),
     (2, "model runs and price predictions", _MODEL_TABLES),
+    (3, "backfill coverage; model frequency", _BACKFILL_AND_FREQUENCY),
+    (4, "historic tables become the partitions of the analytics table", _partitioned_schema()),
 ]
 
 
-def apply_migrations(conn) -> list[int]:
-    """Apply pending migrations in one transaction; return the versions applied."""
+def apply_migrations(conn, up_to: int | None = None) -> list[int]:
+    """Apply pending migrations (up to a version) in one transaction; return those applied."""
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
         cur.execute(
@@ -126,7 +194,7 @@ def apply_migrations(conn) -> list[int]:
         done = {row[0] for row in cur.fetchall()}
         applied = []
         for version, name, statements in MIGRATIONS:
-            if version in done:
+            if version in done or (up_to is not None and version > up_to):
                 continue
             cur.execute(statements)
             cur.execute(
@@ -135,3 +203,14 @@ def apply_migrations(conn) -> list[int]:
             applied.append(version)
             log.info("applied migration %d: %s", version, name)
     return applied
+
+
+def connect_and_migrate(settings: Settings) -> Database:
+    """Open (or start) the database and bring its schema up to date."""
+    database = open_database(settings)
+    conn = database.connect()
+    try:
+        apply_migrations(conn)
+    finally:
+        conn.close()
+    return database

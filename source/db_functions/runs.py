@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger(__name__)
+
 
 def open_run(conn, command: str) -> int:
     """Start a ledger row. Called under the run lock, so a row still 'running' was killed."""
@@ -19,7 +25,7 @@ def close_run(
     run_id: int,
     *,
     status: str,
-    exit_code: int,
+    exit_code: int | None,
     metals_ok: list[str],
     metals_failed: list[str],
     rows_inserted: int,
@@ -46,3 +52,42 @@ def close_run(
                 run_id,
             ),
         )
+
+
+@dataclass
+class RunRecord:
+    """What a command reports into its ledger row when it ends."""
+
+    status: str = "interrupted"  # until the command says otherwise (SIGTERM, crash)
+    exit_code: int | None = None
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    api_requests: int = 0
+    metals_ok: list[str] = field(default_factory=list)
+    metals_failed: list[str] = field(default_factory=list)
+    message: str | None = None
+
+
+@contextmanager
+def recorded_run(database, command: str):
+    """A `pipeline_runs` row around a command; yields a RunRecord to fill in."""
+    conn = database.connect()
+    try:
+        run_id = open_run(conn, command)
+    finally:
+        conn.close()
+    record = RunRecord()
+    try:
+        yield record
+    except Exception as exc:
+        record.status, record.message = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        try:
+            conn = database.connect()
+            try:
+                close_run(conn, run_id, **asdict(record))
+            finally:
+                conn.close()
+        except Exception as exc:  # the outcome on stderr and in the log still stands
+            log.error("could not record the run in pipeline_runs: %s", exc)

@@ -16,9 +16,11 @@ from source.config import Settings
 from source.db_functions.connection import Database
 from source.db_functions.migrations import historic_table
 from source.errors import ReportableError
-from source.ml.evaluation import Dataset, NotEnoughData, fit_final, walk_forward
+from source.ml.evaluation import MIN_ROWS, Dataset, NotEnoughData, fit_final, walk_forward
+from source.ml.features import HORIZONS, warmup_rows
 from source.ml.models import GBM_MAX_ROWS, SHRINKAGE
 from source.ml.registry import library_versions, save_model
+from source.ml.sampling import DAILY, HOURLY, training_rows
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,9 @@ def read_history(conn, metal: str) -> pd.DataFrame:
     return frame.astype({"rate_price": "float64", "rate_ask": "float64"})
 
 
-def train_series(series: pd.DataFrame, metal: str, target: str):
+def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict | None = None):
     """Evaluate and fit on a (timestamp, target) frame; return model, metadata, forecasts."""
+    sampling = sampling or {"frequency": HOURLY, "rule": "as given", "rows_used": len(series)}
     data = Dataset.from_series(series[target], series["timestamp"])
     metrics = walk_forward(data)
     model = fit_final(data)
@@ -58,7 +61,9 @@ def train_series(series: pd.DataFrame, metal: str, target: str):
             "end": origin_time.isoformat(),
         },
         "horizons": list(data.horizons),
-        "horizon_unit": "observations (rows), e.g. hours for the hourly feed",
+        "frequency": sampling["frequency"],
+        "horizon_unit": "days" if sampling["frequency"] == DAILY else "hours (rows)",
+        "sampling": sampling,
         "features": data.feature_names,
         "candidates": "naive; ridge (all rows); gradient boosting (newest "
         f"{GBM_MAX_ROWS:,} rows); each scaled toward no change by {list(SHRINKAGE)}",
@@ -82,7 +87,7 @@ def _record(conn, metadata: dict, forecast: dict) -> None:
             cur,
             """INSERT INTO model_runs (trained_at, metal, target, horizon, chosen_model, rows_used,
                    data_start, data_end, n_predictions, model_mae, naive_mae, mase,
-                   direction_accuracy, direction_base_rate) VALUES %s""",
+                   direction_accuracy, direction_base_rate, frequency) VALUES %s""",
             [
                 (
                     trained_at,
@@ -99,6 +104,7 @@ def _record(conn, metadata: dict, forecast: dict) -> None:
                     m["mase"],
                     m["direction_accuracy"],
                     m["direction_base_rate"],
+                    metadata["frequency"],
                 )
                 for h, m in metadata["metrics"].items()
             ],
@@ -106,10 +112,11 @@ def _record(conn, metadata: dict, forecast: dict) -> None:
         execute_values(
             cur,
             """INSERT INTO price_predictions (metal, target, origin_time, horizon, predicted_value,
-                   last_value, chosen_model, trained_at) VALUES %s
+                   last_value, chosen_model, trained_at, frequency) VALUES %s
                ON CONFLICT (metal, target, origin_time, horizon) DO UPDATE SET
                    predicted_value = EXCLUDED.predicted_value, last_value = EXCLUDED.last_value,
-                   chosen_model = EXCLUDED.chosen_model, trained_at = EXCLUDED.trained_at""",
+                   chosen_model = EXCLUDED.chosen_model, trained_at = EXCLUDED.trained_at,
+                   frequency = EXCLUDED.frequency""",
             [
                 (
                     metadata["metal"],
@@ -120,10 +127,16 @@ def _record(conn, metadata: dict, forecast: dict) -> None:
                     forecast["last_value"],
                     metadata["chosen"][str(h)],
                     trained_at,
+                    metadata["frequency"],
                 )
                 for h, value in forecast["values"].items()
             ],
         )
+
+
+def min_rows() -> int:
+    """Rows a series needs before the usable ones reach MIN_ROWS."""
+    return MIN_ROWS + warmup_rows() + max(HORIZONS) + 1
 
 
 class TrainingFailed(ReportableError):
@@ -133,9 +146,9 @@ class TrainingFailed(ReportableError):
 def train_one(settings: Settings, conn, history: pd.DataFrame, metal: str, target: str) -> bool:
     """Train, save and record one model; False when there is too little data."""
     started = time.monotonic()
-    series = history[["timestamp", target]].dropna()
+    series, sampling = training_rows(history[["timestamp", target]].dropna(), min_rows())
     try:
-        model, metadata, forecast = train_series(series, metal, target)
+        model, metadata, forecast = train_series(series, metal, target, sampling)
     except NotEnoughData as exc:
         log.warning("%s %s: model skipped, too little data (%s)", metal, target, exc)
         return False
@@ -144,10 +157,11 @@ def train_one(settings: Settings, conn, history: pd.DataFrame, metal: str, targe
     first = str(metadata["horizons"][0])
     mase = metadata["metrics"][first]["mase"]
     log.info(
-        "%s %s: trained on %d rows in %.1fs; 1-step %s, MASE %s, next %.4f",
+        "%s %s: trained on %d %s rows in %.1fs; 1-step %s, MASE %s, next %.4f",
         metal,
         target,
         len(series),
+        metadata["frequency"],
         time.monotonic() - started,
         metadata["chosen"][first],
         f"{mase:.3f}" if mase is not None else "n/a",

@@ -1,0 +1,237 @@
+"""The backfill stage: plan <=30-day windows over the days not yet covered, fetch one
+/timeseries per window concurrently (each response landed before it is parsed), and hand
+each window to the load stage as one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import partial
+
+from source.config import Settings
+from source.db_functions.connection import Database
+from source.db_functions.coverage import missing_days
+from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
+from source.extract import (
+    make_client,
+    mark_job_rejected,
+    mark_loaded,
+    mark_rejected,
+    replay_landed,
+    timeseries_job,
+)
+from source.load import LoadOutcome, QueueLoader
+from source.metals_dev import AuthError, MetalsDevClient, MetalsDevError, QuotaExceeded
+from source.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+MAX_WINDOW_DAYS = 30  # the API's limit per /timeseries request
+MAX_CONCURRENT_WINDOWS = 4  # polite to the API, and the loader keeps up
+
+
+class BackfillUsageError(ReportableError):
+    """Bad dates: one line, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class Window:
+    start: date
+    end: date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def __str__(self) -> str:
+        return f"{self.start}..{self.end}"
+
+
+def parse_day(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise BackfillUsageError(f"{option} {text!r} is not a date like 2024-01-31") from None
+
+
+def resolve_range(start: str, end: str | None, today: date) -> tuple[date, date]:
+    """Validate --start/--end; --end defaults to yesterday (UTC)."""
+    first = parse_day(start, "--start")
+    last = parse_day(end, "--end") if end else today - timedelta(days=1)
+    if first > today:
+        raise BackfillUsageError(f"--start {first} is in the future (today is {today} UTC)")
+    if last > today:
+        raise BackfillUsageError(f"--end {last} is in the future (today is {today} UTC)")
+    if first > last:
+        raise BackfillUsageError(f"--start {first} is after --end {last}")
+    return first, last
+
+
+def plan_windows(days: list[date], max_days: int = MAX_WINDOW_DAYS) -> list[Window]:
+    """Group sorted days into runs of consecutive days, each cut into <= max_days windows."""
+    windows: list[Window] = []
+    for day in sorted(days):
+        current = windows[-1] if windows else None
+        if current and day == current.end + timedelta(days=1) and current.days < max_days:
+            windows[-1] = Window(current.start, day)
+        else:
+            windows.append(Window(day, day))
+    return windows
+
+
+@dataclass
+class BackfillReport:
+    windows_planned: int = 0
+    windows_skipped: int = 0  # 30-day stretches already covered
+    errors: dict[str, Exception] = field(default_factory=dict)  # window -> error
+    outcomes: list[LoadOutcome] = field(default_factory=list)
+    api_requests: int = 0
+
+    @property
+    def windows_loaded(self) -> int:
+        return sum(1 for o in self.outcomes if not o.error and not o.job.replayed)
+
+    @property
+    def rows_inserted(self) -> int:
+        return sum(o.inserted for o in self.outcomes)
+
+    @property
+    def rows_updated(self) -> int:
+        return sum(o.updated for o in self.outcomes)
+
+    @property
+    def windows_failed(self) -> int:
+        return self.windows_planned - self.windows_loaded
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors and all(isinstance(e, AuthError) for e in self.errors.values()):
+            return EXIT_USAGE if not self.windows_loaded else EXIT_PARTIAL
+        if not self.windows_failed:
+            return EXIT_OK
+        return EXIT_PARTIAL if self.windows_loaded else EXIT_FAILURE
+
+    @property
+    def status(self) -> str:
+        return {EXIT_OK: "success", EXIT_PARTIAL: "partial"}.get(self.exit_code, "failed")
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.windows_loaded}/{self.windows_planned} window(s) loaded",
+            f"{self.windows_skipped} already present",
+            f"{self.api_requests} API request(s)",
+            f"{self.rows_inserted} row(s) inserted, {self.rows_updated} updated",
+        ]
+        if self.errors:
+            parts.append("failed: " + ", ".join(sorted(self.errors)))
+        return "; ".join(parts)
+
+
+def _covered_windows(first: date, last: date, missing: list[date]) -> int:
+    """How many windows of a from-scratch plan need no request at all."""
+    every_day = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    wanted = set(missing)
+    return sum(
+        1
+        for w in plan_windows(every_day)
+        if not any(w.start + timedelta(days=i) in wanted for i in range(w.days))
+    )
+
+
+def fetch_windows(
+    client: MetalsDevClient,
+    windows: list[Window],
+    settings: Settings,
+    submit: Callable,
+    progress,
+) -> dict[str, Exception]:
+    """Fetch windows concurrently (bounded); submit one LoadJob each; return {window: error}."""
+
+    def fetch_one(window: Window) -> None:
+        try:
+            fetched = client.timeseries(
+                str(window.start), str(window.end), settings.currency, settings.unit
+            )
+            job = timeseries_job(
+                fetched.payload, raw_file=fetched.landed_path, fetched_at=fetched.raw.fetched_at
+            )
+        except MetalsDevError as exc:
+            mark_rejected(settings.data_dir, exc.landed_path)
+            raise
+        log.info("backfill %s: %d price row(s) fetched", window, len(job.frame))
+        submit(job)
+
+    errors: dict[str, Exception] = {}
+    workers = max(1, min(MAX_CONCURRENT_WINDOWS, len(windows)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill") as pool:
+        futures = {pool.submit(fetch_one, window): window for window in windows}
+        for future in as_completed(futures):
+            error = future.exception()
+            if error is not None:
+                errors[str(futures[future])] = error
+                # 1101/1203 get one clear line at the end (log_api_trouble), not one per window.
+                level = (
+                    logging.INFO if isinstance(error, AuthError | QuotaExceeded) else logging.ERROR
+                )
+                log.log(level, "backfill %s failed: %s", futures[future], error)
+            progress.update(1)
+    return errors
+
+
+def _loader(settings: Settings, database: Database) -> QueueLoader:
+    return QueueLoader(
+        database,
+        on_loaded=partial(mark_loaded, settings.data_dir),
+        on_rejected=partial(mark_job_rejected, settings.data_dir),
+    )
+
+
+def replay_first(settings: Settings, database: Database) -> list[LoadOutcome]:
+    """Load what an earlier run landed but did not load, before deciding what to fetch."""
+    with _loader(settings, database) as loader:
+        for job in replay_landed(settings.data_dir, source=settings.source_tag):
+            loader.submit(job)
+    return loader.outcomes
+
+
+def run_backfill(
+    settings: Settings, database: Database, first: date, last: date, *, force: bool
+) -> BackfillReport:
+    """Backfill [first, last]: skip covered days unless force, fetch, land, load."""
+    replayed = replay_first(settings, database)
+    conn = database.connect()
+    try:
+        every_day = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        days = every_day if force else missing_days(conn, first, last, settings.metals)
+    finally:
+        conn.close()
+    windows = plan_windows(days)
+    report = BackfillReport(windows_planned=len(windows))
+    report.windows_skipped = _covered_windows(first, last, days)
+    log.info(
+        "backfill %s..%s: %d day(s) to fetch in %d window(s)%s",
+        first,
+        last,
+        len(days),
+        len(windows),
+        " (--force)" if force else "",
+    )
+    client = make_client(settings)
+    progress = progress_bar(total=len(windows), unit="window", desc="backfill")
+    try:
+        with _loader(settings, database) as loader, progress as bar:
+            report.outcomes = loader.outcomes
+            report.errors = fetch_windows(client, windows, settings, loader.submit, bar)
+    finally:
+        report.api_requests = client.request_count
+        client.close()
+    report.outcomes = replayed + report.outcomes
+    for outcome in report.outcomes:
+        if outcome.error and not outcome.job.replayed:
+            report.errors[outcome.job.raw_files[0].name] = RuntimeError(outcome.error)
+    return report

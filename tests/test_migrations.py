@@ -1,0 +1,46 @@
+"""Migration 4 turns the historic tables into the partitions of the analytics table: rows of
+an existing installation survive it, and the keys still hold."""
+
+import psycopg2
+import pytest
+
+from source.db_functions.migrations import MIGRATIONS, apply_migrations
+
+OLD_ROW = """INSERT INTO {table} ("timestamp", metal, currency, unit, rate_price, rate_ask, source)
+              VALUES ('2024-05-28 14:32:03.512+00', %s, 'USD', 'toz', %s, %s, 'api')"""
+
+
+def test_rows_of_a_version_3_database_survive_the_move_to_partitions(database):
+    conn = database.connect()
+    try:
+        assert apply_migrations(conn, up_to=3) == [1, 2, 3]
+        with conn, conn.cursor() as cur:
+            for metal, price in (("gold", 2355.97), ("silver", 31.52)):
+                for table in (f"{metal}_historic", "commodities_price_data_analytics"):
+                    cur.execute(OLD_ROW.format(table=table), (metal, price, price * 2))
+        assert apply_migrations(conn) == [v for v, _, _ in MIGRATIONS if v > 3]
+    finally:
+        conn.close()
+    assert database.query(
+        "SELECT metal, rate_price, rate_ask FROM commodities_price_data_analytics ORDER BY 1"
+    ) == [("gold", 2355.97, 4711.94), ("silver", 31.52, 63.04)]
+    assert database.scalar("SELECT count(*) FROM gold_historic") == 1
+    assert database.query(
+        """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'commodities_price_data_analytics'::regclass ORDER BY 1"""
+    ) == [("gold_historic",), ("palladium_historic",), ("platinum_historic",), ("silver_historic",)]
+
+
+def test_keys_hold_across_both_tables(database):
+    conn = database.connect()
+    try:
+        apply_migrations(conn)
+    finally:
+        conn.close()
+    database.query(OLD_ROW.format(table="gold_historic"), ("gold", 1.0, 1.5))
+    with pytest.raises(psycopg2.errors.UniqueViolation):  # same (metal, timestamp)
+        database.query(OLD_ROW.format(table="commodities_price_data_analytics"), ("gold", 2.0, 2.5))
+    with pytest.raises(psycopg2.errors.CheckViolation):  # a silver row in gold's table
+        database.query(OLD_ROW.format(table="gold_historic"), ("silver", 2.0, 2.5))
+    database.query(OLD_ROW.format(table="commodities_price_data_analytics"), ("silver", 3.0, 3.5))
+    assert database.scalar("SELECT count(*) FROM silver_historic") == 1
