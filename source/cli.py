@@ -204,9 +204,12 @@ def _hourly(settings: Settings, *, train: bool) -> int:
 
 def _train_only(settings: Settings) -> int:
     from source.db_functions.migrations import connect_and_migrate
+    from source.db_functions.run_lock import database_run_lock
     from source.ml.train import train_all
 
-    trained = train_all(settings, connect_and_migrate(settings))
+    database = connect_and_migrate(settings)
+    with database_run_lock(database):
+        trained = train_all(settings, database)
     print(f"{trained} model(s) trained; see {settings.models_dir}")
     return EXIT_OK
 

@@ -11,9 +11,33 @@ from dotenv import dotenv_values
 
 KNOWN_METALS = ("gold", "silver", "platinum", "palladium")
 SECRET_NAMES = ("METALS_DEV_API_KEY", "PGPASSWORD")
+# Every variable the project reads (each secret also as NAME_FILE); tests clear them all.
+VARIABLES = (
+    "METALS_DEV_API_KEY",
+    "METALS_DEV_BASE_URL",
+    "METALS",
+    "CURRENCY",
+    "UNIT",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "EMBEDDED_PG_DIR",
+    "PG_BIN_DIR",
+    "DATA_DIR",
+    "LOG_DIR",
+    "MODELS_DIR",
+    "BACKUP_DIR",
+    "BACKUP_KEEP",
+    "HTTP_TIMEOUT",
+    "HTTP_MAX_ATTEMPTS",
+    "HTTP_BACKOFF",
+) + tuple(f"{name}_FILE" for name in SECRET_NAMES)
 DEMO_API_KEY = "demo-key-not-secret"
 DEMO_DATABASE = "commodities_demo"
 DEFAULT_DATABASE = "commodities"
+DEMO_SUBDIR = "demo"  # under DATA_DIR, MODELS_DIR and BACKUP_DIR
 
 
 class ConfigError(Exception):
@@ -134,10 +158,12 @@ def load_settings(
         embedded_pg_dir=Path(env.get("EMBEDDED_PG_DIR", "pgdata")),
         pg_bin_dir=Path(env["PG_BIN_DIR"]) if env.get("PG_BIN_DIR") else None,
         # Demo responses land apart from real ones, so a real run never replays them.
-        data_dir=Path(env.get("DATA_DIR", "source/data")) / ("demo" if demo else ""),
+        data_dir=Path(env.get("DATA_DIR", "source/data")) / (DEMO_SUBDIR if demo else ""),
         log_dir=Path(env.get("LOG_DIR", "logs")),
-        models_dir=Path(env.get("MODELS_DIR", "trained_models")),
-        backup_dir=Path(env.get("BACKUP_DIR", "backups")),
+        # Demo models and backups live apart too: trying the demo on a production host must
+        # not overwrite the real models, and a demo backup must not hold them.
+        models_dir=Path(env.get("MODELS_DIR", "trained_models")) / (DEMO_SUBDIR if demo else ""),
+        backup_dir=Path(env.get("BACKUP_DIR", "backups")) / (DEMO_SUBDIR if demo else ""),
         backup_keep=_number(env, "BACKUP_KEEP", "28", int, 1),
         http_timeout=_number(env, "HTTP_TIMEOUT", "10", float, 0.1),
         http_max_attempts=_number(env, "HTTP_MAX_ATTEMPTS", "4", int, 1),

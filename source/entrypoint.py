@@ -4,6 +4,7 @@ error into one stderr line with the right exit code (tracebacks go to the log fi
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from source.log_setup import configure_logging, redact
 from source.shutdown import STOP_REQUESTED
 
 log = logging.getLogger("entrypoint")
+PRIVATE_UMASK = 0o077
 
 
 @contextmanager
@@ -47,6 +49,9 @@ def _terminate(signum, frame):
 
 def run_locked(prog: str, settings: Settings, lock_path: Path, step: Callable[[], int]) -> int:
     """Configure logging, take the lock (exit 75 if held), run the step, report errors."""
+    # Backups hold the whole database and raw files the API's answers: whatever the umask,
+    # everything this process (and pg_dump, its child) creates is 0600 files / 0700 folders.
+    os.umask(PRIVATE_UMASK)
     log_path = configure_logging(settings.log_dir, settings.secrets)
     signal.signal(signal.SIGTERM, _terminate)
     with run_lock(lock_path) as locked:

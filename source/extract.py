@@ -26,6 +26,7 @@ from source.files import atomic_write
 from source.load import LoadJob
 from source.metals_dev import MetalsDevClient, MetalsDevError, RawResponse, parse_payload
 from source.transform import (
+    check_units,
     empty_frame,
     history_to_frame,
     spot_to_frame,
@@ -49,7 +50,10 @@ def make_client(settings: Settings) -> MetalsDevClient:
         timeout=settings.http_timeout,
         max_attempts=settings.http_max_attempts,
         backoff=settings.http_backoff,
-        land=partial(land_raw_response, settings.data_dir),
+        land=partial(land_raw_response, settings.data_dir, secrets=settings.secrets),
+        reject=partial(
+            land_raw_response, settings.data_dir, area=REJECTED, secrets=settings.secrets
+        ),
     )
 
 
@@ -57,12 +61,27 @@ def raw_file_name(raw: RawResponse) -> str:
     return f"{raw.fetched_at.strftime(_TIME_FORMAT)}_{raw.kind}_{raw.metal}.json"
 
 
-def land_raw_response(data_dir: Path, raw: RawResponse) -> Path:
-    """Write the body exactly as received to incoming/, atomically (temp file, fsync, rename)."""
-    directory = Path(data_dir) / INCOMING
+def land_raw_response(
+    data_dir: Path, raw: RawResponse, *, area: str = INCOMING, secrets: tuple[str, ...] = ()
+) -> Path:
+    """Write the body as received to incoming/ (or rejected/<day>/ for a failed attempt),
+    atomically: temp file, fsync, rename. A secret the server echoed back is masked."""
+    directory = Path(data_dir) / area
+    if area != INCOMING:
+        directory = directory / raw.fetched_at.strftime("%Y-%m-%d")
     directory.mkdir(parents=True, exist_ok=True)
-    target = atomic_write(directory / raw_file_name(raw), raw.body)
-    log.info("%s: landed %d bytes from %s as %s", raw.metal, len(raw.body), raw.endpoint, target)
+    body = raw.body
+    for secret in secrets:
+        body = body.replace(secret.encode(), b"***")
+    target = atomic_write(directory / raw_file_name(raw), body)
+    log.info(
+        "%s: landed %d bytes from %s (HTTP %d) as %s",
+        raw.metal,
+        len(raw.body),
+        raw.endpoint,
+        raw.http_status,
+        target,
+    )
     return target
 
 
@@ -191,6 +210,7 @@ def fetch_spot_prices(
     metals: tuple[str, ...],
     *,
     currency: str,
+    unit: str,
     source: str,
     data_dir: Path,
     submit: Callable[[LoadJob], None],
@@ -209,6 +229,7 @@ def fetch_spot_prices(
                 fetched_at=fetched.raw.fetched_at,
                 raw_file=str(fetched.landed_path),
             )
+            check_units(frame, currency=currency, unit=unit, metal=metal, endpoint="/metal/spot")
         except MetalsDevError as exc:
             mark_rejected(data_dir, exc.landed_path or (fetched and fetched.landed_path))
             raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 import tempfile
@@ -44,3 +46,50 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _renameat2_exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2); False where that is not supported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    result = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if result == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(error, os.strerror(error), str(first))
+
+
+def swap_in_directory(new: Path, current: Path) -> Path | None:
+    """Put `new` in place of `current` so readers see one or the other, never neither;
+    returns where the replaced directory now is (to delete), or None if there was none."""
+    if not current.exists():
+        os.rename(new, current)
+        fsync_path(current.parent)
+        return None
+    if _renameat2_exchange(new, current):
+        fsync_path(current.parent)
+        return new  # the old contents now live at `new`'s path
+    # No atomic exchange on this filesystem: two renames, a moment with no directory.
+    old = current.with_name(f".{current.name}.replaced")
+    os.rename(current, old)
+    os.rename(new, current)
+    fsync_path(current.parent)
+    return old

@@ -35,6 +35,7 @@ class LoadOutcome:
     inserted: int = 0
     updated: int = 0
     error: str | None = None
+    refused: bool = False  # the rows can never load: the raw file goes to rejected/
 
 
 # Errors in the rows themselves: loading the same file again would fail the same way.
@@ -81,6 +82,7 @@ class QueueLoader:
         try:
             while (job := self.queue.get()) is not self._DONE:
                 self.outcomes.append(self._load(job))
+                self._after(job, self.outcomes[-1])
         finally:
             if self._conn is not None:
                 self._conn.close()
@@ -99,8 +101,7 @@ class QueueLoader:
             log.error(
                 "%s: rows refused, raw file moved to rejected/: %s", job.metal, first_line(exc)
             )
-            self.on_rejected(job)
-            return LoadOutcome(job, error=first_line(exc))
+            return LoadOutcome(job, error=first_line(exc), refused=True)
         except (DatabaseUnavailable, psycopg2.Error) as exc:
             log.error(
                 "%s: load failed, raw file kept for the next run: %s", job.metal, first_line(exc)
@@ -118,5 +119,15 @@ class QueueLoader:
             tables or "no table",
             " (replayed from an earlier run)" if job.replayed else "",
         )
-        self.on_loaded(job)
         return LoadOutcome(job, inserted=counts.inserted, updated=counts.updated)
+
+    def _after(self, job: LoadJob, outcome: LoadOutcome) -> None:
+        """Move the raw files; a failure here must not stop the loader (the rows are
+        committed, and a file left in incoming/ is replayed harmlessly by the next run)."""
+        try:
+            if outcome.refused:
+                self.on_rejected(job)
+            elif outcome.error is None:
+                self.on_loaded(job)
+        except Exception:
+            log.error("%s: could not file away the raw response", job.metal, exc_info=True)

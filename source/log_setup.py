@@ -40,6 +40,16 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+logging.Formatter.converter = time.gmtime  # log times are UTC, like the file name
+
+
+class FirstLineFormatter(logging.Formatter):
+    """The console shows a record's first line; tracebacks stay in the log file."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).splitlines()[0]
+
+
 class DailyFileHandler(logging.FileHandler):
     """Appends to LOG_DIR/pipeline-YYYY-MM-DD.log, switching file when the UTC date changes."""
 
@@ -69,7 +79,6 @@ class DailyFileHandler(logging.FileHandler):
 def configure_logging(log_dir: Path, secrets: tuple[str, ...] = (), *, quiet: bool = False) -> Path:
     """Route all logging to the daily file (and stderr unless quiet); return today's log path."""
     formatter = logging.Formatter(LOG_FORMAT)
-    formatter.converter = time.gmtime  # log times are UTC, like the file name
     file_handler = DailyFileHandler(log_dir)
     handlers: list[logging.Handler] = [file_handler]
     if not quiet:
@@ -86,7 +95,9 @@ def configure_logging(log_dir: Path, secrets: tuple[str, ...] = (), *, quiet: bo
         handler.close()
     redacting = RedactingFilter(secrets)
     for handler in handlers:
-        handler.setFormatter(formatter)
+        handler.setFormatter(
+            formatter if handler is file_handler else FirstLineFormatter(LOG_FORMAT)
+        )
         handler.addFilter(redacting)
         root.addHandler(handler)
     root.setLevel(logging.INFO)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import requests
@@ -78,6 +79,10 @@ class MalformedResponse(MetalsDevError):
     """The body is not JSON, or lacks the fields the API documents."""
 
 
+class WrongUnits(MetalsDevError):
+    """The body is in another currency or unit than configured (e.g. copper's `mt`)."""
+
+
 class ApiError(MetalsDevError):
     """The API answered `status: failure` (possibly inside HTTP 200)."""
 
@@ -119,11 +124,18 @@ def parse_payload(body: bytes, *, metal: str, endpoint: str, http_status: int = 
     return payload
 
 
-def _retry_after_seconds(response: requests.Response) -> float | None:
-    try:
-        return min(float(response.headers.get("Retry-After", "")), MAX_RETRY_AFTER_SECONDS)
-    except ValueError:
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """Retry-After as delta-seconds or as an HTTP date (RFC 9110), capped; None if absent."""
+    if not value:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - now).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 class MetalsDevClient:
@@ -138,13 +150,17 @@ class MetalsDevClient:
         max_attempts: int = 4,
         backoff: float = 1.0,
         land: Callable[[RawResponse], Path] | None = None,
+        reject: Callable[[RawResponse], Path] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
-        self.land = land
+        self.land = land  # every body, before it is parsed
+        self.reject = reject  # bodies of failed attempts (429, 5xx): kept for inspection
+        self.clock = clock
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "commodities-pipeline/0.1"
         self._lock = threading.Lock()
@@ -214,21 +230,26 @@ class MetalsDevClient:
             raise TransientError(metal, endpoint, f"timed out after {self.timeout:g}s") from None
         except requests.RequestException as exc:
             raise TransientError(metal, endpoint, f"{type(exc).__name__}") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientError(
-                metal,
-                endpoint,
-                f"HTTP {response.status_code}",
-                retry_after=_retry_after_seconds(response),
-            )
-        return RawResponse(
+        raw = RawResponse(
             kind=kind,
             metal=metal,
             endpoint=endpoint,
             http_status=response.status_code,
             body=response.content,
-            fetched_at=datetime.now(UTC),
+            fetched_at=self.clock(),
         )
+        if response.status_code == 429 or response.status_code >= 500:
+            error = TransientError(
+                metal,
+                endpoint,
+                f"HTTP {response.status_code}",
+                retry_after=retry_after_seconds(
+                    response.headers.get("Retry-After"), raw.fetched_at
+                ),
+            )
+            error.landed_path = self.reject(raw) if self.reject else None  # kept, not replayed
+            raise error
+        return raw
 
     def _wait(self, state: RetryCallState) -> float:
         # Exponential backoff plus random jitter, capped; never sooner than Retry-After says.

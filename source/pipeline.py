@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 
 from source.config import Settings
 from source.db_functions.connection import Database, DatabaseUnavailable
 from source.db_functions.migrations import connect_and_migrate
+from source.db_functions.run_lock import database_run_lock
 from source.db_functions.runs import close_run, open_run
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from source.extract import (
@@ -94,7 +96,20 @@ def run_hourly(settings: Settings, *, train: bool, command: str = "run") -> RunR
     """One hourly run. Raw responses are landed even when the database is down."""
     started = time.monotonic()
     report = RunReport(metals=settings.metals)
-    database, run_id = _open_ledger(settings, report, command)
+    with ExitStack() as held:
+        database, run_id = _open_ledger(settings, report, command, held)
+        return _run(settings, train, started, report, database, run_id)
+
+
+def _run(
+    settings: Settings,
+    train: bool,
+    started: float,
+    report: RunReport,
+    database: Database | None,
+    run_id: int | None,
+) -> RunReport:
+    """The stages after the ledger is open; the outcome is recorded whatever happens."""
     try:
         _extract_and_load(settings, database, report)
         if train and database is not None and report.metals_ok:
@@ -109,10 +124,12 @@ def run_hourly(settings: Settings, *, train: bool, command: str = "run") -> RunR
     return report
 
 
-def _open_ledger(settings: Settings, report: RunReport, command: str):
-    """Database and run id, or (None, None) with the error noted when it is down."""
+def _open_ledger(settings: Settings, report: RunReport, command: str, held: ExitStack):
+    """Database and run id, or (None, None) with the error noted when it is down. The run
+    lock is taken first (held until `held` closes): a run still 'running' is then dead."""
     try:
         database = connect_and_migrate(settings)
+        held.enter_context(database_run_lock(database))
         conn = database.connect()
         try:
             return database, open_run(conn, command)
@@ -145,6 +162,7 @@ def _extract_and_load(settings: Settings, database: Database | None, report: Run
                 client,
                 settings.metals,
                 currency=settings.currency,
+                unit=settings.unit,
                 source=settings.source_tag,
                 data_dir=settings.data_dir,
                 submit=loader.submit,
@@ -171,7 +189,12 @@ def _train(settings: Settings, database: Database) -> tuple[int, str | None]:
     try:
         trained = train_all(settings, database)
     except Exception as exc:  # a training bug must not hide that the data was loaded
-        log.error("training failed: %s", exc, exc_info=not isinstance(exc, TrainingFailed))
+        log.error(  # the run's closing line on stderr says it; the log keeps the detail
+            "training failed: %s",
+            exc,
+            exc_info=not isinstance(exc, TrainingFailed),
+            extra={"file_only": True},
+        )
         return 0, str(exc) if isinstance(exc, TrainingFailed) else f"{type(exc).__name__}: {exc}"
     log.info("training finished in %.1fs: %d model(s) written", time.monotonic() - started, trained)
     return trained, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -106,11 +107,19 @@ def _failure(code: int, message: str) -> dict:
 class SandboxServer:
     """`with SandboxServer() as api: api.base_url` -> a Metals.Dev-shaped server on 127.0.0.1."""
 
-    def __init__(self, api_key: str | None = None, *, delay: float = 0.0, hour_offset: int = 0):
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        delay: float = 0.0,
+        hour_offset: int = 0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         self.api_key = api_key  # None: any non-empty key is accepted
         self.delay = delay
         self.delays: dict[str, float] = {}  # per metal, on top of `delay`
         self.hour_offset = hour_offset  # move the sandbox clock, e.g. to publish a new quote
+        self.clock = clock  # tests pass a fixed time
         self.prices = PriceModel()
         self.faults: dict[str, list[Fault]] = {}
         self.requests: list[dict] = []  # path, params (without the key), start, end
@@ -149,7 +158,7 @@ class SandboxServer:
         self.faults.setdefault(metal, []).append(Fault(status, raw, times, headers))
 
     def current_hour(self) -> int:
-        elapsed = datetime.now(UTC) - ANCHOR
+        elapsed = self.clock() - ANCHOR
         return int(elapsed.total_seconds() // 3600) + self.hour_offset
 
     # -- serving -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from source.metals_dev import MalformedResponse
+from source.metals_dev import MalformedResponse, WrongUnits
 
 RATE_COLUMNS = [
     "rate_price",
@@ -84,6 +84,16 @@ def quotes_to_frame(
     frame["raw_file"] = raw_file
     frame = frame[HISTORIC_COLUMNS].drop_duplicates("timestamp", keep="last")
     return frame.sort_values("timestamp", ignore_index=True)
+
+
+def check_units(frame: pd.DataFrame, *, currency: str, unit: str, metal: str, endpoint: str):
+    """Refuse prices in another currency or unit than configured, rather than mix them in."""
+    for column, wanted, name in (("currency", currency, "CURRENCY"), ("unit", unit, "UNIT")):
+        found = sorted(set(frame[column].astype(str)) - {wanted})
+        if found:
+            raise WrongUnits(
+                metal, endpoint, f"{column} {found[0]!r} is not the configured {name} {wanted!r}"
+            )
 
 
 def spot_to_frame(payload: dict, **kwargs) -> pd.DataFrame:

@@ -8,30 +8,21 @@ import subprocess
 import sys
 import uuid
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
 import pytest
 from psycopg2 import sql
 
+from source.config import VARIABLES
 from source.sandbox import SandboxServer
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_API_KEY = "test-secret-key-5f3a9c"
-# Variables of the developer's shell that must not leak into a test run.
-_SCRUBBED = (
-    "METALS_DEV_API_KEY",
-    "METALS_DEV_API_KEY_FILE",
-    "METALS_DEV_BASE_URL",
-    "METALS",
-    "PGPASSWORD_FILE",
-    "DATA_DIR",
-    "LOG_DIR",
-    "MODELS_DIR",
-    "BACKUP_DIR",
-    "BACKUP_KEEP",
-    "EMBEDDED_PG_DIR",
-)
+# The sandbox's clock in tests: a Wednesday, half past the hour, far from any hour or UTC
+# midnight boundary, whatever the wall clock says.
+SANDBOX_NOW = datetime(2026, 3, 4, 10, 30, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
@@ -108,12 +99,13 @@ def database(pg_server) -> FreshDatabase:
 
 @pytest.fixture
 def sandbox():
-    with SandboxServer(api_key=TEST_API_KEY) as server:
+    with SandboxServer(api_key=TEST_API_KEY, clock=lambda: SANDBOX_NOW) as server:
         yield server
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED and not k.startswith("PG")}
+    # Nothing of the developer's shell that the project reads may leak into a test run.
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES and not k.startswith("PG")}
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env

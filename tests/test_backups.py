@@ -75,7 +75,7 @@ def test_create_writes_dump_models_and_a_true_manifest(loaded, database):
     listing = backups(loaded, "list")
     assert listing.returncode == 0
     (line,) = [row for row in listing.stdout.splitlines() if row.startswith(backup.name)]
-    assert line.endswith(")") and " yes " in line
+    assert line.endswith(")") and " restored " in line
 
 
 def test_verify_passes_and_catches_a_truncated_dump(loaded):
@@ -195,15 +195,15 @@ def test_a_second_backup_while_one_runs_exits_75(loaded):
     assert not [p for p in lock.parent.iterdir() if p.is_dir()]
 
 
-def fake_tool(directory, version: str):
+def fake_tool(directory, version: str, name: str = "pg_dump"):
     directory.mkdir(parents=True, exist_ok=True)
-    tool = directory / "pg_dump"
-    tool.write_text(f'#!/bin/sh\necho "pg_dump (PostgreSQL) {version}"\n')
+    tool = directory / name
+    tool.write_text(f'#!/bin/sh\necho "{name} (PostgreSQL) {version}"\n')
     tool.chmod(0o755)
     return tool
 
 
-@pytest.mark.parametrize(("server", "chosen"), [(15, "path"), (16, "wheel"), (18, "wheel")])
+@pytest.mark.parametrize(("server", "chosen"), [(15, "path"), (17, "wheel"), (18, "wheel")])
 def test_pg_dump_is_the_servers_own_major_when_installed(tmp_path, monkeypatch, server, chosen):
     from source.backups import pgtools
     from source.db_functions.connection import Database
@@ -216,14 +216,27 @@ def test_pg_dump_is_the_servers_own_major_when_installed(tmp_path, monkeypatch, 
     assert tool.path == tmp_path / chosen / "pg_dump"
 
 
-def test_pg_bin_dir_older_than_the_server_is_refused(tmp_path):
-    from source.backups.pgtools import PgToolError, find_tool
+def test_tools_that_would_not_restore_are_refused_with_what_to_install(tmp_path, monkeypatch):
+    # The reproduced case: server 16, client tools 15 on PATH, the wheel's 18. pg_restore 18
+    # sets transaction_timeout, which 16 rejects: every backup would fail to restore.
+    from source.backups import pgtools
     from source.db_functions.connection import Database
+
+    fake_tool(tmp_path / "path", "15.18")
+    fake_tool(tmp_path / "wheel", "18.6")
+    monkeypatch.setenv("PATH", str(tmp_path / "path"))
+    monkeypatch.setattr(pgtools, "_embedded_bin_dir", lambda: tmp_path / "wheel")
+    with pytest.raises(pgtools.PgToolError) as raised:
+        pgtools.find_tool("pg_dump", 16, Database(params={}, description="test"))
+    assert str(raised.value).startswith(
+        "backups of a PostgreSQL 16 server need pg_dump 16 (found: pg_dump 15"
+    )
+    assert "install postgresql-client-16 or set PG_BIN_DIR" in str(raised.value)
 
     fake_tool(tmp_path / "old", "14.2")
     database = Database(params={}, description="test", bin_dir=tmp_path / "old")
-    with pytest.raises(PgToolError, match="pg_dump 14 .* is older than the server \\(15\\)"):
-        find_tool("pg_dump", 15, database)
+    with pytest.raises(pgtools.PgToolError, match="need pg_dump 15 \\(found: pg_dump 14"):
+        pgtools.find_tool("pg_dump", 15, database)
 
 
 def test_demo_option_works_before_or_after_the_command():

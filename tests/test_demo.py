@@ -1,5 +1,6 @@
 """`python main.py --demo` on a machine with nothing set up: embedded PostgreSQL, sandbox feed."""
 
+import tarfile
 import warnings
 
 import psycopg2
@@ -17,7 +18,11 @@ def demo_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_runs(demo_dir):
-    """Two demo runs in a row, as a newcomer would type them."""
+    """Two demo runs in a row, as a newcomer would type them, on a host that already has a
+    real model."""
+    real = demo_dir / "trained_models" / "model_rate_price"
+    real.mkdir(parents=True)
+    (real / "gold.joblib").write_bytes(b"the production model")
     runner = MainRunner(demo_dir, base_env())
     return runner("--demo"), runner("--demo", "--no-train")
 
@@ -71,7 +76,7 @@ def test_demo_responses_land_apart_from_real_ones(demo_runs, demo_dir):
 def test_demo_leaves_eight_verified_models_and_their_forecasts(demo_runs, demo_dir):
     from source.ml.registry import load_model, read_metadata
 
-    models_dir = demo_dir / "trained_models"
+    models_dir = demo_dir / "trained_models" / "demo"
     for target in ("rate_price", "rate_ask"):
         for metal in METALS:
             assert (models_dir / f"model_{target}" / f"{metal}.joblib").is_file()
@@ -85,6 +90,9 @@ def test_demo_leaves_eight_verified_models_and_their_forecasts(demo_runs, demo_d
         "SELECT count(*), count(DISTINCT (metal, target)) FROM price_predictions",
     )
     assert predictions == [(24, 8)]
+    # The real model beside it was not touched.
+    real = demo_dir / "trained_models" / "model_rate_price" / "gold.joblib"
+    assert real.read_bytes() == b"the production model"
 
 
 def test_backups_work_on_the_embedded_database(demo_runs, demo_dir):
@@ -93,4 +101,9 @@ def test_backups_work_on_the_embedded_database(demo_runs, demo_dir):
     assert created.returncode == 0, created.stderr
     assert runner("--demo", "verify", script="backups_main.py").returncode == 0
     listing = runner("--demo", "list", script="backups_main.py").stdout
-    assert " yes " in listing
+    assert " restored (" in listing
+    (backup,) = [p for p in (demo_dir / "backups" / "demo").iterdir() if p.name[0].isdigit()]
+    with tarfile.open(backup / "models.tar.gz") as archive:
+        names = archive.getnames()
+    assert "models/model_rate_price/gold.json" in names  # the demo's own models
+    assert not list((demo_dir / "backups").glob("2*"))  # nothing beside real backups

@@ -12,12 +12,15 @@ from pathlib import Path
 
 from source.backups.manifest import MANIFEST
 from source.errors import EXIT_USAGE, ReportableError
+from source.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 PARTIAL_PREFIX = ".partial-"
 VERIFICATION = "verification.json"
+RESTORED = "restored"  # the dump was restored into a scratch database and row counts matched
+READ_ONLY = "read only"  # no CREATEDB: the archive was read end to end, never restored
 
 
 class BackupError(ReportableError):
@@ -35,6 +38,11 @@ class BackupInfo:
     size_bytes: int
     verified: bool | None  # None: never verified
     verified_at: str | None
+    level: str | None = None  # RESTORED or READ_ONLY: how far the last verify got
+
+    @property
+    def fully_verified(self) -> bool:
+        return bool(self.verified) and self.level == RESTORED
 
     @property
     def created_at(self) -> datetime:
@@ -52,13 +60,14 @@ def new_backup_id(backup_dir: Path, now: datetime | None = None) -> str:
 
 def _info(path: Path) -> BackupInfo:
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
-    verified, verified_at = None, None
+    verified, verified_at, level = None, None, None
     try:
         verification = json.loads((path / VERIFICATION).read_text())
         verified, verified_at = bool(verification["ok"]), verification["verified_at"]
+        level = verification.get("level", RESTORED if verified else None)
     except (OSError, ValueError, KeyError):
         pass
-    return BackupInfo(path.name, path, size, verified, verified_at)
+    return BackupInfo(path.name, path, size, verified, verified_at, level)
 
 
 def list_backups(backup_dir: Path) -> list[BackupInfo]:
@@ -84,9 +93,15 @@ def find_backup(backup_dir: Path, backup_id: str | None) -> BackupInfo:
     raise BackupNotFound(f"no backup {backup_id!r} in {backup_dir}")
 
 
-def record_verification(path: Path, ok: bool, problems: list[str]) -> None:
-    body = {"ok": ok, "verified_at": datetime.now(UTC).isoformat(), "problems": problems}
-    (path / VERIFICATION).write_text(json.dumps(body, indent=2))
+def record_verification(path: Path, ok: bool, problems: list[str], level: str | None) -> None:
+    """Written atomically: a reader sees the previous record or this one, never half."""
+    body = {
+        "ok": ok,
+        "level": level if ok else None,
+        "verified_at": datetime.now(UTC).isoformat(),
+        "problems": problems,
+    }
+    atomic_write(path / VERIFICATION, json.dumps(body, indent=2).encode())
 
 
 def remove_leftovers(backup_dir: Path) -> list[str]:
@@ -104,9 +119,11 @@ def prune(backup_dir: Path, keep: int) -> list[str]:
     remove_leftovers(backup_dir)
     backups = list_backups(backup_dir)
     kept = {b.id for b in backups[-keep:]}
-    verified = [b for b in backups if b.verified]
-    if verified and not kept & {b.id for b in verified}:
-        kept.add(verified[-1].id)  # never delete the only verified backup
+    # Never delete the newest backup proven by a restore (or, if none was, the newest read
+    # end to end): a read-only check is not trusted as if it had restored.
+    verified = [b for b in backups if b.fully_verified] or [b for b in backups if b.verified]
+    if verified and verified[-1].id not in kept:
+        kept.add(verified[-1].id)
         log.warning("kept %s: it is the newest verified backup", verified[-1].id)
     removed = []
     for backup in backups:

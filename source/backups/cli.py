@@ -77,7 +77,7 @@ def _create(settings: Settings, args) -> int:
 
     database = connect_and_migrate(settings)
     backup = create_backup(settings, database)
-    if not getattr(args, "no_verify", False) and verify_backup(database, backup):
+    if not getattr(args, "no_verify", False) and verify_backup(database, backup)[0]:
         print(
             f"backups_main.py: backup {backup.id} was written but does NOT verify", file=sys.stderr
         )
@@ -101,7 +101,11 @@ def _list(settings: Settings) -> int:
         return EXIT_OK
     print(f"{'ID':<20} {'AGE':>6} {'SIZE':>10}  VERIFIED")
     for backup in reversed(backups):
-        state = {True: f"yes ({backup.verified_at[:19]})", False: "FAILED", None: "never"}
+        state = {
+            True: f"{backup.level} ({backup.verified_at[:19]})",
+            False: "FAILED",
+            None: "never",
+        }
         print(
             f"{backup.id:<20} {_age(backup.created_at):>6} "
             f"{backup.size_bytes / 1e6:>8.1f}MB  {state[backup.verified]}"
@@ -113,14 +117,14 @@ def _verify(settings: Settings, args) -> int:
     from source.backups.verify import verify_backup
 
     backup = find_backup(settings.backup_dir, args.id)
-    problems = verify_backup(connect_and_migrate(settings), backup)
+    problems, level = verify_backup(connect_and_migrate(settings), backup)
     if problems:
         print(
             f"backups_main.py: backup {backup.id} does NOT verify: {'; '.join(problems)}",
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    print(f"backup {backup.id} verified")
+    print(f"backup {backup.id} verified ({level})")
     return EXIT_OK
 
 

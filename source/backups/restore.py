@@ -9,12 +9,14 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from source.backups.catalog import BackupError, BackupInfo
+from source.backups.catalog import RESTORED, BackupError, BackupInfo
 from source.backups.create import row_counts
 from source.backups.manifest import DATABASE_DUMP, MODELS_ARCHIVE, read_manifest
 from source.backups.pgtools import find_tool, libpq_env, run_tool
 from source.backups.verify import verify_backup
+from source.config import DEMO_SUBDIR
 from source.db_functions.connection import Database
+from source.files import swap_in_directory
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ def restore_models(archive: Path, models_dir: Path) -> int:
     restored = staging / "models"
     restored.mkdir(exist_ok=True)
     files = sum(1 for p in restored.rglob("*") if p.is_file())
-    previous = models_dir.parent / f".{models_dir.name}.replaced"
-    shutil.rmtree(previous, ignore_errors=True)
     if models_dir.exists():
         replaced = sorted(
             str(p.relative_to(models_dir)) for p in models_dir.rglob("*") if p.is_file()
@@ -52,17 +52,22 @@ def restore_models(archive: Path, models_dir: Path) -> int:
             models_dir,
             ", ".join(replaced) or "-",
         )
-        os.rename(models_dir, previous)
-    os.rename(restored, models_dir)
-    shutil.rmtree(previous, ignore_errors=True)
+    demo_models = models_dir / DEMO_SUBDIR  # not in a real backup: carried over as it is
+    if demo_models.is_dir() and not (restored / DEMO_SUBDIR).exists():
+        os.rename(demo_models, restored / DEMO_SUBDIR)
+    old = swap_in_directory(restored, models_dir)  # atomic where the filesystem allows
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
     return files
 
 
 def restore_backup(database: Database, backup: BackupInfo, models_dir: Path) -> None:
-    problems = verify_backup(database, backup)
+    problems, level = verify_backup(database, backup)
     if problems:
         raise BackupError(f"backup {backup.id} does not verify, refusing to restore: {problems[0]}")
+    if level != RESTORED:
+        log.warning("restore: %s was only read, not test-restored, before this restore", backup.id)
     manifest = read_manifest(backup.path)
     before = _current_counts(database)
     pg_restore = find_tool("pg_restore", int(manifest["server_major"]), database)

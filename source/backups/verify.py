@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from source.backups.catalog import BackupInfo, record_verification
+from source.backups.catalog import READ_ONLY, RESTORED, BackupInfo, record_verification
 from source.backups.manifest import DATABASE_DUMP, MODELS_ARCHIVE, checksum_problems, read_manifest
 from source.backups.pgtools import PgToolError, find_tool, libpq_env, run_tool
 from source.db_functions.connection import Database
@@ -57,8 +57,11 @@ def _counts_in(database: Database, dbname: str, tables) -> dict[str, int]:
         conn.close()
 
 
-def restore_test_problems(database: Database, backup_dir: Path, manifest: dict) -> list[str]:
-    """Restore the dump into a throwaway database and compare row counts with the manifest."""
+def restore_test_problems(
+    database: Database, backup_dir: Path, manifest: dict
+) -> tuple[list[str], str]:
+    """Restore the dump into a throwaway database and compare row counts with the manifest;
+    without CREATEDB, read the whole archive instead. (problems, level reached)"""
     dump = backup_dir / DATABASE_DUMP
     pg_restore = find_tool("pg_restore", int(manifest.get("server_major", 0)), database)
     scratch = (
@@ -74,8 +77,8 @@ def restore_test_problems(database: Database, backup_dir: Path, manifest: dict) 
         try:
             run_tool(pg_restore, ["--file", "/dev/null", str(dump)], libpq_env(database))
         except PgToolError as error:
-            return [f"{DATABASE_DUMP} does not read completely: {error}"]
-        return []
+            return [f"{DATABASE_DUMP} does not read completely: {error}"], READ_ONLY
+        return [], READ_ONLY
     try:
         run_tool(
             pg_restore,
@@ -88,9 +91,9 @@ def restore_test_problems(database: Database, backup_dir: Path, manifest: dict) 
             f"table {table}: {actual[table]} rows restored, manifest says {count}"
             for table, count in expected.items()
             if actual[table] != count
-        ]
+        ], RESTORED
     except (PgToolError, psycopg2.Error) as exc:
-        return [f"{DATABASE_DUMP} does not restore: {first_line(exc)}"]
+        return [f"{DATABASE_DUMP} does not restore: {first_line(exc)}"], RESTORED
     finally:
         _admin(
             database,
@@ -98,8 +101,9 @@ def restore_test_problems(database: Database, backup_dir: Path, manifest: dict) 
         )
 
 
-def verify_backup(database: Database, backup: BackupInfo) -> list[str]:
-    """Every problem found (empty: the backup verifies); the result is recorded beside it."""
+def verify_backup(database: Database, backup: BackupInfo) -> tuple[list[str], str | None]:
+    """(every problem found, level reached); the result is recorded beside the backup."""
+    level = None
     try:
         manifest = read_manifest(backup.path)
     except ValueError as exc:
@@ -108,12 +112,19 @@ def verify_backup(database: Database, backup: BackupInfo) -> list[str]:
         problems = checksum_problems(backup.path, manifest)
         if not problems:
             problems = archive_problems(backup.path / MODELS_ARCHIVE)
-            problems += restore_test_problems(database, backup.path, manifest)
-    record_verification(backup.path, not problems, problems)
+            restore_problems, level = restore_test_problems(database, backup.path, manifest)
+            problems += restore_problems
+    record_verification(backup.path, not problems, problems, level)
     if problems:
         log.error("backup %s does NOT verify: %s", backup.id, "; ".join(problems))
-    else:
+    elif level == RESTORED:
         log.info(
             "backup %s verified: checksums match, dump restored with matching row counts", backup.id
         )
-    return problems
+    else:
+        log.warning(
+            "backup %s verified read only: checksums match and the dump reads to the end, but "
+            "it was not restored (grant CREATEDB to verify by restore)",
+            backup.id,
+        )
+    return problems, level

@@ -6,6 +6,8 @@ import logging
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from source.db_functions.run_lock import database_run_lock
+
 log = logging.getLogger(__name__)
 
 
@@ -70,12 +72,20 @@ class RunRecord:
 
 @contextmanager
 def recorded_run(database, command: str):
-    """A `pipeline_runs` row around a command; yields a RunRecord to fill in."""
-    conn = database.connect()
-    try:
-        run_id = open_run(conn, command)
-    finally:
-        conn.close()
+    """A `pipeline_runs` row around a command, under the database run lock (RunLocked, exit
+    75, when another run holds it); yields a RunRecord to fill in."""
+    with database_run_lock(database):
+        conn = database.connect()
+        try:
+            run_id = open_run(conn, command)
+        finally:
+            conn.close()
+        with _closing_run(database, run_id) as record:
+            yield record
+
+
+@contextmanager
+def _closing_run(database, run_id: int):
     record = RunRecord()
     try:
         yield record

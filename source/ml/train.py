@@ -183,7 +183,14 @@ def train_all(settings: Settings, database: Database) -> int:
                 try:
                     trained += train_one(settings, conn, history, metal, target)
                 except Exception as exc:
-                    log.error("%s %s: training failed", metal, target, exc_info=True)
+                    # In the log with its traceback; the console gets the one summary line.
+                    log.error(
+                        "%s %s: training failed",
+                        metal,
+                        target,
+                        exc_info=True,
+                        extra={"file_only": True},
+                    )
                     failed.append(f"{metal} {target} ({type(exc).__name__}: {exc})")
                     if conn.closed:
                         conn = database.connect()
