@@ -11,7 +11,7 @@ from pathlib import Path
 
 from source.config import KNOWN_METALS, ConfigError, Settings, load_settings
 from source.entrypoint import run_locked
-from source.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
+from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
 
 EPILOG = """examples:
   python main.py                      one hourly run (fetch, land, load, train)
@@ -120,6 +120,27 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     )
     _common(train)
 
+    status = _parser(
+        "main.py status",
+        "What the person on call needs: latest prices, recent runs, API requests this month, "
+        "model skill, the newest backup, and warnings. Exit 0 when healthy, 1 with warnings. "
+        "Needs no API key and makes no API request unless --api.",
+        "examples:\n  python main.py status\n  python main.py status --json | jq .warnings\n"
+        "  python main.py status --api        also ask the API how much of the plan is used",
+    )
+    _common(status)
+    status.add_argument("--json", action="store_true", help="one JSON object (keys: README)")
+    status.add_argument("--api", action="store_true", help="include the API's own /usage")
+
+    report = _parser(
+        "main.py report",
+        "Write a self-contained HTML report (index.html + one PNG chart per metal) with the "
+        "same facts as status. No network needed to view it.",
+        "example:\n  python main.py report --out /var/www/commodities",
+    )
+    _common(report)
+    report.add_argument("--out", type=Path, help="folder (default: reports/<UTC date>/)")
+
     backtest = _parser(
         "main.py backtest",
         "Walk-forward evaluation of the model family on a price series from a CSV, "
@@ -134,12 +155,15 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         "backfill": backfill,
         "import-csv": import_csv,
         "train": train,
+        "status": status,
+        "report": report,
         "backtest": backtest,
     }
 
 
 # Commands that never call the API need no key.
 _NEEDS_API_KEY = {"run", "backfill"}
+_READERS = {"status", "report"}
 
 
 def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
@@ -153,9 +177,8 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
     if command == "backtest":
         return _backtest(args)
     try:
-        settings = load_settings(
-            demo=args.demo, require_api_key=command in _NEEDS_API_KEY
-        ).with_metals(args.metals)
+        needs_key = command in _NEEDS_API_KEY or getattr(args, "api", False)
+        settings = load_settings(demo=args.demo, require_api_key=needs_key).with_metals(args.metals)
         step = _step(command, args, now or datetime.now(UTC))
     except (ConfigError, ReportableError) as exc:
         kind = "configuration error" if isinstance(exc, ConfigError) else "usage error"
@@ -165,7 +188,8 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
         from source.demo import with_sandbox
 
         step = partial(with_sandbox, step)
-    lock = settings.data_dir / ".pipeline.lock"
+    # status and report only read: they work while a run holds the lock.
+    lock = None if command in _READERS else settings.data_dir / ".pipeline.lock"
     return run_locked("main.py", settings, lock, partial(step, settings))
 
 
@@ -178,6 +202,11 @@ def _step(command: str, args: argparse.Namespace, now: datetime):
 
         first, last = resolve_range(args.start, args.end, now.date())
         return partial(_backfill, first=first, last=last, force=args.force)
+    if command == "status":
+        return partial(_status, as_json=args.json, api=args.api, now=now)
+    if command == "report":
+        out = args.out or Path("reports") / now.strftime("%Y-%m-%d")
+        return partial(_report, out=out, now=now)
     if command == "import-csv":
         if args.metal not in KNOWN_METALS:
             raise ConfigError(
@@ -291,6 +320,25 @@ def _report_bad_lines(report) -> None:
             f"main.py import-csv: {report.bad_count:,} bad line(s) skipped: {shown}{more}",
             file=sys.stderr,
         )
+
+
+def _status(settings: Settings, *, as_json: bool, api: bool, now: datetime) -> int:
+    from source.report.text import render_json, render_text
+    from source.status import collect
+
+    facts = collect(settings, now, api=api)
+    print(render_json(facts) if as_json else render_text(facts))
+    return EXIT_OK if facts["healthy"] else EXIT_FAILURE
+
+
+def _report(settings: Settings, *, out: Path, now: datetime) -> int:
+    from source.report.html import write_report
+    from source.status import collect, price_history
+
+    facts = collect(settings, now, api=False)
+    index = write_report(facts, price_history(settings, now), out)
+    print(f"report written to {index}")
+    return EXIT_OK
 
 
 def _backtest(args: argparse.Namespace) -> int:

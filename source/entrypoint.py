@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -47,14 +47,17 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def run_locked(prog: str, settings: Settings, lock_path: Path, step: Callable[[], int]) -> int:
-    """Configure logging, take the lock (exit 75 if held), run the step, report errors."""
+def run_locked(
+    prog: str, settings: Settings, lock_path: Path | None, step: Callable[[], int]
+) -> int:
+    """Configure logging, take the lock (exit 75 if held; None: a reader, no lock), run the
+    step, report errors in one line."""
     # Backups hold the whole database and raw files the API's answers: whatever the umask,
     # everything this process (and pg_dump, its child) creates is 0600 files / 0700 folders.
     os.umask(PRIVATE_UMASK)
     log_path = configure_logging(settings.log_dir, settings.secrets)
     signal.signal(signal.SIGTERM, _terminate)
-    with run_lock(lock_path) as locked:
+    with run_lock(lock_path) if lock_path else nullcontext(True) as locked:
         if not locked:
             message = f"another run holds the lock {lock_path}; exiting"
             log.warning(message, extra={"file_only": True})

@@ -186,6 +186,12 @@ class MetalsDevClient:
         params = {"metal": metal, "hours": hours, "currency": currency}
         return self.fetch("history", metal, "/sandbox/history", params)
 
+    def usage(self) -> dict:
+        """GET /usage (outside /v1): plan, total, used, remaining. Not landed: not a price."""
+        root = self.base_url.removesuffix("/v1")
+        raw = self._get_once("usage", "all", "/usage", {}, base=root)
+        return parse_payload(raw.body, metal="all", endpoint="/usage", http_status=raw.http_status)
+
     # -- mechanics -------------------------------------------------------------------------
 
     def fetch(self, kind: str, metal: str, endpoint: str, params: dict) -> Fetched:
@@ -215,14 +221,16 @@ class MetalsDevClient:
             raise
         return Fetched(raw=raw, payload=payload, landed_path=landed)
 
-    def _get_once(self, kind: str, metal: str, endpoint: str, params: dict) -> RawResponse:
+    def _get_once(
+        self, kind: str, metal: str, endpoint: str, params: dict, base: str | None = None
+    ) -> RawResponse:
         if STOP_REQUESTED.is_set():
             raise MetalsDevError(metal, endpoint, "not sent: the run is stopping")
         with self._lock:
             self.request_count += 1
         try:
             response = self.session.get(
-                self.base_url + endpoint,
+                (base or self.base_url) + endpoint,
                 params={"api_key": self._api_key, **params},
                 timeout=self.timeout,
             )

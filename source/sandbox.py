@@ -120,6 +120,7 @@ class SandboxServer:
         self.delays: dict[str, float] = {}  # per metal, on top of `delay`
         self.hour_offset = hour_offset  # move the sandbox clock, e.g. to publish a new quote
         self.clock = clock  # tests pass a fixed time
+        self.usage_total = 10_000  # the plan's monthly requests, as /usage reports them
         self.prices = PriceModel()
         self.faults: dict[str, list[Fault]] = {}
         self.requests: list[dict] = []  # path, params (without the key), start, end
@@ -189,6 +190,7 @@ class SandboxServer:
             "/v1/latest": self._latest,
             "/v1/timeseries": self._timeseries,
             "/v1/sandbox/history": self._history,
+            "/usage": self._usage,  # outside /v1, like the real one
         }.get(path)
         if handler is None:
             return 404, json.dumps(_failure(1000, f"Unknown endpoint {path}")).encode(), {}
@@ -203,6 +205,18 @@ class SandboxServer:
         if metal not in BASE_PRICES:
             return 400, _failure(1002, f"Unknown metal {metal}")
         return 200, self.prices.quote(metal, self.current_hour(), params.get("currency", "USD"))
+
+    def _usage(self, params):
+        used = sum(1 for r in self.requests if r["path"] != "/usage")
+        total = self.usage_total
+        return 200, {
+            "status": "success",
+            "timestamp": _iso(self.clock()),
+            "plan": "Sandbox",
+            "total": total,
+            "used": used,
+            "remaining": max(total - used, 0),
+        }
 
     def _history(self, params):
         metal, hours = params["metal"], min(int(params.get("hours", 24)), 24 * 365 * 3)

@@ -172,11 +172,60 @@ def _partitioned_schema() -> str:
     return ";\n".join(statements) + ";"
 
 
+def _analyst_views() -> str:
+    """daily_ohlc and price_ranges (price_ranges_at(t) for any moment, e.g. in tests)."""
+    metals = ", ".join(f"('{m}')" for m in KNOWN_METALS)
+    extreme = """LEFT JOIN LATERAL (
+            SELECT a.rate_price, a."timestamp" FROM {table} a
+             WHERE a.metal = m.metal AND a."timestamp" >= p.starts AND a."timestamp" < p.ends
+             ORDER BY a.rate_price {order}, a."timestamp" LIMIT 1) {alias} ON true"""
+    return f"""
+    CREATE VIEW daily_ohlc AS
+    SELECT metal,
+           ("timestamp" AT TIME ZONE 'UTC')::date AS day,
+           (array_agg(rate_price ORDER BY "timestamp"))[1] AS open,
+           max(rate_price) AS high,
+           min(rate_price) AS low,
+           (array_agg(rate_price ORDER BY "timestamp" DESC))[1] AS close,
+           (array_agg("timestamp" ORDER BY rate_price DESC, "timestamp"))[1] AS high_at,
+           (array_agg("timestamp" ORDER BY rate_price, "timestamp"))[1] AS low_at,
+           count(*) AS rows
+      FROM {ANALYTICS_TABLE}
+     GROUP BY metal, ("timestamp" AT TIME ZONE 'UTC')::date;
+
+    CREATE FUNCTION price_ranges_at(at timestamptz)
+    RETURNS TABLE (metal text, period text, starts timestamptz, ends timestamptz,
+                   high double precision, high_at timestamptz,
+                   low double precision, low_at timestamptz)
+    LANGUAGE sql STABLE AS $$
+      WITH midnight AS (
+        SELECT date_trunc('day', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS today,
+               date_trunc('week', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS monday),
+      periods (period, starts, ends, position) AS (
+        SELECT 'today', today, at + interval '1 microsecond', 1 FROM midnight
+        UNION ALL SELECT 'yesterday', today - interval '1 day', today, 2 FROM midnight
+        UNION ALL SELECT 'this week', monday, at + interval '1 microsecond', 3 FROM midnight
+        UNION ALL SELECT 'last 7 days', at - interval '7 days', at + interval '1 microsecond', 4
+          FROM midnight)
+      SELECT m.metal, p.period, p.starts, p.ends, hi.rate_price, hi."timestamp",
+             lo.rate_price, lo."timestamp"
+        FROM (VALUES {metals}) AS m(metal)
+        CROSS JOIN periods p
+        {extreme.format(table=ANALYTICS_TABLE, order="DESC", alias="hi")}
+        {extreme.format(table=ANALYTICS_TABLE, order="ASC", alias="lo")}
+       ORDER BY m.metal, p.position
+    $$;
+
+    CREATE VIEW price_ranges AS SELECT * FROM price_ranges_at(now());
+"""
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "historic tables, analytics table, run ledger", _initial_schema()),
     (2, "model runs and price predictions", _MODEL_TABLES),
     (3, "backfill coverage; model frequency", _BACKFILL_AND_FREQUENCY),
     (4, "historic tables become the partitions of the analytics table", _partitioned_schema()),
+    (5, "analyst views daily_ohlc and price_ranges", _analyst_views()),
 ]
 
 

@@ -1,0 +1,142 @@
+"""`main.py status`: the facts as compact plain text (no colour: it is read in mail and pipes)."""
+
+from __future__ import annotations
+
+import json
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes}m"
+    return f"{minutes // 60}h" if minutes < 48 * 60 else f"{minutes // 1440}d"
+
+
+def _number(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _metals(facts: dict) -> list[str]:
+    unit = f"{facts['currency']}/{facts['unit']}"
+    lines = [
+        f"PRICES ({unit})",
+        f"  {'metal':<10} {'price':>11} {'ask':>11} {'quote (UTC)':<17} "
+        f"{'age':>5} {'rows':>8}  api/backfill/csv/demo",
+    ]
+    for m in facts["metals"]:
+        if m["quote_time"] is None:
+            lines.append(f"  {m['metal']:<10} no prices yet")
+            continue
+        sources = "/".join(str(m["rows_by_source"][s]) for s in ("api", "backfill", "csv", "demo"))
+        lines.append(
+            f"  {m['metal']:<10} {_number(m['latest_price']):>11} {_number(m['latest_ask']):>11} "
+            f"{m['quote_time'][:16].replace('T', ' '):<17} {_age(m['quote_age_seconds']):>5} "
+            f"{m['rows']:>8,}  {sources}"
+        )
+    return lines
+
+
+def _ranges(facts: dict) -> list[str]:
+    lines = ["RANGES (high / low)"]
+    by_metal: dict[str, list[dict]] = {}
+    for row in facts["ranges"]:
+        by_metal.setdefault(row["metal"], []).append(row)
+    for metal, rows in by_metal.items():
+        parts = [
+            f"{r['period']} {_number(r['high'])}/{_number(r['low'])}"
+            for r in rows
+            if r["high"] is not None
+        ]
+        lines.append(f"  {metal:<10} {'; '.join(parts) or '-'}")
+    return lines
+
+
+def _runs(facts: dict) -> list[str]:
+    runs = facts["runs"]
+    lines = [
+        f"RUNS (API requests this month: {runs['api_requests_this_month']:,}"
+        + (
+            f"; API /usage: {facts['api_usage']['used']:,} of {facts['api_usage']['total']:,} "
+            f"used, {facts['api_usage']['remaining']:,} left, plan {facts['api_usage']['plan']}"
+            if facts.get("api_usage")
+            else ""
+        )
+        + ")"
+    ]
+    if not runs["recent"]:
+        return [*lines, "  no runs yet"]
+    for run in runs["recent"]:
+        duration = "-" if run["duration_seconds"] is None else f"{run['duration_seconds']:.0f}s"
+        failed = f" failed: {', '.join(run['metals_failed'])}" if run["metals_failed"] else ""
+        lines.append(
+            f"  #{run['run_id']:<5} {run['started_at'][:16].replace('T', ' ')} "
+            f"{run['command']:<10} {run['status']:<11} {duration:>6} "
+            f"{run['api_requests']:>3} req{failed}"
+        )
+    return lines
+
+
+def _models(facts: dict) -> list[str]:
+    lines = ["MODELS (MASE < 1 beats persistence; direction accuracy where it made calls)"]
+    for model in facts["models"]:
+        name = f"{model['metal']} {model['target']}"
+        if not model["trained"]:
+            lines.append(f"  {name:<22} not trained yet")
+            continue
+        skill = "  ".join(
+            f"h{h}: {_number(s['mase'], 3)}{'*' if s['beats_naive'] else ''}"
+            f" dir {_number(s['direction_accuracy'], 2)}"
+            for h, s in model["by_horizon"].items()
+        )
+        lines.append(
+            f"  {name:<22} {skill}  ({model['frequency']}, {model['rows_used']:,} rows, "
+            f"trained {model['trained_at'][:16].replace('T', ' ')})"
+        )
+    return lines
+
+
+def _forecasts(facts: dict) -> list[str]:
+    rows = [f for f in facts["forecasts"] if f["target"] == "rate_price"]
+    if not rows:
+        return []
+    lines = ["FORECASTS (rate_price)"]
+    by_metal: dict[str, list[str]] = {}
+    for f in rows:
+        step = "d" if f["frequency"] == "daily" else "h"
+        by_metal.setdefault(f["metal"], []).append(
+            f"+{f['horizon']}{step} {_number(f['predicted_value'])}"
+        )
+    lines += [f"  {metal:<10} {'  '.join(parts)}" for metal, parts in by_metal.items()]
+    return lines
+
+
+def _backups(facts: dict) -> list[str]:
+    newest = facts["backups"]["newest"]
+    if newest is None:
+        return ["BACKUPS", "  none yet"]
+    state = (
+        newest["level"]
+        if newest["verified"]
+        else ("NOT VERIFIED" if newest["verified"] is None else "VERIFY FAILED")
+    )
+    return [
+        f"BACKUPS ({facts['backups']['count']})",
+        f"  newest {newest['id']}, {_age(newest['age_seconds'])} old, {state}",
+    ]
+
+
+def render_text(facts: dict) -> str:
+    verdict = "HEALTHY" if facts["healthy"] else f"{len(facts['warnings'])} WARNING(S)"
+    lines = [
+        f"commodities pipeline - {facts['database']} - {facts['generated_at'][:19]}Z - {verdict}"
+    ]
+    lines += [f"  ! {w}" for w in facts["warnings"]]
+    for section in (_metals, _ranges, _forecasts, _runs, _models, _backups):
+        lines += ["", *section(facts)]
+    return "\n".join(lines)
+
+
+def render_json(facts: dict) -> str:
+    return json.dumps(facts, default=str, indent=2)

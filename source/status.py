@@ -1,0 +1,327 @@
+"""The status stage: gather, once, what the person on call needs (prices, runs, API requests,
+model skill, backups) into one plain dict, and the warnings that follow from it. Rendered as
+terminal text, JSON and the HTML report by `source/report/`. Reads only the database, the
+models' metadata and the backup catalogue; makes no API request unless asked (`usage`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+
+import pandas as pd
+import psycopg2
+
+from source.backups.catalog import list_backups
+from source.config import Settings
+from source.db_functions.connection import Database, open_database
+from source.db_functions.migrations import apply_migrations, historic_table
+from source.errors import ReportableError
+from source.metals_dev import MetalsDevError
+
+log = logging.getLogger(__name__)
+TARGETS = ("rate_price", "rate_ask")  # as source.ml.train (not imported: no scikit-learn here)
+
+RECENT_RUNS = 10
+RUN_OVERDUE = timedelta(hours=2)
+BACKUP_OVERDUE = timedelta(hours=7)
+FAILING_STREAK = 3
+QUOTA_WARNING = 0.8
+
+
+def _rows(cur, statement: str, params=()) -> list[dict]:
+    cur.execute(statement, params)
+    names = [column.name for column in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
+    return (now - moment).total_seconds() if moment is not None else None
+
+
+def metal_facts(cur, metal: str, now: datetime) -> dict:
+    table = historic_table(metal)
+    latest = _rows(
+        cur,
+        f'SELECT "timestamp", rate_price, rate_ask FROM {table} ORDER BY "timestamp" DESC LIMIT 1',
+    )
+    by_source = {
+        row["source"]: row["rows"]
+        for row in _rows(cur, f"SELECT source, count(*) AS rows FROM {table} GROUP BY source")
+    }
+    quote = latest[0] if latest else {}
+    return {
+        "metal": metal,
+        "latest_price": quote.get("rate_price"),
+        "latest_ask": quote.get("rate_ask"),
+        "quote_time": _iso(quote.get("timestamp")),
+        "quote_age_seconds": _age_seconds(quote.get("timestamp"), now),
+        "rows": sum(by_source.values()),
+        "rows_by_source": {s: by_source.get(s, 0) for s in ("api", "backfill", "csv", "demo")},
+    }
+
+
+def run_facts(cur, now: datetime) -> dict:
+    runs = _rows(
+        cur,
+        """SELECT run_id, command, started_at, finished_at, status, exit_code, api_requests,
+                  metals_failed, rows_inserted
+             FROM pipeline_runs ORDER BY run_id DESC LIMIT %s""",
+        (RECENT_RUNS,),
+    )
+    for run in runs:
+        finished = run["finished_at"]
+        run["duration_seconds"] = (
+            (finished - run["started_at"]).total_seconds() if finished else None
+        )
+        run["started_at"], run["finished_at"] = _iso(run["started_at"]), _iso(finished)
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    requests_row = _rows(
+        cur,
+        "SELECT coalesce(sum(api_requests), 0) AS n FROM pipeline_runs WHERE started_at >= %s",
+        (month,),
+    )
+    last_success = _rows(
+        cur,
+        """SELECT max(finished_at) AS at FROM pipeline_runs
+            WHERE command = 'run' AND status IN ('success', 'partial')""",
+    )[0]["at"]
+    return {
+        "recent": runs,
+        "api_requests_this_month": int(requests_row[0]["n"]),
+        "last_successful_run": _iso(last_success),
+        "last_successful_run_age_seconds": _age_seconds(last_success, now),
+    }
+
+
+def failing_streaks(cur, metals: tuple[str, ...]) -> dict[str, int]:
+    """How many of the latest hourly runs in a row each metal failed."""
+    recent = _rows(
+        cur,
+        """SELECT metals_failed FROM pipeline_runs WHERE command = 'run' AND finished_at IS
+            NOT NULL ORDER BY run_id DESC LIMIT 24""",
+    )
+    streaks = {}
+    for metal in metals:
+        streak = 0
+        for run in recent:
+            if metal not in run["metals_failed"]:
+                break
+            streak += 1
+        streaks[metal] = streak
+    return streaks
+
+
+def model_facts(settings: Settings) -> list[dict]:
+    """Skill per metal, target and horizon, from the models' metadata files."""
+    models = []
+    for metal in settings.metals:
+        for target in TARGETS:
+            path = settings.models_dir / f"model_{target}" / f"{metal}.json"
+            try:
+                meta = json.loads(path.read_text())
+            except (OSError, ValueError):
+                models.append({"metal": metal, "target": target, "trained": False})
+                continue
+            skill = {
+                horizon: {
+                    "mase": m.get("mase"),
+                    "direction_accuracy": m.get("direction_accuracy"),
+                    "beats_naive": m.get("mase") is not None and m["mase"] < 1,
+                    "chosen": meta.get("chosen", {}).get(horizon),
+                }
+                for horizon, m in meta.get("metrics", {}).items()
+            }
+            models.append(
+                {
+                    "metal": metal,
+                    "target": target,
+                    "trained": True,
+                    "trained_at": meta.get("trained_at"),
+                    "rows_used": meta.get("rows_used"),
+                    "frequency": meta.get("frequency", "hourly"),
+                    "by_horizon": skill,
+                }
+            )
+    return models
+
+
+def range_facts(cur, now: datetime) -> list[dict]:
+    """High and low with when, today / yesterday / this week / last 7 days (price_ranges)."""
+    rows = _rows(cur, "SELECT * FROM price_ranges_at(%s)", (now,))
+    for row in rows:
+        for key in ("starts", "ends", "high_at", "low_at"):
+            row[key] = _iso(row[key])
+    return rows
+
+
+def forecast_facts(cur) -> list[dict]:
+    """The latest forecasts per metal, target and horizon (written after training)."""
+    rows = _rows(
+        cur,
+        """SELECT DISTINCT ON (metal, target, horizon) metal, target, horizon, origin_time,
+                  predicted_value, last_value, frequency
+             FROM price_predictions ORDER BY metal, target, horizon, origin_time DESC""",
+    )
+    for row in rows:
+        row["origin_time"] = _iso(row["origin_time"])
+    return rows
+
+
+def backup_facts(settings: Settings, now: datetime) -> dict:
+    backups = list_backups(settings.backup_dir)
+    if not backups:
+        return {"count": 0, "newest": None}
+    newest = backups[-1]
+    return {
+        "count": len(backups),
+        "newest": {
+            "id": newest.id,
+            "age_seconds": _age_seconds(newest.created_at, now),
+            "verified": newest.verified,
+            "level": newest.level,
+            "size_bytes": newest.size_bytes,
+        },
+    }
+
+
+def warnings_for(facts: dict, streaks: dict[str, int]) -> list[str]:
+    """What needs a look; an empty list means healthy."""
+    warnings = []
+    runs = facts["runs"]
+    age = runs["last_successful_run_age_seconds"]
+    if age is None or age > RUN_OVERDUE.total_seconds():
+        warnings.append(
+            "no successful hourly run in the last 2 hours"
+            + (f" (last: {runs['last_successful_run']})" if runs["last_successful_run"] else "")
+        )
+    newest = facts["backups"]["newest"]
+    if newest is None:
+        warnings.append("no backup yet")
+    else:
+        if newest["age_seconds"] > BACKUP_OVERDUE.total_seconds():
+            warnings.append(f"newest backup {newest['id']} is older than 7 hours")
+        if not newest["verified"]:
+            warnings.append(f"newest backup {newest['id']} is not verified")
+    for metal, streak in streaks.items():
+        if streak >= FAILING_STREAK:
+            warnings.append(f"{metal} failed the last {streak} runs in a row")
+    usage = facts.get("api_usage") or {}
+    if usage.get("total") and usage.get("used", 0) / usage["total"] > QUOTA_WARNING:
+        warnings.append(f"API quota {usage['used']}/{usage['total']} used (above 80%)")
+    return warnings
+
+
+def gather_status(settings: Settings, database: Database, now: datetime) -> dict:
+    """Every fact status and the report show, in one JSON-ready dict (keys in the README)."""
+    conn = database.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            facts = {
+                "generated_at": now.isoformat(),
+                "database": database.name,
+                "currency": settings.currency,
+                "unit": settings.unit,
+                "metals": [metal_facts(cur, metal, now) for metal in settings.metals],
+                "runs": run_facts(cur, now),
+                "forecasts": forecast_facts(cur),
+                "ranges": range_facts(cur, now),
+            }
+            streaks = failing_streaks(cur, settings.metals)
+    finally:
+        conn.close()
+    facts["models"] = model_facts(settings)
+    facts["backups"] = backup_facts(settings, now)
+    facts["api_usage"] = None
+    facts["failing_streaks"] = streaks
+    return facts
+
+
+def finish(facts: dict) -> dict:
+    """Add the warnings (after the optional API usage is in) and the health verdict."""
+    facts["warnings"] = warnings_for(facts, facts["failing_streaks"])
+    facts["healthy"] = not facts["warnings"]
+    return facts
+
+
+class EmptyDatabase(ReportableError):
+    """No pipeline run has created the tables yet: said in one line, exit 1."""
+
+
+def open_for_reading(settings: Settings) -> Database:
+    """The database, migrated when this role may (a read-only role reads as it is)."""
+    database = open_database(settings)
+    conn = database.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('pipeline_runs') IS NOT NULL")
+            initialised = cur.fetchone()[0]
+        if not initialised:
+            raise EmptyDatabase(
+                f"database {database.name} is empty: no run has loaded anything yet "
+                "(try `python main.py`, or `--demo`)"
+            )
+        try:
+            apply_migrations(conn)
+        except psycopg2.errors.InsufficientPrivilege:
+            conn.rollback()
+    finally:
+        conn.close()
+    return database
+
+
+def api_usage(settings: Settings) -> dict | None:
+    """The API's own /usage answer, or None (with the reason logged) if it cannot be had."""
+    from source.extract import make_client
+
+    client = make_client(settings)
+    try:
+        answer = client.usage()
+    except MetalsDevError as exc:
+        log.warning("API usage unavailable: %s", exc)
+        return None
+    finally:
+        client.close()
+    return {key: answer.get(key) for key in ("plan", "total", "used", "remaining")}
+
+
+def collect(settings: Settings, now: datetime, *, api: bool) -> dict:
+    """Everything status and report show, with warnings and the health verdict."""
+    facts = gather_status(settings, open_for_reading(settings), now)
+    if api:
+        facts["api_usage"] = api_usage(settings)
+    return finish(facts)
+
+
+def price_history(settings: Settings, now: datetime) -> dict[str, pd.DataFrame]:
+    """Per metal, what a chart shows: the last 7 days of quotes, or (when that holds fewer
+    than a day's worth) the last 180 daily closes from the daily_ohlc view."""
+    database = open_database(settings)
+    conn = database.connect()
+    history = {}
+    try:
+        with conn, conn.cursor() as cur:
+            for metal in settings.metals:
+                cur.execute(
+                    f'SELECT "timestamp", rate_price FROM {historic_table(metal)} '
+                    'WHERE "timestamp" > %s ORDER BY "timestamp"',
+                    (now - timedelta(days=7),),
+                )
+                rows = cur.fetchall()
+                if len(rows) < 24:
+                    cur.execute(
+                        """SELECT day::timestamp AT TIME ZONE 'UTC', close FROM daily_ohlc
+                            WHERE metal = %s AND day > %s ORDER BY day""",
+                        (metal, (now - timedelta(days=180)).date()),
+                    )
+                    rows = cur.fetchall()
+                frame = pd.DataFrame(rows, columns=["timestamp", "rate_price"])
+                frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+                history[metal] = frame
+    finally:
+        conn.close()
+    return history
