@@ -1,12 +1,15 @@
 """Training time for all eight models (4 metals x rate_price/rate_ask) on 1, 5 and 10 years of
-synthetic hourly history. Run: python benchmarks/train_scaling.py [years ...]
+synthetic hourly history, idle and next to one busy-looping neighbour process, and the ratio.
+Run: python benchmarks/train_scaling.py [years ...]
 
-Times the same code path as `main.py train` minus the database: features, walk-forward
-evaluation, final fit and the joblib/metadata write.
+Times the same code path as `main.py train` minus the database: the models computed side by
+side in worker processes (one per available core, BLAS/OpenMP held to one thread each), then
+the joblib/metadata write.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -14,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from source.ml.registry import save_model  # noqa: E402
-from source.ml.train import TARGETS, train_series  # noqa: E402
+from source.ml.sampling import training_rows  # noqa: E402
+from source.ml.train import TARGETS, available_cores, fit_in_worker, min_rows  # noqa: E402
 
 HOURS_PER_YEAR = 24 * 365
 METALS = ("gold", "silver", "platinum", "palladium")
@@ -33,24 +38,49 @@ def synthetic_history(hours: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"timestamp": stamps, "rate_price": price, "rate_ask": price * 1.0005})
 
 
-def time_all_models(years: int) -> tuple[float, int]:
+def time_all_models(years: int) -> float:
     hours = years * HOURS_PER_YEAR
-    histories = {metal: synthetic_history(hours, seed) for seed, metal in enumerate(METALS)}
+    tasks = []
+    for seed, metal in enumerate(METALS):
+        history = synthetic_history(hours, seed)
+        for target in TARGETS:
+            series, sampling = training_rows(history[["timestamp", target]], min_rows())
+            tasks.append((series, metal, target, sampling))
     started = time.perf_counter()
+    results = Parallel(n_jobs=min(len(tasks), available_cores()))(
+        delayed(fit_in_worker)(*task) for task in tasks
+    )
     with tempfile.TemporaryDirectory() as models_dir:
-        for metal, history in histories.items():
-            for target in TARGETS:
-                model, metadata, _ = train_series(history[["timestamp", target]], metal, target)
-                save_model(Path(models_dir), target, metal, model, metadata)
-    return time.perf_counter() - started, hours
+        for result in results:
+            assert result[0] == "ok", result
+            _, model, metadata, _, _ = result
+            save_model(Path(models_dir), metadata["target"], metadata["metal"], model, metadata)
+    return time.perf_counter() - started
+
+
+def busy_loop() -> None:
+    while True:
+        pass
 
 
 def main(argv: list[str]) -> None:
     years_list = [int(y) for y in argv] or [1, 5, 10]
-    print(f"{'years':>5} {'rows/metal':>11} {'8 models (s)':>13} {'per model (s)':>14}")
+    print(f"{available_cores()} core(s) available")
+    print(f"{'years':>5} {'rows/metal':>11} {'idle (s)':>9} {'busy (s)':>9} {'busy/idle':>10}")
     for years in years_list:
-        seconds, rows = time_all_models(years)
-        print(f"{years:>5} {rows:>11,} {seconds:>13.1f} {seconds / 8:>14.2f}")
+        idle = time_all_models(years)
+        neighbour = multiprocessing.Process(target=busy_loop, daemon=True)
+        neighbour.start()
+        try:
+            busy = time_all_models(years)
+        finally:
+            neighbour.terminate()
+            neighbour.join()
+        print(
+            f"{years:>5} {years * HOURS_PER_YEAR:>11,} {idle:>9.1f} {busy:>9.1f} "
+            f"{busy / idle:>10.2f}"
+        )
+    print("targets: 10 years idle <= 60 s on 2 cores; busy/idle <= 2")
 
 
 if __name__ == "__main__":

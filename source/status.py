@@ -133,6 +133,8 @@ def model_facts(settings: Settings) -> list[dict]:
                     "direction_accuracy": m.get("direction_accuracy"),
                     "beats_naive": m.get("mase") is not None and m["mase"] < 1,
                     "chosen": meta.get("chosen", {}).get(horizon),
+                    "interval_coverage": m.get("interval_coverage"),
+                    "interval_score_ratio": m.get("interval_score_ratio"),
                 }
                 for horizon, m in meta.get("metrics", {}).items()
             }
@@ -164,7 +166,7 @@ def forecast_facts(cur) -> list[dict]:
     rows = _rows(
         cur,
         """SELECT DISTINCT ON (metal, target, horizon) metal, target, horizon, origin_time,
-                  predicted_value, last_value, frequency
+                  predicted_value, lower, upper, last_value, frequency
              FROM price_predictions ORDER BY metal, target, horizon, origin_time DESC""",
     )
     for row in rows:

@@ -220,12 +220,22 @@ def _analyst_views() -> str:
 """
 
 
+_INTERVALS = """
+    ALTER TABLE price_predictions ADD COLUMN lower double precision,
+                                  ADD COLUMN upper double precision;
+    ALTER TABLE model_runs ADD COLUMN interval_coverage double precision,
+                           ADD COLUMN interval_score double precision,
+                           ADD COLUMN naive_interval_score double precision,
+                           ADD COLUMN interval_score_ratio double precision;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "historic tables, analytics table, run ledger", _initial_schema()),
     (2, "model runs and price predictions", _MODEL_TABLES),
     (3, "backfill coverage; model frequency", _BACKFILL_AND_FREQUENCY),
     (4, "historic tables become the partitions of the analytics table", _partitioned_schema()),
     (5, "analyst views daily_ohlc and price_ranges", _analyst_views()),
+    (6, "80% price intervals", _INTERVALS),
 ]
 
 

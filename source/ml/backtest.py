@@ -43,7 +43,17 @@ def backtest_csv(path: Path, column: str, time_column: str | None = None) -> dic
         raise BacktestInputError(f"{path}: {exc}") from None
     by_horizon = walk_forward(data)
     first = by_horizon[data.horizons[0]]
-    keys = ("n_predictions", "model_mae", "naive_mae", "mase", "direction_accuracy")
+    keys = (
+        "n_predictions",
+        "model_mae",
+        "naive_mae",
+        "mase",
+        "direction_accuracy",
+        "interval_coverage",
+        "interval_score",
+        "naive_interval_score",
+        "interval_score_ratio",
+    )
     return {key: first[key] for key in keys} | {
         "direction_base_rate": first["direction_base_rate"],
         "horizon": data.horizons[0],

@@ -8,6 +8,14 @@ import numpy as np
 import pandas as pd
 
 from source.ml.features import HORIZONS, build_features, build_targets
+from source.ml.intervals import (
+    LAMBDAS,
+    ScaledQuantiles,
+    calibrate,
+    ewma_volatility,
+    interval_metrics,
+    naive_bounds,
+)
 from source.ml.models import ForecastModel, fit_forecast_model
 
 N_FOLDS = 4
@@ -29,6 +37,8 @@ class Dataset:
     feature_names: list[str]
     horizons: tuple[int, ...]
     last_features: np.ndarray  # the newest row: what a live forecast starts from
+    sigmas: dict  # EWMA decay -> volatility of one-step returns at each usable row
+    last_sigmas: dict  # EWMA decay -> volatility at the newest row
 
     @classmethod
     def from_series(cls, prices: pd.Series, timestamps=None, horizons=HORIZONS) -> Dataset:
@@ -38,6 +48,7 @@ class Dataset:
         usable = features.notna().all(axis=1) & targets.notna().all(axis=1)
         if int(usable.sum()) < MIN_ROWS:
             raise NotEnoughData(f"{int(usable.sum())} usable rows, need at least {MIN_ROWS}")
+        volatility = {decay: ewma_volatility(prices, decay) for decay in LAMBDAS}
         return cls(
             X=features[usable].to_numpy(),
             Y=targets[usable].to_numpy(),
@@ -45,6 +56,8 @@ class Dataset:
             feature_names=list(features.columns),
             horizons=tuple(horizons),
             last_features=features.iloc[[-1]].to_numpy(),
+            sigmas={decay: sigma[usable.to_numpy()] for decay, sigma in volatility.items()},
+            last_sigmas={decay: float(sigma[-1]) for decay, sigma in volatility.items()},
         )
 
 
@@ -73,16 +86,41 @@ def horizon_metrics(prices, actual_returns, predicted_returns) -> dict:
     }
 
 
-def walk_forward(data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = TEST_FRACTION):
-    """Expanding-window folds over the most recent data; training purged of target overlap."""
-    n = len(data.X)
+def fold_plan(n: int, horizons, n_folds: int = N_FOLDS, test_fraction: float = TEST_FRACTION):
+    """(train_end, start, end) per fold: rows [start, end) are tested; training uses rows
+    before train_end, whose targets (t + max horizon) all end before `start` (the purge)."""
     fold_size = max(int(n * test_fraction) // n_folds, 1)
-    purge = max(data.horizons)
-    predictions, rows, choices = [], [], []
+    purge = max(horizons)
+    plan = []
     for k in range(n_folds):
         start = n - (n_folds - k) * fold_size
         end = start + fold_size if k < n_folds - 1 else n
-        train_end = start - purge  # targets of training rows end before the test fold starts
+        plan.append((start - purge, start, end))
+    return plan, fold_size
+
+
+def calibrate_intervals(data: Dataset, model: ForecastModel) -> dict[int, ScaledQuantiles]:
+    """Interval quantiles per horizon from the model's own validation residuals."""
+    rows, predicted = model.validation
+    intervals = {}
+    for j, h in enumerate(data.horizons):
+        actual = data.Y[rows, j]
+        intervals[h] = calibrate(
+            actual - predicted[:, j],
+            {decay: sigma[rows] for decay, sigma in data.sigmas.items()},
+            h,
+            data.prices[rows],
+            data.prices[rows] * np.exp(actual),
+        )
+    return intervals
+
+
+def walk_forward(data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = TEST_FRACTION):
+    """Expanding-window folds over the most recent data; training purged of target overlap.
+    Point metrics against persistence, interval metrics against constant quantiles."""
+    plan, fold_size = fold_plan(len(data.X), data.horizons, n_folds, test_fraction)
+    predictions, rows, choices, bounds = [], [], [], []
+    for train_end, start, end in plan:
         model = fit_forecast_model(
             data.X[:train_end],
             data.Y[:train_end],
@@ -90,26 +128,53 @@ def walk_forward(data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = T
             feature_names=data.feature_names,
             validation_size=fold_size,
         )
-        predictions.append(model.predict_returns(data.X[start:end]))
+        predicted = model.predict_returns(data.X[start:end])
+        intervals = calibrate_intervals(data, model)
+        fold_bounds = []
+        for j, h in enumerate(data.horizons):
+            sigma = data.sigmas[intervals[h].decay][start:end]
+            lower, upper = intervals[h].bounds(predicted[:, j], sigma, h)
+            naive = naive_bounds(data.Y[:train_end, j])
+            fold_bounds.append(
+                (lower, upper, np.full(end - start, naive[0]), np.full(end - start, naive[1]))
+            )
+        predictions.append(predicted)
         rows.append(np.arange(start, end))
         choices.append([c.label for c in model.choices])
+        bounds.append(fold_bounds)
     rows = np.concatenate(rows)
     predicted = np.vstack(predictions)
-    by_horizon = {
-        h: horizon_metrics(data.prices[rows], data.Y[rows, j], predicted[:, j])
-        | {"chosen_per_fold": [fold[j] for fold in choices]}
-        for j, h in enumerate(data.horizons)
-    }
+    prices = data.prices[rows]
+    by_horizon = {}
+    for j, h in enumerate(data.horizons):
+        actual = prices * np.exp(data.Y[rows, j])
+        lower, upper, naive_lower, naive_upper = (
+            np.concatenate([fold[j][k] for fold in bounds]) for k in range(4)
+        )
+        by_horizon[h] = (
+            horizon_metrics(prices, data.Y[rows, j], predicted[:, j])
+            | interval_metrics(
+                prices,
+                actual,
+                prices * np.exp(lower),
+                prices * np.exp(upper),
+                prices * np.exp(naive_lower),
+                prices * np.exp(naive_upper),
+            )
+            | {"chosen_per_fold": [fold[j] for fold in choices]}
+        )
     return by_horizon
 
 
 def fit_final(data: Dataset) -> ForecastModel:
     """The deployed model: selection on the most recent window, refit on everything."""
     fold_size = max(int(len(data.X) * TEST_FRACTION) // N_FOLDS, 1)
-    return fit_forecast_model(
+    model = fit_forecast_model(
         data.X,
         data.Y,
         horizons=data.horizons,
         feature_names=data.feature_names,
         validation_size=fold_size,
     )
+    model.intervals = calibrate_intervals(data, model)
+    return model

@@ -84,6 +84,8 @@ class ForecastModel:
         self.feature_names = list(feature_names)
         self.choices = choices
         self.estimators = estimators
+        self.validation: tuple[np.ndarray, np.ndarray] | None = None
+        self.intervals: dict = {}  # horizon -> ScaledQuantiles, set by fit_final
 
     def predict_returns(self, X: np.ndarray) -> np.ndarray:
         out = np.zeros((len(X), len(self.horizons)))
@@ -113,4 +115,12 @@ def fit_forecast_model(
     choices = select(val_predictions, Y_val)
     chosen = {c.family for c in choices} - {"naive"}
     estimators = {family: fit_family(family, X, Y) for family in sorted(chosen)}
-    return ForecastModel(horizons, feature_names, choices, estimators)
+    model = ForecastModel(horizons, feature_names, choices, estimators)
+    # What the chosen forecast said on the validation window, before seeing it: the residuals
+    # that calibrate the intervals (rows len(X)-validation_size .. len(X)-1 of X).
+    combined = np.zeros_like(Y_val)
+    for j, choice in enumerate(choices):
+        if choice.family != "naive":
+            combined[:, j] = choice.shrink * val_predictions[choice.family][:, j]
+    model.validation = (np.arange(len(X) - validation_size, len(X)), combined)
+    return model

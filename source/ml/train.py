@@ -5,12 +5,16 @@ model, save it with metadata, and write metrics (`model_runs`) and forecasts
 from __future__ import annotations
 
 import logging
+import os
 import time
+import traceback
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from psycopg2.extras import execute_values
+from threadpoolctl import threadpool_limits
 
 from source.config import Settings
 from source.db_functions.connection import Database
@@ -18,6 +22,7 @@ from source.db_functions.migrations import historic_table
 from source.errors import ReportableError
 from source.ml.evaluation import MIN_ROWS, Dataset, NotEnoughData, fit_final, walk_forward
 from source.ml.features import HORIZONS, warmup_rows
+from source.ml.intervals import LEVEL
 from source.ml.models import GBM_MAX_ROWS, SHRINKAGE
 from source.ml.registry import library_versions, save_model
 from source.ml.sampling import DAILY, HOURLY, training_rows
@@ -51,6 +56,11 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
     forecasts = {
         h: last_value * float(np.exp(r)) for h, r in zip(data.horizons, returns, strict=True)
     }
+    bounds = {}
+    for h, r in zip(data.horizons, returns, strict=True):
+        interval = model.intervals[h]
+        low, high = interval.bounds(r, data.last_sigmas[interval.decay], h)
+        bounds[h] = (last_value * float(np.exp(low)), last_value * float(np.exp(high)))
     metadata = {
         "metal": metal,
         "target": target,
@@ -71,12 +81,26 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
         "evaluation": "expanding-window walk-forward, 4 folds over the latest 25% of rows; "
         "model and shrinkage chosen on the window before each fold; naive = persistence",
         "metrics": {str(h): m for h, m in metrics.items()},
+        "interval": {
+            "level": LEVEL,
+            "method": "validation residuals scaled by EWMA volatility times sqrt(horizon); "
+            "10%/90% quantiles; decay chosen by interval score",
+            "by_horizon": {
+                str(h): {"decay": q.decay, "low": q.low, "high": q.high}
+                for h, q in model.intervals.items()
+            },
+        },
         "library_versions": library_versions(),
     }
     return (
         model,
         metadata,
-        {"origin_time": origin_time, "last_value": last_value, "values": forecasts},
+        {
+            "origin_time": origin_time,
+            "last_value": last_value,
+            "values": forecasts,
+            "bounds": bounds,
+        },
     )
 
 
@@ -87,7 +111,8 @@ def _record(conn, metadata: dict, forecast: dict) -> None:
             cur,
             """INSERT INTO model_runs (trained_at, metal, target, horizon, chosen_model, rows_used,
                    data_start, data_end, n_predictions, model_mae, naive_mae, mase,
-                   direction_accuracy, direction_base_rate, frequency) VALUES %s""",
+                   direction_accuracy, direction_base_rate, frequency, interval_coverage,
+                   interval_score, naive_interval_score, interval_score_ratio) VALUES %s""",
             [
                 (
                     trained_at,
@@ -105,6 +130,10 @@ def _record(conn, metadata: dict, forecast: dict) -> None:
                     m["direction_accuracy"],
                     m["direction_base_rate"],
                     metadata["frequency"],
+                    m["interval_coverage"],
+                    m["interval_score"],
+                    m["naive_interval_score"],
+                    m["interval_score_ratio"],
                 )
                 for h, m in metadata["metrics"].items()
             ],
@@ -112,11 +141,12 @@ def _record(conn, metadata: dict, forecast: dict) -> None:
         execute_values(
             cur,
             """INSERT INTO price_predictions (metal, target, origin_time, horizon, predicted_value,
-                   last_value, chosen_model, trained_at, frequency) VALUES %s
+                   last_value, chosen_model, trained_at, frequency, lower, upper) VALUES %s
                ON CONFLICT (metal, target, origin_time, horizon) DO UPDATE SET
                    predicted_value = EXCLUDED.predicted_value, last_value = EXCLUDED.last_value,
                    chosen_model = EXCLUDED.chosen_model, trained_at = EXCLUDED.trained_at,
-                   frequency = EXCLUDED.frequency""",
+                   frequency = EXCLUDED.frequency, lower = EXCLUDED.lower,
+                   upper = EXCLUDED.upper""",
             [
                 (
                     metadata["metal"],
@@ -128,6 +158,7 @@ def _record(conn, metadata: dict, forecast: dict) -> None:
                     metadata["chosen"][str(h)],
                     trained_at,
                     metadata["frequency"],
+                    *forecast["bounds"][h],
                 )
                 for h, value in forecast["values"].items()
             ],
@@ -143,61 +174,100 @@ class TrainingFailed(ReportableError):
     """Some models could not be trained; the others were written."""
 
 
-def train_one(settings: Settings, conn, history: pd.DataFrame, metal: str, target: str) -> bool:
-    """Train, save and record one model; False when there is too little data."""
-    started = time.monotonic()
-    series, sampling = training_rows(history[["timestamp", target]].dropna(), min_rows())
+def available_cores() -> int:
+    """Cores this process may use (its CPU affinity, e.g. a container's cpuset)."""
     try:
-        model, metadata, forecast = train_series(series, metal, target, sampling)
-    except NotEnoughData as exc:
-        log.warning("%s %s: model skipped, too little data (%s)", metal, target, exc)
-        return False
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def fit_in_worker(series: pd.DataFrame, metal: str, target: str, sampling: dict):
+    """One model's computation, with BLAS/OpenMP held to one thread: parallelism comes from
+    running models side by side, so a busy host is not oversubscribed. Returns
+    ("ok", model, metadata, forecast, seconds), ("skipped", reason) or ("failed", text, trace)."""
+    started = time.monotonic()
+    with threadpool_limits(limits=1):
+        try:
+            model, metadata, forecast = train_series(series, metal, target, sampling)
+        except NotEnoughData as exc:
+            return ("skipped", str(exc))
+        except Exception as exc:  # reported by the parent with the others
+            return ("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    return ("ok", model, metadata, forecast, time.monotonic() - started)
+
+
+def _store(settings: Settings, conn, result) -> None:
+    _, model, metadata, forecast, seconds = result
+    metal, target = metadata["metal"], metadata["target"]
     save_model(settings.models_dir, target, metal, model, metadata)
     _record(conn, metadata, forecast)
-    first = str(metadata["horizons"][0])
-    mase = metadata["metrics"][first]["mase"]
+    first = metadata["horizons"][0]
+    mase = metadata["metrics"][str(first)]["mase"]
+    low, high = forecast["bounds"][first]
     log.info(
-        "%s %s: trained on %d %s rows in %.1fs; 1-step %s, MASE %s, next %.4f",
+        "%s %s: trained on %d %s rows in %.1fs; 1-step %s, MASE %s, next %.4f (80%%: %.4f-%.4f)",
         metal,
         target,
-        len(series),
+        metadata["rows_used"],
         metadata["frequency"],
-        time.monotonic() - started,
-        metadata["chosen"][first],
+        seconds,
+        metadata["chosen"][str(first)],
         f"{mase:.3f}" if mase is not None else "n/a",
-        forecast["values"][metadata["horizons"][0]],
+        forecast["values"][first],
+        low,
+        high,
     )
-    return True
 
 
 def train_all(settings: Settings, database: Database) -> int:
-    """Train every (metal, target) model; return how many were written.
-
-    One model failing does not stop the others; TrainingFailed names them at the end."""
+    """Train every (metal, target) model, side by side in worker processes (one per core);
+    return how many were written. One model failing does not stop the others;
+    TrainingFailed names them at the end."""
     conn = database.connect()
-    trained, failed = 0, []
     try:
+        tasks = []
         for metal in settings.metals:
             history = read_history(conn, metal)
             for target in TARGETS:
-                try:
-                    trained += train_one(settings, conn, history, metal, target)
-                except Exception as exc:
-                    # In the log with its traceback; the console gets the one summary line.
-                    log.error(
-                        "%s %s: training failed",
-                        metal,
-                        target,
-                        exc_info=True,
-                        extra={"file_only": True},
-                    )
-                    failed.append(f"{metal} {target} ({type(exc).__name__}: {exc})")
-                    if conn.closed:
-                        conn = database.connect()
-                    else:
-                        conn.rollback()
+                series, sampling = training_rows(
+                    history[["timestamp", target]].dropna(), min_rows()
+                )
+                tasks.append((series, metal, target, sampling))
+        workers = min(len(tasks), available_cores()) or 1
+        log.info("training %d model(s) in %d process(es)", len(tasks), workers)
+        results = Parallel(n_jobs=workers)(delayed(fit_in_worker)(*task) for task in tasks)
+        trained, failed = 0, []
+        for (_, metal, target, _), result in zip(tasks, results, strict=True):
+            if result[0] == "skipped":
+                log.warning("%s %s: model skipped, too little data (%s)", metal, target, result[1])
+                continue
+            try:
+                if result[0] == "failed":
+                    raise ModelFailed(result[1], result[2])
+                _store(settings, conn, result)
+                trained += 1
+            except Exception as exc:
+                # In the log with its traceback; the console gets the one summary line.
+                detail = exc.trace if isinstance(exc, ModelFailed) else traceback.format_exc()
+                log.error(
+                    "%s %s: training failed\n%s", metal, target, detail, extra={"file_only": True}
+                )
+                failed.append(f"{metal} {target} ({exc})")
+                if conn.closed:
+                    conn = database.connect()
+                else:
+                    conn.rollback()
     finally:
         conn.close()
     if failed:
         raise TrainingFailed(f"{len(failed)} model(s) failed: " + "; ".join(failed))
     return trained
+
+
+class ModelFailed(Exception):
+    """A model's computation failed in its worker; carries the worker's traceback."""
+
+    def __init__(self, message: str, trace: str):
+        super().__init__(message)
+        self.trace = trace

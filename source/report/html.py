@@ -93,7 +93,8 @@ def _models(facts: dict) -> str:
             mark = ' class="good"' if skill["beats_naive"] else ""
             cells.append(
                 f"<span{mark}>{_number(skill['mase'], 3)}</span> / "
-                f"{_number(skill['direction_accuracy'], 2)}"
+                f"{_number(skill['direction_accuracy'], 2)} / "
+                f"{_number(skill.get('interval_coverage'), 2)}"
             )
         rows.append(
             [
@@ -108,7 +109,13 @@ def _models(facts: dict) -> str:
         (list(m["by_horizon"]) for m in facts["models"] if m["trained"]), ["1", "6", "24"]
     )
     return _table(
-        ["model", *[f"h{h}: MASE / direction" for h in horizons], "steps", "rows", "trained (UTC)"],
+        [
+            "model",
+            *[f"h{h}: MASE / direction / 80% coverage" for h in horizons],
+            "steps",
+            "rows",
+            "trained (UTC)",
+        ],
         rows,
     )
 

@@ -79,7 +79,10 @@ def _runs(facts: dict) -> list[str]:
 
 
 def _models(facts: dict) -> list[str]:
-    lines = ["MODELS (MASE < 1 beats persistence; direction accuracy where it made calls)"]
+    lines = [
+        "MODELS (MASE < 1 beats persistence, marked *; direction accuracy where it made calls;"
+        " 80% interval coverage)"
+    ]
     for model in facts["models"]:
         name = f"{model['metal']} {model['target']}"
         if not model["trained"]:
@@ -88,6 +91,7 @@ def _models(facts: dict) -> list[str]:
         skill = "  ".join(
             f"h{h}: {_number(s['mase'], 3)}{'*' if s['beats_naive'] else ''}"
             f" dir {_number(s['direction_accuracy'], 2)}"
+            f" cov {_number(s.get('interval_coverage'), 2)}"
             for h, s in model["by_horizon"].items()
         )
         lines.append(
@@ -101,12 +105,15 @@ def _forecasts(facts: dict) -> list[str]:
     rows = [f for f in facts["forecasts"] if f["target"] == "rate_price"]
     if not rows:
         return []
-    lines = ["FORECASTS (rate_price)"]
+    lines = ["FORECASTS (rate_price, with the 80% interval)"]
     by_metal: dict[str, list[str]] = {}
     for f in rows:
         step = "d" if f["frequency"] == "daily" else "h"
+        interval = (
+            f" ({_number(f['lower'])}-{_number(f['upper'])})" if f["lower"] is not None else ""
+        )
         by_metal.setdefault(f["metal"], []).append(
-            f"+{f['horizon']}{step} {_number(f['predicted_value'])}"
+            f"+{f['horizon']}{step} {_number(f['predicted_value'])}{interval}"
         )
     lines += [f"  {metal:<10} {'  '.join(parts)}" for metal, parts in by_metal.items()]
     return lines
