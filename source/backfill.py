@@ -23,7 +23,7 @@ from source.extract import (
     replay_landed,
     timeseries_job,
 )
-from source.load import LoadOutcome, QueueLoader
+from source.load import LoadOutcome, LoadTotals, QueueLoader
 from source.metals_dev import AuthError, MetalsDevClient, MetalsDevError, QuotaExceeded
 from source.progress import progress_bar
 
@@ -85,7 +85,7 @@ def plan_windows(days: list[date], max_days: int = MAX_WINDOW_DAYS) -> list[Wind
 
 
 @dataclass
-class BackfillReport:
+class BackfillReport(LoadTotals):
     windows_planned: int = 0
     windows_skipped: int = 0  # 30-day stretches already covered
     errors: dict[str, Exception] = field(default_factory=dict)  # window -> error
@@ -95,14 +95,6 @@ class BackfillReport:
     @property
     def windows_loaded(self) -> int:
         return sum(1 for o in self.outcomes if not o.error and not o.job.replayed)
-
-    @property
-    def rows_inserted(self) -> int:
-        return sum(o.inserted for o in self.outcomes)
-
-    @property
-    def rows_updated(self) -> int:
-        return sum(o.updated for o in self.outcomes)
 
     @property
     def windows_failed(self) -> int:

@@ -38,6 +38,20 @@ class LoadOutcome:
     refused: bool = False  # the rows can never load: the raw file goes to rejected/
 
 
+class LoadTotals:
+    """Rows inserted and updated over a run's load outcomes (for reports with `outcomes`)."""
+
+    outcomes: list[LoadOutcome]
+
+    @property
+    def rows_inserted(self) -> int:
+        return sum(o.inserted for o in self.outcomes)
+
+    @property
+    def rows_updated(self) -> int:
+        return sum(o.updated for o in self.outcomes)
+
+
 # Errors in the rows themselves: loading the same file again would fail the same way.
 PERMANENT_ERRORS = (UnitMismatch, psycopg2.DataError, psycopg2.IntegrityError)
 

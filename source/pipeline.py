@@ -21,14 +21,14 @@ from source.extract import (
     mark_loaded,
     replay_landed,
 )
-from source.load import LoadOutcome, QueueLoader
+from source.load import LoadOutcome, LoadTotals, QueueLoader
 from source.metals_dev import AuthError, QuotaExceeded
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class RunReport:
+class RunReport(LoadTotals):
     metals: tuple[str, ...]
     fetch_errors: dict[str, Exception] = field(default_factory=dict)
     outcomes: list[LoadOutcome] = field(default_factory=list)
@@ -51,14 +51,6 @@ class RunReport:
     @property
     def metals_failed(self) -> list[str]:
         return [m for m in self.metals if m not in self.metals_ok]
-
-    @property
-    def rows_inserted(self) -> int:
-        return sum(o.inserted for o in self.outcomes)
-
-    @property
-    def rows_updated(self) -> int:
-        return sum(o.updated for o in self.outcomes)
 
     @property
     def exit_code(self) -> int:

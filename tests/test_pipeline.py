@@ -298,7 +298,11 @@ def test_a_training_failure_is_reported_after_the_data_is_loaded(run_main, datab
     not_a_directory.write_text("")
     result = run_main("--metals", "gold", MODELS_DIR=str(not_a_directory))
     assert result.returncode == 1
-    assert "2 model(s) failed: gold rate_price" in result.stderr
+    # One line on stderr (the run's summary), the tracebacks in the log.
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("main.py: 1/1 metals loaded;")
+    assert "2 model(s) failed: gold rate_price" in line
+    assert "Traceback (most recent call last)" in run_main.log_text()
     assert database.query("SELECT status FROM pipeline_runs ORDER BY run_id DESC LIMIT 1") == [
         ("failed",)
     ]

@@ -35,22 +35,6 @@ def private(path: Path) -> bool:
 # -- errors a person reads --------------------------------------------------------------------
 
 
-def test_a_training_failure_is_one_line_on_stderr_with_the_traceback_in_the_log(
-    run_main, database, tmp_path
-):
-    from tests.test_pipeline import insert_hourly_history
-
-    assert run_main("--no-train", "--metals", "gold").returncode == 0
-    insert_hourly_history(database, "gold", 500)
-    not_a_directory = tmp_path / "models-file"
-    not_a_directory.write_text("")
-    result = run_main("--metals", "gold", MODELS_DIR=str(not_a_directory))
-    assert result.returncode == 1
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("main.py: 1/1 metals loaded;") and "2 model(s) failed" in line
-    assert "Traceback (most recent call last)" in run_main.log_text()
-
-
 def test_a_loader_failure_prints_its_line_and_the_summary_only(run_main, database):
     run_main("--no-train", "--metals", "gold")
     database.query(
