@@ -291,3 +291,14 @@ def test_the_release_builds_both_platforms_and_tags_version_and_commit():
     assert "type=sha" in meta["with"]["tags"]
     ci = YAML(typ="safe").load((REPO / ".github" / "workflows" / "ci.yml").read_text())
     assert any("bash .ci/run" in s.get("run", "") for s in ci["jobs"]["test"]["steps"])
+
+
+def test_requirements_lock_is_derived_from_poetry_lock():
+    # poetry.lock is the single source of pinned versions; the image installs requirements.lock.
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from requirements_from_poetry import render
+    finally:
+        sys.path.pop(0)
+    fix = "python scripts/requirements_from_poetry.py"
+    assert (REPO / "requirements.lock").read_text() == render(), f"out of date: run {fix}"
