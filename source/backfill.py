@@ -14,6 +14,7 @@ from functools import partial
 from source.config import Settings
 from source.db_functions.connection import Database
 from source.db_functions.coverage import missing_days
+from source.db_functions.runs import status_for
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
 from source.extract import (
     make_client,
@@ -110,7 +111,7 @@ class BackfillReport(LoadTotals):
 
     @property
     def status(self) -> str:
-        return {EXIT_OK: "success", EXIT_PARTIAL: "partial"}.get(self.exit_code, "failed")
+        return status_for(self.exit_code)
 
     def summary(self) -> str:
         parts = [

@@ -267,7 +267,7 @@ def _backfill(settings: Settings, *, first, last, force: bool) -> int:
 def _import_csv(settings: Settings, *, args: argparse.Namespace) -> int:
     from source.csv_import import CsvLayout, import_file
     from source.db_functions.migrations import connect_and_migrate
-    from source.db_functions.runs import recorded_run
+    from source.db_functions.runs import recorded_run, status_for
 
     delimiter = {"tab": "\t", "\\t": "\t"}.get(args.delimiter, args.delimiter)
     layout = CsvLayout(
@@ -297,8 +297,8 @@ def _import_csv(settings: Settings, *, args: argparse.Namespace) -> int:
         finally:
             conn.close()
         exit_code = EXIT_PARTIAL if report.bad_count else EXIT_OK
-        record.status = "partial" if report.bad_count else "success"
-        record.exit_code, record.metals_ok = exit_code, [args.metal]
+        record.status, record.exit_code = status_for(exit_code), exit_code
+        record.metals_ok = [args.metal]
         record.rows_inserted, record.rows_updated = report.counts.inserted, report.counts.updated
         record.message = report.summary()
     _report_bad_lines(report)

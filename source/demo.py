@@ -54,7 +54,6 @@ def seed_demo_history(settings: Settings, database: Database, client, submit) ->
                 fetched_at=fetched.raw.fetched_at,
                 raw_file=fetched.landed_path,
                 source="demo",
-                metals=settings.metals,
             )
         except MetalsDevError as exc:
             log.error("%s: seeding demo history failed: %s", metal, exc)

@@ -127,7 +127,6 @@ def frames_from_payload(
     fetched_at: datetime,
     raw_file: Path | None,
     source: str,
-    metals: tuple[str, ...],
 ) -> dict:
     """Turn a landed spot or history payload into {metal: frame}."""
     common = {
@@ -135,8 +134,6 @@ def frames_from_payload(
         "fetched_at": fetched_at,
         "raw_file": str(raw_file) if raw_file else None,
     }
-    if kind == "timeseries":
-        return timeseries_to_frames(payload, metals=metals, **common)
     to_frame = spot_to_frame if kind == "spot" else history_to_frame
     return {metal: to_frame(payload, metal=metal, source=source, **common)}
 
@@ -177,8 +174,12 @@ def replay_landed(data_dir: Path, *, source: str) -> list[LoadJob]:
         try:
             payload = parse_payload(path.read_bytes(), metal=metal, endpoint=ENDPOINTS[kind])
             if kind == "timeseries":
-                job = timeseries_job(payload, raw_file=path, fetched_at=fetched_at, replayed=True)
-                frames = {"all": job.frame} if timeseries_days(payload) else {}
+                found = []
+                if timeseries_days(payload):
+                    job = timeseries_job(
+                        payload, raw_file=path, fetched_at=fetched_at, replayed=True
+                    )
+                    found = [job]
             else:
                 frames = frames_from_payload(
                     kind,
@@ -187,20 +188,17 @@ def replay_landed(data_dir: Path, *, source: str) -> list[LoadJob]:
                     fetched_at=fetched_at,
                     raw_file=path,
                     source=source,
-                    metals=KNOWN_METALS,
                 )
+                found = [LoadJob(m, f, [path], replayed=True) for m, f in frames.items()]
         except MetalsDevError as exc:
             log.error("replay of %s failed: %s", path.name, exc)
             mark_rejected(data_dir, path)
             continue
-        if not frames:  # e.g. a timeseries answering for no day at all
+        if not found:  # e.g. a timeseries answering for no day at all
             log.warning("replay of %s: no prices in it", path.name)
             mark_rejected(data_dir, path)
             continue
-        if kind == "timeseries":
-            jobs.append(job)
-        else:
-            jobs.extend(LoadJob(m, f, [path], replayed=True) for m, f in frames.items())
+        jobs.extend(found)
         log.info("%s: replaying %s, landed by an earlier run but not loaded", metal, path.name)
     return jobs
 

@@ -12,7 +12,7 @@ from source.config import Settings
 from source.db_functions.connection import Database, DatabaseUnavailable
 from source.db_functions.migrations import connect_and_migrate
 from source.db_functions.run_lock import database_run_lock
-from source.db_functions.runs import close_run, open_run
+from source.db_functions.runs import close_run, open_run, status_for
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from source.extract import (
     fetch_spot_prices,
@@ -67,7 +67,7 @@ class RunReport(LoadTotals):
     def status(self) -> str:
         if self.interrupted:
             return "interrupted"
-        return {EXIT_OK: "success", EXIT_PARTIAL: "partial"}.get(self.exit_code, "failed")
+        return status_for(self.exit_code)
 
     def summary(self) -> str:
         parts = [

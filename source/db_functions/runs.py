@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from source.db_functions.run_lock import database_run_lock
+from source.errors import EXIT_OK, EXIT_PARTIAL
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ def close_run(
                 run_id,
             ),
         )
+
+
+def status_for(exit_code: int) -> str:
+    """The ledger status of a command that ended with this exit code."""
+    return {EXIT_OK: "success", EXIT_PARTIAL: "partial"}.get(exit_code, "failed")
 
 
 @dataclass

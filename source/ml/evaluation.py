@@ -104,13 +104,12 @@ def calibrate_intervals(data: Dataset, model: ForecastModel) -> dict[int, Scaled
     rows, predicted = model.validation
     intervals = {}
     for j, h in enumerate(data.horizons):
-        actual = data.Y[rows, j]
         intervals[h] = calibrate(
-            actual - predicted[:, j],
+            predicted[:, j],
+            data.Y[rows, j],
             {decay: sigma[rows] for decay, sigma in data.sigmas.items()},
             h,
             data.prices[rows],
-            data.prices[rows] * np.exp(actual),
         )
     return intervals
 
@@ -154,7 +153,6 @@ def walk_forward(data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = T
         by_horizon[h] = (
             horizon_metrics(prices, data.Y[rows, j], predicted[:, j])
             | interval_metrics(
-                prices,
                 actual,
                 prices * np.exp(lower),
                 prices * np.exp(upper),

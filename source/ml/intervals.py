@@ -63,9 +63,12 @@ class ScaledQuantiles:
 
 
 def calibrate(
-    residuals: np.ndarray, sigmas: dict[float, np.ndarray], horizon: int, prices, actual_prices
+    predicted: np.ndarray, actual: np.ndarray, sigmas: dict[float, np.ndarray], horizon: int, prices
 ) -> ScaledQuantiles:
-    """Per decay, quantiles of the scaled residuals; keep the decay with the best score."""
+    """Per decay, quantiles of the scaled residuals (actual - predicted log returns); keep the
+    decay with the best interval score on these rows."""
+    residuals = actual - predicted
+    actual_prices = prices * np.exp(actual)
     best, best_score = None, np.inf
     for decay, sigma in sigmas.items():
         z = residuals / (sigma * np.sqrt(horizon))
@@ -73,7 +76,6 @@ def calibrate(
         high = float(np.quantile(np.abs(z), LEVEL))
         low = -high
         candidate = ScaledQuantiles(decay, low, high)
-        predicted = np.log(actual_prices / prices) - residuals  # the point forecast's return
         lo, hi = candidate.bounds(predicted, sigma, horizon)
         score = float(
             np.mean(interval_score(prices * np.exp(lo), prices * np.exp(hi), actual_prices))
@@ -89,7 +91,7 @@ def naive_bounds(past_returns: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def interval_metrics(prices, actual, lower, upper, naive_lower, naive_upper) -> dict:
+def interval_metrics(actual, lower, upper, naive_lower, naive_upper) -> dict:
     score = float(np.mean(interval_score(lower, upper, actual)))
     naive = float(np.mean(interval_score(naive_lower, naive_upper, actual)))
     return {
