@@ -27,10 +27,12 @@ IMAGE = {  # the environment of the Dockerfile's python:3.11 slim image
 HEADER = (
     "# Pinned runtime dependencies for the Docker image (Python 3.11, linux), derived from\n"
     "# poetry.lock: python scripts/requirements_from_poetry.py\n"
+    "# Install with: pip install --require-hashes -r requirements.lock\n"
 )
 
 
-def image_pins(lock_path: Path = REPO / "poetry.lock") -> list[str]:
+def image_pins(lock_path: Path = REPO / "poetry.lock") -> list[tuple[str, list[str]]]:
+    """(name==version, its sha256 hashes) for each package the image installs."""
     lock = tomllib.loads(lock_path.read_text())
     pins = []
     for package in lock["package"]:
@@ -41,12 +43,18 @@ def image_pins(lock_path: Path = REPO / "poetry.lock") -> list[str]:
             marker = marker.get("main")
         if marker and not Marker(marker).evaluate(IMAGE):
             continue
-        pins.append(f"{package['name']}=={package['version']}")
-    return sorted(pins, key=str.lower)
+        hashes = sorted(f["hash"] for f in package.get("files", []))
+        pins.append((f"{package['name']}=={package['version']}", hashes))
+    return sorted(pins, key=lambda pin: pin[0].lower())
 
 
 def render() -> str:
-    return HEADER + "".join(f"{pin}\n" for pin in image_pins())
+    # Every file poetry.lock knows (wheels of every platform the image is built for, and the
+    # sdist): pip --require-hashes refuses any downloaded file whose sha256 is not listed.
+    lines = []
+    for pin, hashes in image_pins():
+        lines.append(" \\\n".join([pin, *(f"    --hash={h}" for h in hashes)]) + "\n")
+    return HEADER + "".join(lines)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ EPILOG = """examples:
   python main.py import-csv gold_hourly.csv --metal gold --price-column close
   python main.py train                retrain every model from the database
   python main.py backtest --csv prices.csv --column price
+  python main.py status               what the person on call needs (exit 1 on warnings)
+  python main.py report               reports/<UTC date>/index.html with one chart per metal
 
 exit codes: 0 ok, 1 failure, 2 usage/configuration error, 3 partly done (some metals,
 windows or lines failed), 75 another run holds the lock, 143 stopped by SIGTERM"""
@@ -60,7 +62,8 @@ def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
     run = _parser(
         "main.py",
-        "Hourly Metals.Dev -> PostgreSQL run. Subcommands: backfill, import-csv, train, backtest.",
+        "Hourly Metals.Dev -> PostgreSQL run. Subcommands: backfill, import-csv, train, "
+        "backtest, status, report (each with --help).",
         EPILOG,
     )
     _common(run)
@@ -226,7 +229,7 @@ def _hourly(settings: Settings, *, train: bool) -> int:
         from source.demo import print_demo_summary
 
         print_demo_summary(settings, report)
-    elif report.exit_code != EXIT_OK:
+    if report.exit_code != EXIT_OK:
         print(f"main.py: {report.summary()}", file=sys.stderr)
     return report.exit_code
 

@@ -94,13 +94,22 @@ def read_environment(
     for name in SECRET_NAMES:
         file_name = merged.get(f"{name}_FILE")
         if file_name:
-            try:
-                merged[name] = Path(file_name).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read {name}_FILE ({file_name}): {exc.strerror}"
-                ) from None
+            merged[name] = read_secret_file(f"{name}_FILE", file_name)
     return merged
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """A secret from a file; ConfigError in one line, with the fix, when it cannot be read."""
+    try:
+        return Path(path).read_text().strip()
+    except PermissionError:
+        raise ConfigError(
+            f"cannot read {variable} ({path}): permission denied for uid {os.getuid()}; "
+            "make the file readable by it (Docker Compose: chmod 644 secrets/*, the secrets "
+            "folder's mode 700 keeps them private on the host; see README, Deployment)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {variable} ({path}): {exc.strerror}") from None
 
 
 def parse_metals(text: str) -> tuple[str, ...]:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
 
-from source.config import ConfigError, read_environment
+from source.config import ConfigError, read_environment, read_secret_file
 from source.errors import first_line
 
 APP_ROLE = "commodities_app"
@@ -83,10 +82,7 @@ def _secret(env: dict, name: str, required: bool) -> str | None:
         if required:
             raise ConfigError(f"{name} is not set")
         return None
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {name} ({path}): {exc.strerror}") from None
+    return read_secret_file(name, path)
 
 
 def main() -> int:

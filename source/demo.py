@@ -81,11 +81,20 @@ def latest_prices(settings: Settings) -> dict[str, tuple]:
         conn.close()
 
 
+def _demo_outcome(report) -> str:
+    """The summary's first words: never 'finished' when nothing was loaded."""
+    if not report.metals_ok:
+        return "Demo run FAILED, nothing loaded"
+    if report.exit_code != 0:
+        return f"Demo run finished with errors (exit code {report.exit_code})"
+    return "Demo run finished"
+
+
 def print_demo_summary(settings: Settings, report) -> None:
     models = sorted(settings.models_dir.glob("model_rate_*/*.joblib"))
     where = f"embedded in {settings.embedded_pg_dir}" if settings.pg_host is None else "PGHOST"
     print()
-    print("Demo run finished - SYNTHETIC prices from the local sandbox feed, not market data.")
+    print(f"{_demo_outcome(report)} - SYNTHETIC prices from the local sandbox feed.")
     print(f"  database: {settings.pg_database} ({where})")
     print(f"  this run: {report.summary()}")
     if report.database_error is None:

@@ -78,8 +78,8 @@ def _renameat2_exchange(first: Path, second: Path) -> bool:
 
 
 def swap_in_directory(new: Path, current: Path) -> Path | None:
-    """Put `new` in place of `current` so readers see one or the other, never neither;
-    returns where the replaced directory now is (to delete), or None if there was none."""
+    """Put `new` in place of `current` (a folder or a file) so readers see one or the other,
+    never neither; returns where the replaced one now is (to delete), or None if none was."""
     if not current.exists():
         os.rename(new, current)
         fsync_path(current.parent)

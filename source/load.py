@@ -72,6 +72,9 @@ class QueueLoader:
         self.on_rejected = on_rejected  # for rows that can never load, so they are not retried
         self.queue: queue.Queue = queue.Queue()
         self.outcomes: list[LoadOutcome] = []
+        # Set when the database cannot be reached: later jobs fail at once (their raw files
+        # stay landed) instead of each waiting for a connection that will not come.
+        self.database_error: str | None = None
         self._conn = None
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
 
@@ -102,6 +105,8 @@ class QueueLoader:
                 self._conn.close()
 
     def _connection(self):
+        if self.database_error is not None:
+            raise DatabaseUnavailable(self.database_error)
         if self.database is None:
             raise DatabaseUnavailable("database unavailable")
         if self._conn is None or self._conn.closed:
@@ -116,7 +121,15 @@ class QueueLoader:
                 "%s: rows refused, raw file moved to rejected/: %s", job.metal, first_line(exc)
             )
             return LoadOutcome(job, error=first_line(exc), refused=True)
-        except (DatabaseUnavailable, psycopg2.Error) as exc:
+        except (DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # The database is down or went away: said once in the run's closing line.
+            self.database_error = self.database_error or first_line(exc)
+            log.error(
+                "%s: not loaded, raw file kept for the next run: %s", job.metal, first_line(exc),
+                extra={"file_only": True},
+            )
+            return LoadOutcome(job, error=first_line(exc))
+        except psycopg2.Error as exc:
             log.error(
                 "%s: load failed, raw file kept for the next run: %s", job.metal, first_line(exc)
             )

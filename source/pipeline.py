@@ -111,8 +111,13 @@ def _run(
         raise
     finally:
         log.info("run finished in %.1fs: %s", time.monotonic() - started, report.summary())
-        if run_id is not None:
+        if run_id is not None and report.database_error is None:
             _close_ledger(database, run_id, report)
+        elif run_id is not None:  # it went away mid-run: the next run marks the row
+            log.warning(
+                "run %d not recorded in pipeline_runs (database unavailable); the next run "
+                "marks it interrupted", run_id, extra={"file_only": True},
+            )
     return report
 
 
@@ -128,8 +133,12 @@ def _open_ledger(settings: Settings, report: RunReport, command: str, held: Exit
         finally:
             conn.close()
     except DatabaseUnavailable as exc:
-        report.database_error = str(exc)
-        log.error("%s; fetching anyway, responses stay landed for the next run", exc)
+        report.database_error = str(exc)  # the run's closing line says it on the console
+        log.error(
+            "%s; fetching anyway, responses stay landed for the next run",
+            exc,
+            extra={"file_only": True},
+        )
         return None, None
 
 
@@ -159,6 +168,8 @@ def _extract_and_load(settings: Settings, database: Database | None, report: Run
                 data_dir=settings.data_dir,
                 submit=loader.submit,
             )
+        if report.database_error is None:
+            report.database_error = loader.database_error  # went away in the middle of the run
     finally:
         report.api_requests = client.request_count
         client.close()

@@ -7,6 +7,7 @@ so a demo can seed enough history to train on. Faults and delays can be injected
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -114,6 +115,9 @@ class SandboxServer:
         delay: float = 0.0,
         hour_offset: int = 0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_request: Callable[[str, dict], None] | None = None,
     ):
         self.api_key = api_key  # None: any non-empty key is accepted
         self.delay = delay
@@ -125,7 +129,8 @@ class SandboxServer:
         self.faults: dict[str, list[Fault]] = {}
         self.requests: list[dict] = []  # path, params (without the key), start, end
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.on_request = on_request  # told of each request as it arrives (without the key)
+        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -270,6 +275,9 @@ class SandboxServer:
                 started = time.monotonic()
                 url = urlparse(self.path)
                 params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                public = {k: v for k, v in params.items() if k != "api_key"}
+                if sandbox.on_request:
+                    sandbox.on_request(url.path, public)
                 pause = sandbox.delay + sandbox.delays.get(params.get("metal", ""), 0.0)
                 if pause:
                     time.sleep(pause)
@@ -281,7 +289,6 @@ class SandboxServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                public = {k: v for k, v in params.items() if k != "api_key"}
                 with sandbox._lock:
                     sandbox.requests.append(
                         {
@@ -296,3 +303,46 @@ class SandboxServer:
                 pass
 
         return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m source.sandbox`: serve the sandbox until stopped, e.g. as a container that
+    stands in for Metals.Dev on a compose network. Logs one line per request, never the key."""
+    import argparse
+    import os
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m source.sandbox", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument(
+        "--hour-offset", type=int, default=0, help="hours added to the clock (a later quote)"
+    )
+    parser.add_argument(
+        "--api-key-file", help="accept only the key in this file (default: any key)"
+    )
+    args = parser.parse_args(argv)
+    key = None
+    if args.api_key_file:
+        with open(args.api_key_file) as handle:
+            key = handle.read().strip()
+
+    def announce(path: str, params: dict) -> None:
+        print(f"GET {path} {' '.join(f'{k}={v}' for k, v in sorted(params.items()))}", flush=True)
+
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    sandbox = SandboxServer(
+        api_key=key, delay=args.delay, host=args.host, port=args.port, on_request=announce,
+        hour_offset=args.hour_offset,
+    )
+    with sandbox:
+        print(f"sandbox: serving on {args.host}:{args.port} (pid {os.getpid()})", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stopped.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

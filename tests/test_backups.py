@@ -109,14 +109,42 @@ def test_restore_brings_back_rows_and_models_exactly(loaded, database):
     database.query("DELETE FROM gold_historic")
     database.query("DELETE FROM commodities_price_data_analytics WHERE metal = 'silver'")
     model_file.unlink()
+    models = loaded.cwd / "trained_models"
+    (models / "model_rate_ask").mkdir()  # trained after the backup: not in it
+    (models / "model_rate_ask" / "gold.json").write_text("{}")
+    (models / "demo").mkdir()  # the demo's models are never in a real backup: kept
+    (models / "demo" / "kept.json").write_text("{}")
     assert fingerprint(database) != before
 
     result = backups(loaded, "restore", backup_id)
     assert result.returncode == 0, result.stderr
     assert fingerprint(database) == before
     assert model_file.read_bytes() == model_bytes
+    assert sorted(p.name for p in models.iterdir()) == ["demo", "model_rate_price"]
+    assert (models / "demo" / "kept.json").exists()
     log = loaded.log_text()
     assert "restore: gold_historic: 0 -> 2 rows" in log
+
+
+def test_restore_swaps_models_into_a_volume_mount_point(loaded):
+    # Under Compose and Kubernetes MODELS_DIR is a volume's mount point (which cannot be
+    # renamed) in a read-only /app. Here: the folder bind-mounted onto itself, in a private
+    # mount namespace that ends with the command.
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("needs root for a private mount namespace (unshare -m)")
+    assert backups(loaded).returncode == 0
+    models = loaded.cwd / "trained_models"
+    model_file = models / "model_rate_price" / "gold.joblib"
+    model_bytes = model_file.read_bytes()
+    model_file.write_bytes(b"trained later")
+    mounted = 'mount --bind "$1" "$1" && shift && exec "$@"'
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", mounted, "sh", str(models), sys.executable,
+         str(REPO / "backups_main.py"), "restore", only_backup(loaded).name],
+        cwd=loaded.cwd, env=loaded.env, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    assert model_file.read_bytes() == model_bytes
 
 
 def test_restore_refuses_a_backup_that_does_not_verify(loaded, database):
@@ -245,3 +273,25 @@ def test_demo_option_works_before_or_after_the_command():
     assert build_parser().parse_args(["--demo", "list"]).demo is True
     assert build_parser().parse_args(["list", "--demo"]).demo is True
     assert build_parser().parse_args(["list"]).demo is False
+
+
+@pytest.mark.parametrize("filtered", [True, False], ids=["python>=3.11.4", "python-3.11.2"])
+def test_a_models_archive_cannot_write_outside_the_models_folder(tmp_path, monkeypatch, filtered):
+    import io
+    import tarfile
+
+    from source.backups.catalog import BackupError
+    from source.backups.restore import extract_safely
+
+    if not filtered:  # Debian bookworm's Python 3.11.2 has no extraction filters
+        monkeypatch.delattr(tarfile, "data_filter")
+    archive = tmp_path / "models.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        entry = tarfile.TarInfo("models/../../escaped.json")
+        entry.size = 2
+        tar.addfile(entry, io.BytesIO(b"{}"))
+    target = tmp_path / "a" / "b"
+    target.mkdir(parents=True)
+    with tarfile.open(archive) as tar, pytest.raises((BackupError, tarfile.TarError)):
+        extract_safely(tar, target)
+    assert not (tmp_path / "escaped.json").exists()

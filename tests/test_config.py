@@ -1,7 +1,13 @@
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 
+from source.cli import build_parsers
 from source.config import ConfigError, load_settings
-from tests.conftest import MainRunner, base_env
+from tests.conftest import REPO, MainRunner, base_env
 
 
 def test_missing_api_key_exits_2_with_one_line_and_no_traceback(tmp_path):
@@ -18,17 +24,35 @@ def test_unknown_metal_is_a_usage_error(tmp_path):
     assert "copper" in result.stderr
 
 
-def test_every_command_has_help(tmp_path):
+def test_every_command_has_help_and_the_main_help_names_them_all(tmp_path):
     runner = MainRunner(tmp_path, base_env())
-    for args in (
-        ["--help"],
-        ["train", "--help"],
-        ["--demo", "train", "--help"],
-        ["backtest", "--help"],
-    ):
-        result = runner(*args)
-        assert result.returncode == 0, args
-        assert "example" in result.stdout
+    commands = [name for name in build_parsers() if name != "run"]
+    main_help = runner("--help")
+    assert main_help.returncode == 0 and "example" in main_help.stdout
+    for command in commands:
+        assert f" {command}" in main_help.stdout.split("options:")[0], command
+        result = runner(command, "--help")
+        assert result.returncode == 0, command
+        assert "example" in result.stdout, command
+    assert runner("--demo", "train", "--help").returncode == 0
+
+
+def test_an_unreadable_secret_file_is_one_line_naming_the_file_and_the_fix(tmp_path):
+    # The jobs run as uid 10001 in the image; a secret only its owner may read fails there.
+    secret = tmp_path / "pg_app_password"
+    secret.write_text("s3cret-value")
+    secret.chmod(0o600)
+    command = [sys.executable, str(REPO / "main.py"), "status"]
+    if os.geteuid() == 0:  # root reads anything: run as another user, as the container does
+        tmp_path.chmod(0o755)
+        command = [shutil.which("setpriv"), "--reuid=10001", "--regid=10001", "--clear-groups",
+                   *command]
+    env = base_env(PGHOST="127.0.0.1", PGPASSWORD_FILE=str(secret))
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert f"cannot read PGPASSWORD_FILE ({secret}): permission denied" in line
+    assert "chmod 644 secrets/*" in line and "s3cret" not in line
 
 
 def test_secret_from_file_wins_and_dotenv_is_read(tmp_path):

@@ -107,3 +107,14 @@ def test_backups_work_on_the_embedded_database(demo_runs, demo_dir):
         names = archive.getnames()
     assert "models/model_rate_price/gold.json" in names  # the demo's own models
     assert not list((demo_dir / "backups").glob("2*"))  # nothing beside real backups
+
+
+def test_a_demo_that_loads_nothing_never_says_it_finished(tmp_path):
+    (tmp_path / "not-a-folder").write_text("")  # the embedded server cannot be created here
+    embedded = tmp_path / "not-a-folder" / "pg"
+    runner = MainRunner(tmp_path, base_env(EMBEDDED_PG_DIR=str(embedded)))
+    result = runner("--demo", "--no-train")
+    assert result.returncode == 1
+    assert "Demo run FAILED, nothing loaded" in result.stdout
+    assert "finished" not in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith("main.py: 0/4 metals loaded")

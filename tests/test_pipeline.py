@@ -158,7 +158,8 @@ def test_fetches_overlap_in_time(run_main, sandbox):
 def test_database_down_keeps_responses_and_the_next_run_loads_them(run_main, database):
     down = run_main("--no-train", PGPORT="1", PGHOST="127.0.0.1")
     assert down.returncode == 1
-    assert "cannot connect" in down.stderr
+    (line,) = down.stderr.strip().splitlines()  # what cron mails: one line
+    assert line.startswith("main.py: 0/4 metals loaded") and "database: cannot connect" in line
     assert len(files(run_main.cwd, "incoming")) == 4  # fetched and landed, nothing lost
 
     up = run_main("--no-train", "--metals", "gold")
@@ -194,10 +195,55 @@ def test_daily_log_file_is_appended_by_later_runs(run_main):
     assert log_file.read_text().count("run finished") == 2
 
 
+def test_the_database_going_away_mid_run_is_one_line_and_nothing_is_lost(
+    run_main, database, sandbox
+):
+    assert run_main("--no-train", "--metals", "gold").returncode == 0  # the schema exists
+    sandbox.hour_offset += 1
+    sandbox.delay = 1.5  # the run has connected and is waiting for the answers
+    asked = []
+    sandbox.on_request = lambda path, params: asked.append(path)
+    run = subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), "--no-train"], cwd=run_main.cwd,
+        env=run_main.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(asked) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The server refuses this database from now on and drops the run's connections.
+    admin = psycopg2.connect(dbname="postgres", **database.server)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"ALTER DATABASE {database.name} ALLOW_CONNECTIONS false")
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database.name,),
+            )
+        started = time.monotonic()
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 1
+        assert time.monotonic() - started < 30  # no waiting on the database metal by metal
+        (line,) = stderr.strip().splitlines()
+        assert line.startswith("main.py: 0/4 metals loaded") and "database: " in line
+        assert len(files(run_main.cwd, "incoming")) == 4
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"ALTER DATABASE {database.name} ALLOW_CONNECTIONS true")
+        admin.close()
+    sandbox.delay = 0
+    assert run_main("--no-train").returncode == 0
+    assert counts(database)["analytics"] == 1 + 4  # the landed hour, then nothing new
+    assert not files(run_main.cwd, "incoming")
+
+
 def test_too_little_history_skips_training_with_a_warning(run_main):
     result = run_main()
     assert result.returncode == 0, result.stderr
     assert "model skipped, too little data" in run_main.log_text()
+    # On the console (and so in cron's mail) one line for all eight, not eight lines.
+    (line,) = result.stderr.strip().splitlines()
+    assert "8 model(s) skipped, too little data yet" in line
     assert not (run_main.cwd / "trained_models").exists()
 
 

@@ -47,7 +47,8 @@ def archive_models(models_dir: Path, target: Path, exclude: tuple[str, ...] = ()
         archive.addfile(top)
         if models_dir.is_dir():
             for path in sorted(models_dir.rglob("*")):
-                if path.relative_to(models_dir).parts[0] in exclude:
+                top = path.relative_to(models_dir).parts[0]
+                if top in exclude or top.startswith("."):  # e.g. a restore's staging
                     continue
                 if path.is_file() and not path.name.startswith("."):
                     archive.add(path, arcname=f"models/{path.relative_to(models_dir)}")

@@ -16,7 +16,7 @@ from source.backups.pgtools import find_tool, libpq_env, run_tool
 from source.backups.verify import verify_backup
 from source.config import DEMO_SUBDIR
 from source.db_functions.connection import Database
-from source.files import swap_in_directory
+from source.files import fsync_path, swap_in_directory
 
 log = logging.getLogger(__name__)
 
@@ -30,35 +30,56 @@ def _current_counts(database: Database) -> dict[str, int]:
         conn.close()
 
 
+def extract_safely(tar: tarfile.TarFile, target: Path) -> None:
+    """Extract only plain files and folders inside `target` (tarfile's "data" filter, which
+    Python 3.11 has only from 3.11.4 on: Debian bookworm's 3.11.2 gets the same check here)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(target, filter="data")
+        return
+    root = target.resolve()
+    for member in tar.getmembers():
+        inside = (root / member.name).resolve().is_relative_to(root)
+        if not inside or not (member.isfile() or member.isdir()):
+            raise BackupError(f"models archive holds an unsafe entry: {member.name}")
+    tar.extractall(target)
+
+
 def restore_models(archive: Path, models_dir: Path) -> int:
-    """Extract to a sibling directory, then swap it in; returns the number of files restored."""
+    """Extract inside MODELS_DIR, then swap each of its folders in with one atomic exchange;
+    returns the number of files restored. Nothing is written beside MODELS_DIR: it may be a
+    volume's mount point in a read-only /app (Compose, Kubernetes)."""
     models_dir = models_dir.resolve()
-    models_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = models_dir.parent / f".{models_dir.name}.restoring"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = models_dir / ".restoring"  # hidden: never archived by a backup
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(staging, filter="data")
+        extract_safely(tar, staging)
     restored = staging / "models"
     restored.mkdir(exist_ok=True)
     files = sum(1 for p in restored.rglob("*") if p.is_file())
-    if models_dir.exists():
-        replaced = sorted(
-            str(p.relative_to(models_dir)) for p in models_dir.rglob("*") if p.is_file()
-        )
-        log.info(
-            "restore: replacing %d model file(s) in %s: %s",
-            len(replaced),
-            models_dir,
-            ", ".join(replaced) or "-",
-        )
-    demo_models = models_dir / DEMO_SUBDIR  # not in a real backup: carried over as it is
-    if demo_models.is_dir() and not (restored / DEMO_SUBDIR).exists():
-        os.rename(demo_models, restored / DEMO_SUBDIR)
-    old = swap_in_directory(restored, models_dir)  # atomic where the filesystem allows
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    # The demo's folder is not in a real backup: it is left as it is.
+    current = [p for p in models_dir.iterdir() if not p.name.startswith(".")]
+    current = [p for p in current if p.name != DEMO_SUBDIR or (restored / DEMO_SUBDIR).exists()]
+    replaced = sorted(
+        str(p.relative_to(models_dir)) for top in current for p in [top, *top.rglob("*")]
+        if p.is_file()
+    )
+    log.info(
+        "restore: replacing %d model file(s) in %s: %s",
+        len(replaced),
+        models_dir,
+        ", ".join(replaced) or "-",
+    )
+    dropped = staging / "dropped"
+    dropped.mkdir()
+    for name in sorted({p.name for p in restored.iterdir()} | {p.name for p in current}):
+        if (restored / name).exists():
+            swap_in_directory(restored / name, models_dir / name)  # atomic where supported
+        else:  # not in the backup: removed, as a restore of the whole directory would
+            os.rename(models_dir / name, dropped / name)
     shutil.rmtree(staging, ignore_errors=True)
+    fsync_path(models_dir)
     return files
 
 

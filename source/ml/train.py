@@ -237,10 +237,14 @@ def train_all(settings: Settings, database: Database) -> int:
         workers = min(len(tasks), available_cores()) or 1
         log.info("training %d model(s) in %d process(es)", len(tasks), workers)
         results = Parallel(n_jobs=workers)(delayed(fit_in_worker)(*task) for task in tasks)
-        trained, failed = 0, []
+        trained, failed, skipped = 0, [], 0
         for (_, metal, target, _), result in zip(tasks, results, strict=True):
             if result[0] == "skipped":
-                log.warning("%s %s: model skipped, too little data (%s)", metal, target, result[1])
+                log.info(
+                    "%s %s: model skipped, too little data (%s)", metal, target, result[1],
+                    extra={"file_only": True},
+                )
+                skipped += 1
                 continue
             try:
                 if result[0] == "failed":
@@ -260,6 +264,11 @@ def train_all(settings: Settings, database: Database) -> int:
                     conn.rollback()
     finally:
         conn.close()
+    if skipped:  # one line, not one per model: a fresh install sees it every hour for days
+        log.warning(
+            "%d model(s) skipped, too little data yet (need %d usable rows; see the log file)",
+            skipped, MIN_ROWS,
+        )
     if failed:
         raise TrainingFailed(f"{len(failed)} model(s) failed: " + "; ".join(failed))
     return trained
