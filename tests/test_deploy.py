@@ -14,7 +14,9 @@ from ruamel.yaml import YAML
 from tests.conftest import REPO, TEST_API_KEY, MainRunner, base_env
 
 BIN = Path(sys.executable).parent
-SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + sorted((REPO / "docker").rglob("*.sh"))
+SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + sorted(
+    (REPO / "tests" / "docker").rglob("*.sh")  # the stand-in postgres entry point
+)
 
 
 def tool(name: str) -> str:
