@@ -22,6 +22,7 @@ from tests.docker.conftest import PYTHON_IMAGE, TIMINGS, Deployment
 pytestmark = pytest.mark.timeout(600)
 METALS = ("gold", "silver", "platinum", "palladium")
 SEEN: dict[str, object] = {}  # what later tests compare with (rows at the backup, its ID)
+CRON_LINE = re.compile(r"^\S+ pipeline finished at \S+ with exit code (\d+)$", re.M)
 
 
 def rows(deployment: Deployment) -> int:
@@ -238,7 +239,8 @@ def cron(deployment, tmp_path_factory):
          str(spool), str(empty), daemon],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    yield due, process
+    lines_before = len(CRON_LINE.findall(deployment.cron_log()))
+    yield due, process, lines_before
     process.terminate()
     process.wait(timeout=30)
 
@@ -255,13 +257,11 @@ def test_the_image_also_builds_with_the_legacy_builder(engine, cron):
 
 
 def test_cron_starts_the_hourly_job_and_its_line_reaches_the_cron_log(deployment, cron):
-    due, daemon = cron
-    pattern = re.compile(r"^\S+ pipeline finished at \S+ with exit code (\d+)$", re.M)
-    before = len(pattern.findall(deployment.cron_log()))
+    due, daemon, before = cron  # lines counted when cron was started: it may be done already
     deadline = time.monotonic() + max(0.0, (due - datetime.now()).total_seconds()) + 180
-    while len(pattern.findall(deployment.cron_log())) == before and time.monotonic() < deadline:
+    while len(CRON_LINE.findall(deployment.cron_log())) == before and time.monotonic() < deadline:
         time.sleep(2)
-    codes = pattern.findall(deployment.cron_log())[before:]
+    codes = CRON_LINE.findall(deployment.cron_log())[before:]
     output = deployment.root / "cron-job.out"
     running = "running" if daemon.poll() is None else f"exited {daemon.returncode}"
     assert codes == ["0"], (
