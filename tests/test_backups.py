@@ -22,19 +22,6 @@ TABLES = (
 )
 
 
-@pytest.fixture
-def loaded(run_main, sandbox):
-    """Two hourly runs' worth of rows and a models directory with files in it."""
-    assert run_main("--no-train").returncode == 0
-    sandbox.hour_offset += 1
-    assert run_main("--no-train").returncode == 0
-    models = run_main.cwd / "trained_models" / "model_rate_price"
-    models.mkdir(parents=True)
-    (models / "gold.joblib").write_bytes(os.urandom(2048))
-    (models / "gold.json").write_text('{"metal": "gold"}')
-    return run_main
-
-
 def backups(runner, *args, **env):
     return runner(*args, script="backups_main.py", **env)
 

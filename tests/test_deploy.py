@@ -81,6 +81,7 @@ def test_compose_stack_shape():
             "/app/source/data", "/app/logs", "/app/trained_models", "/app/backups",
             "/app/pgdata",  # the demo's embedded PostgreSQL
             "/app/reports",
+            "/app/metrics",
         }
     # Arguments passed to `docker compose run SERVICE ...` must reach the script.
     assert services["pipeline"]["entrypoint"] == ["python", "main.py"]

@@ -8,7 +8,8 @@ import sys
 from datetime import UTC, datetime
 from functools import partial
 
-from source.backups.catalog import find_backup, list_backups, prune
+from source import monitoring
+from source.backups.catalog import BackupNotFound, find_backup, list_backups, prune
 from source.config import ConfigError, Settings, load_settings
 from source.db_functions.migrations import connect_and_migrate
 from source.entrypoint import run_lock, run_locked
@@ -17,13 +18,17 @@ from source.errors import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 log = logging.getLogger("backups_main")
 
 EPILOG = """examples:
-  python backups_main.py                 create a backup (verified, then pruned)
-  python backups_main.py list
+  python backups_main.py                 create a backup (verified, then pruned; copied to
+                                         BACKUP_S3_URL when set)
+  python backups_main.py list            local and remote copies, and how each was verified
   python backups_main.py verify          the newest backup; or: verify 20261128T060000Z
+  python backups_main.py verify --remote the bucket's copy, restored into a scratch database
   python backups_main.py restore 20261128T060000Z
+  python backups_main.py restore latest  from the bucket when the local copy is gone
   python backups_main.py prune           keep the newest BACKUP_KEEP backups
 
 exit codes: 0 ok, 1 failure (e.g. a backup does not verify), 2 usage/configuration error,
+3 the backup is kept and verified here but could not be copied to the bucket,
 75 another backup or restore holds the lock"""
 
 
@@ -48,11 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     create = command("create", "create one backup, verify it, prune (the default)")
     create.add_argument("--no-verify", action="store_true", help="skip the restore test")
-    command("list", "one line per backup: ID, age, size, verified")
+    command("list", "one line per backup: ID, age, size, where (local, remote), verified")
     verify = command("verify", "checksums, a full read of the models, a test restore of the dump")
     verify.add_argument("id", nargs="?", help="backup ID (default: the newest)")
+    verify.add_argument(
+        "--remote", action="store_true", help="verify the bucket's copy (BACKUP_S3_URL)"
+    )
     restore = command("restore", "restore the database and the models from a verified backup")
-    restore.add_argument("id", help="backup ID, as shown by list")
+    restore.add_argument(
+        "id", help="backup ID as shown by list, or `latest`; fetched from the bucket when the "
+        "local copy is gone"
+    )
     command("prune", "keep the newest BACKUP_KEEP backups; remove interrupted leftovers")
     return parser
 
@@ -68,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     if command == "list":
         return _list(settings)
     lock = settings.backup_dir / ".backup.lock"
-    return run_locked("backups_main.py", settings, lock, partial(COMMANDS[command], settings, args))
+    return run_locked(
+        "backups_main.py", settings, lock, partial(COMMANDS[command], settings, args),
+        # create, verify and restore report as the backup job; the scheduled create pings
+        job="backup" if command in ("create", "verify", "restore") else None,
+        ping=command == "create",
+    )
 
 
 def _create(settings: Settings, args) -> int:
@@ -78,12 +94,20 @@ def _create(settings: Settings, args) -> int:
     database = connect_and_migrate(settings)
     backup = create_backup(settings, database)
     if not getattr(args, "no_verify", False) and verify_backup(database, backup)[0]:
-        print(
-            f"backups_main.py: backup {backup.id} was written but does NOT verify", file=sys.stderr
-        )
+        line = f"backup {backup.id} was written but does NOT verify"
+        monitoring.record(summary=line)
+        print(f"backups_main.py: {line}", file=sys.stderr)
         return EXIT_FAILURE
     prune(settings.backup_dir, settings.backup_keep)
-    print(f"backup {backup.id} created ({backup.size_bytes / 1e6:.1f} MB) in {backup.path}")
+    summary = f"backup {backup.id} created ({backup.size_bytes / 1e6:.1f} MB) in {backup.path}"
+    monitoring.record(summary=summary)
+    print(summary)
+    if settings.backup_s3_url:
+        from source.backups.offsite import copy_offsite
+
+        uploaded = copy_offsite(settings)  # OffsiteFailed: one line, exit 3
+        summary += f"; copied to {settings.backup_s3_url}: {', '.join(uploaded) or 'nothing new'}"
+        monitoring.record(summary=summary)
     return EXIT_OK
 
 
@@ -95,51 +119,145 @@ def _age(created: datetime) -> str:
 
 
 def _list(settings: Settings) -> int:
-    backups = list_backups(settings.backup_dir)
-    if not backups:
-        print(f"no backups in {settings.backup_dir}")
-        return EXIT_OK
-    print(f"{'ID':<20} {'AGE':>6} {'SIZE':>10}  VERIFIED")
-    for backup in reversed(backups):
-        state = {
-            True: f"{backup.level} ({backup.verified_at[:19]})",
-            False: "FAILED",
-            None: "never",
-        }
+    local = {b.id: b for b in list_backups(settings.backup_dir)}
+    remote, trouble = {}, None
+    if settings.backup_s3_url:
+        from source.backups.remote import RemoteError, RemoteStore
+
+        try:
+            remote = {b.id: b for b in RemoteStore(settings).list()}
+        except RemoteError as exc:
+            trouble = str(exc)
+    if not local and not remote:
+        print(f"no backups in {settings.backup_dir}" + (f" or {settings.backup_s3_url}"
+                                                          if settings.backup_s3_url else ""))
+    else:
+        print(f"{'ID':<20} {'AGE':>6} {'SIZE':>10}  {'WHERE':<12} VERIFIED")
+    for backup_id in sorted(set(local) | set(remote), reverse=True):
+        here, there = local.get(backup_id), remote.get(backup_id)
+        where = "local+remote" if here and there else ("local" if here else "remote")
+        states = []
+        if here:
+            states.append(_state(here.verified, here.level, here.verified_at))
+        if there:
+            states.append("remote " + _state(there.verified, there.level, there.verified_at))
+        size = (here or there).size_bytes
         print(
-            f"{backup.id:<20} {_age(backup.created_at):>6} "
-            f"{backup.size_bytes / 1e6:>8.1f}MB  {state[backup.verified]}"
+            f"{backup_id:<20} {_age((here or there).created_at):>6} {size / 1e6:>8.1f}MB  "
+            f"{where:<12} {'; '.join(states)}"
         )
+    if trouble:
+        print(f"backups_main.py: remote copies unknown: {trouble}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
+
+
+def _state(verified: bool | None, level: str | None, verified_at: str | None) -> str:
+    if verified is None:
+        return "never"
+    return f"{level} ({verified_at[:19]})" if verified else "FAILED"
 
 
 def _verify(settings: Settings, args) -> int:
     from source.backups.verify import verify_backup
 
+    if getattr(args, "remote", False):
+        return _verify_remote(settings, args)
     backup = find_backup(settings.backup_dir, args.id)
     problems, level = verify_backup(connect_and_migrate(settings), backup)
     if problems:
-        print(
-            f"backups_main.py: backup {backup.id} does NOT verify: {'; '.join(problems)}",
-            file=sys.stderr,
-        )
+        line = f"backup {backup.id} does NOT verify: {'; '.join(problems)}"
+        monitoring.record(summary=line)
+        print(f"backups_main.py: {line}", file=sys.stderr)
         return EXIT_FAILURE
+    monitoring.record(summary=f"backup {backup.id} verified ({level})")
     print(f"backup {backup.id} verified ({level})")
     return EXIT_OK
+
+
+def _verify_remote(settings: Settings, args) -> int:
+    """Download the bucket's copy, check it, restore it into a scratch database; record it."""
+    from source.backups.offsite import fetched
+    from source.backups.verify import verify_backup
+
+    store = _store(settings)
+    backup_id = args.id or _newest_remote_id(store)
+    with fetched(settings, store, backup_id) as copy:
+        problems, level = verify_backup(connect_and_migrate(settings), copy)
+    detail = "downloaded, checked and restored into a scratch database"
+    store.record_verification(
+        backup_id, ok=not problems, level=level, detail="; ".join(problems) or detail
+    )
+    if problems:
+        line = f"the copy of {backup_id} in {store.url} does NOT verify: {'; '.join(problems)}"
+        monitoring.record(summary=line)
+        print(f"backups_main.py: {line}", file=sys.stderr)
+        return EXIT_FAILURE
+    line = f"the copy of {backup_id} in {store.url} verified ({level})"
+    monitoring.record(summary=line)
+    print(line)
+    return EXIT_OK
+
+
+def _store(settings: Settings):
+    from source.backups.remote import RemoteStore
+
+    if not settings.backup_s3_url:
+        raise BackupNotFound("BACKUP_S3_URL is not set: there is no remote copy")
+    return RemoteStore(settings)
+
+
+def _newest_remote_id(store) -> str:
+    backups = store.list()
+    if not backups:
+        raise BackupNotFound(f"no complete backup in {store.url}")
+    return backups[-1].id
 
 
 def _restore(settings: Settings, args) -> int:
     from source.backups.restore import restore_backup
 
-    backup = find_backup(settings.backup_dir, args.id)
     # No hourly run may write while the database is being replaced.
     with run_lock(settings.data_dir / ".pipeline.lock") as locked:
         if not locked:
             print("backups_main.py: an hourly run holds the lock; try again", file=sys.stderr)
             return EXIT_LOCKED
-        restore_backup(connect_and_migrate(settings), backup, settings.models_dir)
-    print(f"restored backup {backup.id}")
+        local = _local_backup(settings, args.id)
+        if local is not None:
+            restore_backup(connect_and_migrate(settings), local, settings.models_dir)
+            restored = local.id
+        else:
+            restored = _restore_from_bucket(settings, args.id)
+    monitoring.record(summary=f"restored backup {restored}", models_changed=True)
+    print(f"restored backup {restored}")
     return EXIT_OK
+
+
+def _local_backup(settings: Settings, wanted: str):
+    """The local backup to restore, or None when it must come from the bucket."""
+    local = list_backups(settings.backup_dir)
+    if wanted == "latest":
+        if local:
+            return local[-1]
+        if not settings.backup_s3_url:
+            raise BackupNotFound(f"no backups in {settings.backup_dir}")
+        return None  # the host lost its backups: the bucket's newest
+    if any(b.id == wanted for b in local) or not settings.backup_s3_url:
+        return find_backup(settings.backup_dir, wanted)
+    return None
+
+
+def _restore_from_bucket(settings: Settings, wanted: str) -> str:
+    from source.backups.offsite import fetched, keep_locally
+    from source.backups.restore import restore_backup
+
+    store = _store(settings)
+    backup_id = _newest_remote_id(store) if wanted == "latest" else wanted
+    log.info("restore: %s is not here; fetching it from %s", backup_id, store.url)
+    with fetched(settings, store, backup_id) as copy:
+        restore_backup(connect_and_migrate(settings), copy, settings.models_dir)
+        keep_locally(settings, copy, store)
+    return backup_id
 
 
 def _prune(settings: Settings, args) -> int:

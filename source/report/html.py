@@ -101,7 +101,7 @@ def _models(facts: dict) -> str:
                 escape(f"{model['metal']} {model['target']}"),
                 *cells,
                 escape(model["frequency"]),
-                f"{model['rows_used']:,}",
+                _number(model["rows_used"], 0),
                 _when(model["trained_at"]),
             ]
         )
@@ -143,9 +143,10 @@ def _backups(facts: dict) -> str:
     if newest is None:
         return "<p>No backup yet.</p>"
     state = newest["level"] if newest["verified"] else "NOT verified"
+    where = {True: ", copied off the host", False: ", NOT off the host", None: ""}
     return (
         f"<p>{facts['backups']['count']} backup(s); newest <code>{escape(newest['id'])}</code>, "
-        f"{_age(newest['age_seconds'])} old, {escape(state)}.</p>"
+        f"{_age(newest['age_seconds'])} old, {escape(state)}{where[newest.get('offsite')]}.</p>"
     )
 
 

