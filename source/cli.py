@@ -24,6 +24,7 @@ EPILOG = """examples:
   python main.py backtest --csv prices.csv --column price
   python main.py status               what the person on call needs (exit 1 on warnings)
   python main.py report               reports/<UTC date>/index.html with one chart per metal
+  python main.py quality              quotes marked suspect (bad ticks), to accept or reject
 
 exit codes: 0 ok, 1 failure, 2 usage/configuration error, 3 partly done (some metals,
 windows or lines failed), 75 another run holds the lock, 143 stopped by SIGTERM"""
@@ -64,7 +65,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     run = _parser(
         "main.py",
         "Hourly Metals.Dev -> PostgreSQL run. Subcommands: backfill, import-csv, train, "
-        "backtest, status, report (each with --help).",
+        "backtest, status, report, quality (each with --help).",
         EPILOG,
     )
     _common(run)
@@ -145,6 +146,25 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     _common(report)
     report.add_argument("--out", type=Path, help="folder (default: reports/<UTC date>/)")
 
+    quality = _parser(
+        "main.py quality",
+        "Quotes kept out of the models, views and charts: `suspect` ones (a jump the metal's "
+        "volatility does not explain, or a quote that contradicts itself) and `rejected` "
+        "ones. The next quotes decide a suspect jump by themselves (the level holds: ok; the "
+        "price returns: it stays suspect); a person decides the rest with accept or reject.",
+        "examples:\n  python main.py quality                 list them (--json: one object)\n"
+        "  python main.py quality accept --metal gold --time 2026-03-04T10:00Z\n"
+        "  python main.py quality reject --metal gold --time '2026-03-04 10:00'   (UTC)",
+    )
+    _common(quality)
+    quality.add_argument(
+        "action", nargs="?", choices=["list", "accept", "reject"], default="list",
+        help="list (default), accept (mark ok) or reject one quote",
+    )
+    quality.add_argument("--metal", dest="metal_name", help="the quote's metal")
+    quality.add_argument("--time", help="the quote's time as listed (UTC unless an offset)")
+    quality.add_argument("--json", action="store_true", help="one JSON object")
+
     backtest = _parser(
         "main.py backtest",
         "Walk-forward evaluation of the model family on a price series from a CSV, "
@@ -161,6 +181,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         "train": train,
         "status": status,
         "report": report,
+        "quality": quality,
         "backtest": backtest,
     }
 
@@ -195,8 +216,9 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
         from source.demo import with_sandbox
 
         step = partial(with_sandbox, step)
-    # status and report only read: they work while a run holds the lock.
-    lock = None if command in _READERS else settings.data_dir / ".pipeline.lock"
+    # status, report and the quality list only read: they work while a run holds the lock.
+    reads = command in _READERS or (command == "quality" and args.action == "list")
+    lock = None if reads else settings.data_dir / ".pipeline.lock"
     return run_locked(
         "main.py", settings, lock, partial(step, settings),
         job=MONITORED_JOBS.get(command), ping=command == "run",
@@ -217,6 +239,8 @@ def _step(command: str, args: argparse.Namespace, now: datetime):
     if command == "report":
         out = args.out or Path("reports") / now.strftime("%Y-%m-%d")
         return partial(_report, out=out, now=now)
+    if command == "quality":
+        return partial(_quality, **_quality_target(args))
     if command == "import-csv":
         if args.metal not in KNOWN_METALS:
             raise ConfigError(
@@ -360,9 +384,34 @@ def _report(settings: Settings, *, out: Path, now: datetime) -> int:
     from source.status import collect, price_history
 
     facts = collect(settings, now, api=False)
-    index = write_report(facts, price_history(settings, now), out)
+    index = write_report(facts, price_history(settings, now), out, now=now)
     print(f"report written to {index}")
     return EXIT_OK
+
+
+def _quality_target(args: argparse.Namespace) -> dict:
+    """The action and, for accept/reject, the one quote it is about (checked before any work)."""
+    target = {"action": args.action, "as_json": args.json, "metal": None, "time": None}
+    if args.action == "list":
+        return target
+    if args.metal_name not in KNOWN_METALS or not args.time:
+        raise ConfigError(
+            f"quality {args.action} needs --metal ({', '.join(KNOWN_METALS)}) and --time"
+        )
+    try:
+        time = datetime.fromisoformat(args.time.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--time {args.time!r} is not a time like 2026-03-04T10:00Z") from None
+    target.update(metal=args.metal_name, time=time if time.tzinfo else time.replace(tzinfo=UTC))
+    return target
+
+
+def _quality(settings: Settings, *, action: str, as_json: bool, metal, time) -> int:
+    from source.quality_review import decide_quote, list_quotes
+
+    if action == "list":
+        return list_quotes(settings, as_json=as_json)
+    return decide_quote(settings, metal=metal, time=time, accept=action == "accept")
 
 
 def _backtest(args: argparse.Namespace) -> int:

@@ -78,6 +78,8 @@ class ImportReport:
         )
         if self.duplicates:
             text += f", {self.duplicates:,} repeated time(s) (last line wins)"
+        if self.counts.suspects:
+            text += f", {self.counts.suspects:,} marked suspect (see `main.py quality`)"
         return text
 
     def first_bad(self) -> str:

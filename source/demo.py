@@ -73,7 +73,7 @@ def latest_prices(settings: Settings) -> dict[str, tuple]:
                 table = historic_table(metal)
                 cur.execute(
                     f'SELECT (SELECT count(*) FROM {table}), rate_price, "timestamp" '
-                    f'FROM {table} ORDER BY "timestamp" DESC LIMIT 1'
+                    f"FROM {table} WHERE quality = 'ok' ORDER BY \"timestamp\" DESC LIMIT 1"
                 )
                 result[metal] = cur.fetchone() or (0, None, None)
             return result

@@ -36,6 +36,7 @@ class LoadOutcome:
     updated: int = 0
     error: str | None = None
     refused: bool = False  # the rows can never load: the raw file goes to rejected/
+    marks: tuple = ()  # quality marks that changed with this load
 
 
 class LoadTotals:
@@ -51,9 +52,23 @@ class LoadTotals:
     def rows_updated(self) -> int:
         return sum(o.updated for o in self.outcomes)
 
+    @property
+    def rows_marked_suspect(self) -> int:
+        return sum(1 for o in self.outcomes for m in o.marks if m.verdict.mark != "ok")
+
 
 # Errors in the rows themselves: loading the same file again would fail the same way.
 PERMANENT_ERRORS = (UnitMismatch, psycopg2.DataError, psycopg2.IntegrityError)
+
+
+def _log_marks(marks) -> None:
+    """A new suspect quote is one warning line (metal, price, last good price, why); how the
+    earlier ones were decided goes to the log."""
+    for change in marks:
+        if change.verdict.decision in ("pending", "inconsistent"):
+            log.warning("%s", change.line())
+        else:
+            log.info("%s", change.line())
 
 
 class QueueLoader:
@@ -137,6 +152,7 @@ class QueueLoader:
         except Exception as exc:  # a bug must not kill the loader thread and strand the queue
             log.error("%s: load failed, raw file kept for the next run", job.metal, exc_info=True)
             return LoadOutcome(job, error=f"{type(exc).__name__}: {exc}")
+        _log_marks(counts.marks)
         tables = ", ".join(f"{m}_historic" for m in sorted(job.frame["metal"].unique()))
         log.info(
             "%s: %d row(s) inserted, %d updated in %s and the analytics table%s",
@@ -146,7 +162,9 @@ class QueueLoader:
             tables or "no table",
             " (replayed from an earlier run)" if job.replayed else "",
         )
-        return LoadOutcome(job, inserted=counts.inserted, updated=counts.updated)
+        return LoadOutcome(
+            job, inserted=counts.inserted, updated=counts.updated, marks=counts.marks
+        )
 
     def _after(self, job: LoadJob, outcome: LoadOutcome) -> None:
         """Move the raw files; a failure here must not stop the loader (the rows are

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -45,9 +46,10 @@ def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
 
 def metal_facts(cur, metal: str, now: datetime) -> dict:
     table = historic_table(metal)
-    latest = _rows(
+    latest = _rows(  # the newest good quote: a suspect one is shown apart (quality)
         cur,
-        f'SELECT "timestamp", rate_price, rate_ask FROM {table} ORDER BY "timestamp" DESC LIMIT 1',
+        f'SELECT "timestamp", rate_price, rate_ask FROM {table} WHERE quality = \'ok\' '
+        'ORDER BY "timestamp" DESC LIMIT 1',
     )
     by_source = {
         row["source"]: row["rows"]
@@ -129,6 +131,22 @@ def monitor_facts(cur, metals: tuple[str, ...], now: datetime) -> dict:
         "quotes": quotes,
         "streaks": failing_streaks(cur, metals),
         "requests_this_month": run_facts(cur, now)["api_requests_this_month"],
+    }
+
+
+def quality_facts(cur, metals: tuple[str, ...]) -> dict:
+    """Quotes not marked ok: those still waiting for the next quotes, and how many are kept
+    as suspect or rejected (`python main.py quality` lists them)."""
+    from source.db_functions.quality_marks import flagged
+
+    marked = flagged(cur, metals)
+    undecided = [
+        {**row, "time": _iso(row["time"])} for row in marked if row["decision"] == "pending"
+    ]
+    return {
+        "undecided": undecided,
+        "suspect": sum(1 for row in marked if row["quality"] == "suspect"),
+        "rejected": sum(1 for row in marked if row["quality"] == "rejected"),
     }
 
 
@@ -239,6 +257,11 @@ def warnings_for(facts: dict, streaks: dict[str, int]) -> list[str]:
     for metal, streak in streaks.items():
         if streak >= FAILING_STREAK:
             warnings.append(f"{metal} failed the last {streak} runs in a row")
+    for row in facts.get("quality", {}).get("undecided", []):
+        warnings.append(
+            f"{row['metal']}: suspect quote {row['price']:,.2f} at {row['time'][:16]} awaits the "
+            f"next quotes ({row['reason']}); see `python main.py quality`"
+        )
     usage = facts.get("api_usage") or {}
     if usage.get("total") and usage.get("used", 0) / usage["total"] > QUOTA_WARNING:
         warnings.append(f"API quota {usage['used']}/{usage['total']} used (above 80%)")
@@ -261,6 +284,7 @@ def gather_status(settings: Settings, database: Database, now: datetime) -> dict
                 "ranges": range_facts(cur, now),
             }
             streaks = failing_streaks(cur, settings.metals)
+            facts["quality"] = quality_facts(cur, settings.metals)
     finally:
         conn.close()
     facts["models"] = model_facts(settings)
@@ -326,31 +350,67 @@ def collect(settings: Settings, now: datetime, *, api: bool) -> dict:
     return finish(facts)
 
 
-def price_history(settings: Settings, now: datetime) -> dict[str, pd.DataFrame]:
-    """Per metal, what a chart shows: the last 7 days of quotes, or (when that holds fewer
-    than a day's worth) the last 180 daily closes from the daily_ohlc view."""
+@dataclass
+class PriceHistory:
+    """What a metal's chart shows: good prices of the newest stretch that holds data, the
+    quotes marked suspect or rejected in it, and when the newest quote is."""
+
+    prices: pd.DataFrame  # timestamp, rate_price (good rows; daily closes when sparse)
+    marked: pd.DataFrame  # timestamp, rate_price, quality
+    newest: datetime | None
+    resolution: str  # "hourly" or "daily"
+
+
+HOURLY_WINDOW, DAILY_WINDOW, MIN_POINTS = timedelta(days=7), timedelta(days=180), 24
+
+
+def price_history(settings: Settings, now: datetime) -> dict[str, PriceHistory]:
+    """Per metal, the newest stretch that holds data, not the days before the wall clock: a
+    feed that stopped, or history imported months ago, still shows its prices (and says how
+    old they are). The last 7 days of quotes, or the last 180 daily closes when that holds
+    fewer than a day's worth."""
     database = open_database(settings)
     conn = database.connect()
     history = {}
     try:
         with conn, conn.cursor() as cur:
             for metal in settings.metals:
-                cur.execute(
-                    f'SELECT "timestamp", rate_price FROM {historic_table(metal)} '
-                    'WHERE "timestamp" > %s ORDER BY "timestamp"',
-                    (now - timedelta(days=7),),
-                )
-                rows = cur.fetchall()
-                if len(rows) < 24:
-                    cur.execute(
-                        """SELECT day::timestamp AT TIME ZONE 'UTC', close FROM daily_ohlc
-                            WHERE metal = %s AND day > %s ORDER BY day""",
-                        (metal, (now - timedelta(days=180)).date()),
-                    )
-                    rows = cur.fetchall()
-                frame = pd.DataFrame(rows, columns=["timestamp", "rate_price"])
-                frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-                history[metal] = frame
+                history[metal] = _metal_history(cur, metal)
     finally:
         conn.close()
     return history
+
+
+def _frame(rows, columns) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame
+
+
+def _metal_history(cur, metal: str) -> PriceHistory:
+    table = historic_table(metal)
+    cur.execute(f'SELECT max("timestamp") FROM {table}')
+    newest = cur.fetchone()[0]
+    columns = ["timestamp", "rate_price"]
+    if newest is None:
+        return PriceHistory(_frame([], columns), _frame([], [*columns, "quality"]), None, "hourly")
+    cur.execute(
+        f'SELECT "timestamp", rate_price FROM {table} '
+        "WHERE quality = 'ok' AND \"timestamp\" > %s ORDER BY \"timestamp\"",
+        (newest - HOURLY_WINDOW,),
+    )
+    rows, resolution, start = cur.fetchall(), "hourly", newest - HOURLY_WINDOW
+    if len(rows) < MIN_POINTS:
+        cur.execute(
+            """SELECT day::timestamp AT TIME ZONE 'UTC', close FROM daily_ohlc
+                WHERE metal = %s AND day > %s ORDER BY day""",
+            (metal, (newest - DAILY_WINDOW).date()),
+        )
+        rows, resolution, start = cur.fetchall(), "daily", newest - DAILY_WINDOW
+    cur.execute(
+        f'SELECT "timestamp", rate_price, quality FROM {table} '
+        "WHERE quality <> 'ok' AND \"timestamp\" > %s ORDER BY \"timestamp\"",
+        (start,),
+    )
+    marked = _frame(cur.fetchall(), [*columns, "quality"])
+    return PriceHistory(_frame(rows, columns), marked, newest, resolution)

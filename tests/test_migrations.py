@@ -24,6 +24,11 @@ def test_rows_of_a_version_3_database_survive_the_move_to_partitions(database):
     assert database.query(
         "SELECT metal, rate_price, rate_ask FROM commodities_price_data_analytics ORDER BY 1"
     ) == [("gold", 2355.97, 4711.94), ("silver", 31.52, 63.04)]
+    # Migration 7: rows of an existing installation are marked ok, and the views read them.
+    assert database.query(
+        "SELECT DISTINCT quality, quality_decision FROM commodities_price_data_analytics"
+    ) == [("ok", "rule")]
+    assert database.scalar("SELECT count(*) FROM daily_ohlc") == 2
     assert database.scalar("SELECT count(*) FROM gold_historic") == 1
     assert database.query(
         """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid

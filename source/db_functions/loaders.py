@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from source.db_functions.migrations import ANALYTICS_TABLE, historic_table
+from source.db_functions.quality_marks import assess_metal
 from source.transform import HISTORIC_COLUMNS, RATE_COLUMNS
 
 _COLUMNS = ", ".join(f'"{c}"' for c in HISTORIC_COLUMNS)
@@ -32,9 +33,17 @@ _KEEP_RICHER = "(t.source = EXCLUDED.source OR EXCLUDED.source NOT IN ('backfill
 class UpsertCounts:
     inserted: int = 0
     updated: int = 0
+    marks: tuple = ()  # quality marks that changed with this load (MarkChange)
 
     def __add__(self, other: UpsertCounts) -> UpsertCounts:
-        return UpsertCounts(self.inserted + other.inserted, self.updated + other.updated)
+        return UpsertCounts(
+            self.inserted + other.inserted, self.updated + other.updated, self.marks + other.marks
+        )
+
+    @property
+    def suspects(self) -> int:
+        """Rows this load marked suspect (bad ticks are kept, marked)."""
+        return sum(1 for change in self.marks if change.verdict.mark != "ok")
 
 
 def frame_to_csv(frame: pd.DataFrame) -> io.StringIO:
@@ -87,7 +96,10 @@ def _upsert_metal(cur, metal: str, frame: pd.DataFrame) -> UpsertCounts:
         f"COPY staging_prices ({_COLUMNS}) FROM STDIN WITH (FORMAT csv)", frame_to_csv(frame)
     )
     cur.execute(upsert_from(table, '"timestamp"', "staging_prices"))
-    return counts_of(cur)
+    counts = counts_of(cur)
+    # The rows judged in the same transaction: a quote is never visible unmarked.
+    marks = assess_metal(cur, metal, frame["timestamp"].min().to_pydatetime())
+    return UpsertCounts(counts.inserted, counts.updated, tuple(marks))
 
 
 def upsert_prices(conn, frame: pd.DataFrame, *, also: Callable | None = None) -> UpsertCounts:

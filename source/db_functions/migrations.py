@@ -229,6 +229,49 @@ _INTERVALS = """
                            ADD COLUMN interval_score_ratio double precision;
 """
 
+def _quality_marks() -> str:
+    """Every row gets a quality mark (existing ones `ok`); the analyst views read `ok` rows
+    only; quality_events keeps every change of a mark (rule or person) for `quality`."""
+    views = _analyst_views()
+    views = views.replace(
+        f"      FROM {ANALYTICS_TABLE}\n     GROUP BY",
+        f"      FROM {ANALYTICS_TABLE}\n     WHERE quality = 'ok'\n     GROUP BY",
+    ).replace(
+        'WHERE a.metal = m.metal AND a."timestamp" >= p.starts',
+        "WHERE a.metal = m.metal AND a.quality = 'ok' AND a.\"timestamp\" >= p.starts",
+    )
+    views = views.replace("CREATE VIEW", "CREATE OR REPLACE VIEW").replace(
+        "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"
+    )
+    # On each partition, not the parent: pg_restore --clean (before PostgreSQL 17) cannot drop
+    # the partitions' share of an index declared on the parent.
+    indexes = "\n    ".join(
+        f'CREATE INDEX ON {historic_table(m)} ("timestamp") WHERE quality <> \'ok\';'
+        for m in KNOWN_METALS
+    )
+    return f"""
+    ALTER TABLE {ANALYTICS_TABLE}
+        ADD COLUMN quality text NOT NULL DEFAULT 'ok'
+            CHECK (quality IN ('ok', 'suspect', 'rejected')),
+        ADD COLUMN quality_decision text NOT NULL DEFAULT 'rule',
+        ADD COLUMN quality_reason text;
+    {indexes}
+    CREATE TABLE quality_events (
+        event_id    bigserial   PRIMARY KEY,
+        metal       text        NOT NULL,
+        "timestamp" timestamptz NOT NULL,
+        price       double precision NOT NULL,
+        quality     text        NOT NULL,
+        decision    text        NOT NULL,
+        reason      text,
+        decided_by  text        NOT NULL,
+        decided_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX ON quality_events (metal, "timestamp");
+    {views}
+"""
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "historic tables, analytics table, run ledger", _initial_schema()),
     (2, "model runs and price predictions", _MODEL_TABLES),
@@ -236,6 +279,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (4, "historic tables become the partitions of the analytics table", _partitioned_schema()),
     (5, "analyst views daily_ohlc and price_ranges", _analyst_views()),
     (6, "80% price intervals", _INTERVALS),
+    (7, "quality marks; analyst views read good rows only", _quality_marks()),
 ]
 
 

@@ -9,12 +9,14 @@ upserted at the end (the last line wins for a repeated time)."""
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
 from source.db_functions.loaders import UpsertCounts, check_units
 from source.db_functions.migrations import historic_table
+from source.db_functions.quality_marks import assess_metal
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's binary time origin, in Unix µs
 # Binary COPY: signature, flags, header extension length; per row the field count, then a
@@ -103,8 +105,10 @@ class BulkWriter:
         self.cur = cur
         self.table = historic_table(metal)
         self.labels = {"metal": metal, "currency": currency, "unit": unit, "raw_file": raw_file}
+        self.metal = metal
         self.direct_rows = 0
         self.staged = False
+        self.first_us: int | None = None  # the earliest time written: judged from there
         check_units(cur, self.table, {(currency, unit)})
         cur.execute("SELECT (extract(epoch FROM now()) * 1000000)::bigint")
         self.fetched_us = cur.fetchone()[0]
@@ -112,6 +116,8 @@ class BulkWriter:
     def write(self, rows: pd.DataFrame) -> None:
         if not len(rows):
             return
+        first = int(rows["ts_us"].min())
+        self.first_us = first if self.first_us is None else min(self.first_us, first)
         if not self.staged and self._cannot_collide(rows):
             buffer = table_buffer(rows, fetched_us=self.fetched_us, **self.labels)
             self.cur.copy_expert(
@@ -153,6 +159,9 @@ class BulkWriter:
         if self.staged:
             staged, duplicates = self._upsert_staged()
             counts += staged
+        if self.first_us is not None:  # vendor files carry bad ticks too: the same rules
+            since = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=self.first_us)
+            counts += UpsertCounts(marks=tuple(assess_metal(self.cur, self.metal, since)))
         return counts, duplicates
 
     def _upsert_staged(self) -> tuple[UpsertCounts, int]:

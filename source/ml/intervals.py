@@ -100,3 +100,47 @@ def interval_metrics(actual, lower, upper, naive_lower, naive_upper) -> dict:
         "naive_interval_score": naive,
         "interval_score_ratio": score / naive if naive > 0 else None,
     }
+
+
+def _xlogy(x: float, y: float) -> float:
+    return 0.0 if x == 0 else x * np.log(y)
+
+
+def kupiec_pvalue(misses: np.ndarray, level: float = LEVEL) -> float | None:
+    """Kupiec's proportion-of-failures test: is the share of actual values outside the
+    interval the 1 - level it should be? (likelihood ratio, chi-squared with 1 degree)"""
+    from scipy.stats import chi2
+
+    misses = np.asarray(misses, dtype=bool)
+    n, x = len(misses), int(misses.sum())
+    if n == 0:
+        return None
+    p, observed = 1 - level, x / n
+    ratio = -2 * (
+        _xlogy(n - x, 1 - p) + _xlogy(x, p) - _xlogy(n - x, 1 - observed) - _xlogy(x, observed)
+    )
+    return float(chi2.sf(max(ratio, 0.0), 1))
+
+
+def christoffersen_pvalue(misses: np.ndarray) -> float | None:
+    """Christoffersen's independence test: does a miss make the next miss likelier (misses
+    that cluster)? Pass non-overlapping origins for horizons above one step."""
+    from scipy.stats import chi2
+
+    hits = np.asarray(misses, dtype=int)
+    if len(hits) < 3:
+        return None
+    before, after = hits[:-1], hits[1:]
+    n00 = int(np.sum((before == 0) & (after == 0)))
+    n01 = int(np.sum((before == 0) & (after == 1)))
+    n10 = int(np.sum((before == 1) & (after == 0)))
+    n11 = int(np.sum((before == 1) & (after == 1)))
+    if (n00 + n01) == 0 or (n10 + n11) == 0:
+        return None
+    pi01, pi11 = n01 / (n00 + n01), n11 / (n10 + n11)
+    pi = (n01 + n11) / (n00 + n01 + n10 + n11)
+    unrestricted = (
+        _xlogy(n00, 1 - pi01) + _xlogy(n01, pi01) + _xlogy(n10, 1 - pi11) + _xlogy(n11, pi11)
+    )
+    restricted = _xlogy(n00 + n10, 1 - pi) + _xlogy(n01 + n11, pi)
+    return float(chi2.sf(max(-2 * (restricted - unrestricted), 0.0), 1))

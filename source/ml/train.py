@@ -33,10 +33,11 @@ TARGETS = ("rate_price", "rate_ask")
 
 
 def read_history(conn, metal: str) -> pd.DataFrame:
+    """The metal's good rows only: a suspect or rejected quote never reaches a model."""
     with conn.cursor() as cur:
         cur.execute(
             f'SELECT "timestamp", rate_price, rate_ask FROM {historic_table(metal)} '
-            'ORDER BY "timestamp"'
+            "WHERE quality = 'ok' ORDER BY \"timestamp\""
         )
         rows = cur.fetchall()
     frame = pd.DataFrame(rows, columns=["timestamp", "rate_price", "rate_ask"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from source.report.charts import draw_chart
+from source.report.charts import age_text, draw_chart
 from source.report.text import _age, _number
 
 STYLE = """
@@ -150,6 +150,24 @@ def _backups(facts: dict) -> str:
     )
 
 
+def _quality(facts: dict) -> str:
+    marks = facts.get("quality") or {}
+    text = (
+        f"<p>{marks.get('suspect', 0)} suspect and {marks.get('rejected', 0)} rejected quote(s) "
+        "are kept but left out of the models, the views and the chart lines "
+        "(<code>python main.py quality</code> lists them).</p>"
+    )
+    rows = [
+        [escape(r["metal"]), _number(r["price"]), _when(r["time"]), escape(r["reason"] or "")]
+        for r in marks.get("undecided", [])
+    ]
+    if rows:
+        text += "<p>Waiting for the next quotes:</p>" + _table(
+            ["metal", "price", "time (UTC)", "why"], rows
+        )
+    return text
+
+
 def _verdict(facts: dict) -> str:
     if facts["healthy"]:
         return '<div class="ok">Healthy: nothing needs a look.</div>'
@@ -157,7 +175,26 @@ def _verdict(facts: dict) -> str:
     return f'<div class="warn"><strong>Needs a look:</strong><ul>{items}</ul></div>'
 
 
-def write_report(facts: dict, history: dict[str, pd.DataFrame], out: Path) -> Path:
+def _caption(metal: str, history, now) -> str:
+    if history is None or history.newest is None:
+        return f"{escape(metal.capitalize())}: no quote yet."
+    marked = history.marked
+    notes = [
+        f"{(marked['quality'] == mark).sum()} {mark} quote(s) marked, not used"
+        for mark in ("suspect", "rejected")
+        if len(marked) and (marked["quality"] == mark).any()
+    ]
+    shown = "the last 7 days of quotes" if history.resolution == "hourly" else (
+        "daily closes of the last 180 days")
+    return escape(
+        f"{metal.capitalize()}: last quote {pd.Timestamp(history.newest):%Y-%m-%d %H:%M} UTC, "
+        f"{age_text(history.newest, now)} ago; {shown} before it"
+        + "".join(f"; {note}" for note in notes)
+        + "."
+    )
+
+
+def write_report(facts: dict, history: dict, out: Path, now=None) -> Path:
     """Write the charts and index.html into `out`; return the page's path."""
     out.mkdir(parents=True, exist_ok=True)
     figures = []
@@ -170,12 +207,14 @@ def write_report(facts: dict, history: dict[str, pd.DataFrame], out: Path) -> Pa
             metal=metal,
             currency=facts["currency"],
             unit=facts["unit"],
-            history=history.get(metal, pd.DataFrame(columns=["timestamp", "rate_price"])),
+            history=history[metal],
             forecasts=forecasts,
+            now=now,
         )
         figures.append(
             f'<figure><img src="{escape(chart.name)}" width="1000" height="460" '
-            f'alt="{escape(metal)} price history and forecasts"></figure>'
+            f'alt="{escape(metal)} price history and forecasts">'
+            f"<figcaption>{_caption(metal, history[metal], now)}</figcaption></figure>"
         )
     api = f"{facts['runs']['api_requests_this_month']:,} API request(s) this month (counted here)"
     page = f"""<!doctype html>
@@ -196,6 +235,7 @@ def write_report(facts: dict, history: dict[str, pd.DataFrame], out: Path) -> Pa
 the up/down calls the model made.</p>{_models(facts)}
 <h2>Recent runs</h2>{_runs(facts)}
 <h2>Backups</h2>{_backups(facts)}
+<h2>Quality</h2>{_quality(facts)}
 </body></html>
 """
     index = out / "index.html"

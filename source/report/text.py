@@ -136,13 +136,27 @@ def _backups(facts: dict) -> list[str]:
     ]
 
 
+def _quality(facts: dict) -> list[str]:
+    marks = facts.get("quality") or {}
+    lines = [
+        f"QUALITY: {marks.get('suspect', 0)} suspect, {marks.get('rejected', 0)} rejected "
+        "quote(s) kept out of models, views and charts"
+    ]
+    for row in marks.get("undecided", []):
+        lines.append(
+            f"  undecided: {row['metal']} {row['price']:,.2f} at {row['time'][:16]} "
+            f"({row['reason']})"
+        )
+    return lines
+
+
 def render_text(facts: dict) -> str:
     verdict = "HEALTHY" if facts["healthy"] else f"{len(facts['warnings'])} WARNING(S)"
     lines = [
         f"commodities pipeline - {facts['database']} - {facts['generated_at'][:19]}Z - {verdict}"
     ]
     lines += [f"  ! {w}" for w in facts["warnings"]]
-    for section in (_metals, _ranges, _forecasts, _runs, _models, _backups):
+    for section in (_metals, _ranges, _forecasts, _runs, _models, _backups, _quality):
         lines += ["", *section(facts)]
     return "\n".join(lines)
 
