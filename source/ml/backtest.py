@@ -53,6 +53,8 @@ def backtest_csv(path: Path, column: str, time_column: str | None = None) -> dic
         "interval_score",
         "naive_interval_score",
         "interval_score_ratio",
+        "kupiec_p",
+        "christoffersen_p",
     )
     return {key: first[key] for key in keys} | {
         "direction_base_rate": first["direction_base_rate"],

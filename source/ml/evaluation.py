@@ -8,18 +8,16 @@ import numpy as np
 import pandas as pd
 
 from source.ml.features import HORIZONS, build_features, build_targets
-from source.ml.intervals import (
-    LAMBDAS,
-    ScaledQuantiles,
-    calibrate,
-    ewma_volatility,
-    interval_metrics,
-    naive_bounds,
-)
+from source.ml.intervals import IntervalModel, calibrate, interval_metrics, naive_bounds
 from source.ml.models import ForecastModel, fit_forecast_model
+from source.ml.volatility import VolatilityModel, buckets_of, frequency_of
 
 N_FOLDS = 4
 TEST_FRACTION = 0.25
+# The window before each fold that chooses the point model and calibrates the intervals, in
+# folds: two give the interval quantiles and the ranking of volatility candidates a steadier
+# footing than one.
+VALIDATION_FOLDS = 2
 MIN_ROWS = 300  # below this a model is skipped, not trained
 
 
@@ -29,7 +27,8 @@ class NotEnoughData(ValueError):
 
 @dataclass
 class Dataset:
-    """Aligned features, targets and prices for the rows where everything is known."""
+    """Aligned features, targets and prices for the rows where everything is known, and what
+    the volatility forecasts need of the whole series."""
 
     X: np.ndarray
     Y: np.ndarray
@@ -37,8 +36,10 @@ class Dataset:
     feature_names: list[str]
     horizons: tuple[int, ...]
     last_features: np.ndarray  # the newest row: what a live forecast starts from
-    sigmas: dict  # EWMA decay -> volatility of one-step returns at each usable row
-    last_sigmas: dict  # EWMA decay -> volatility at the newest row
+    returns: np.ndarray  # one-step log returns of the whole series (0 for the first row)
+    buckets: np.ndarray  # seasonal bucket of every row (hour or day of the week)
+    frequency: str  # "hourly", "daily" or "none" (no timestamps)
+    positions: np.ndarray  # each usable row's place in the whole series
 
     @classmethod
     def from_series(cls, prices: pd.Series, timestamps=None, horizons=HORIZONS) -> Dataset:
@@ -48,7 +49,12 @@ class Dataset:
         usable = features.notna().all(axis=1) & targets.notna().all(axis=1)
         if int(usable.sum()) < MIN_ROWS:
             raise NotEnoughData(f"{int(usable.sum())} usable rows, need at least {MIN_ROWS}")
-        volatility = {decay: ewma_volatility(prices, decay) for decay in LAMBDAS}
+        frequency = frequency_of(timestamps)
+        buckets = (
+            buckets_of(timestamps, frequency)
+            if timestamps is not None
+            else np.zeros(len(prices), dtype=int)
+        )
         return cls(
             X=features[usable].to_numpy(),
             Y=targets[usable].to_numpy(),
@@ -56,9 +62,15 @@ class Dataset:
             feature_names=list(features.columns),
             horizons=tuple(horizons),
             last_features=features.iloc[[-1]].to_numpy(),
-            sigmas={decay: sigma[usable.to_numpy()] for decay, sigma in volatility.items()},
-            last_sigmas={decay: float(sigma[-1]) for decay, sigma in volatility.items()},
+            returns=np.log(prices).diff().fillna(0.0).to_numpy(),
+            buckets=np.asarray(buckets, dtype=int),
+            frequency=frequency,
+            positions=np.flatnonzero(usable.to_numpy()),
         )
+
+    def volatility(self, end: int) -> VolatilityModel:
+        """Volatility candidates fitted on the whole series' returns before row `end`."""
+        return VolatilityModel(self.returns, self.buckets, self.frequency, end)
 
 
 def horizon_metrics(prices, actual_returns, predicted_returns) -> dict:
@@ -99,24 +111,44 @@ def fold_plan(n: int, horizons, n_folds: int = N_FOLDS, test_fraction: float = T
     return plan, fold_size
 
 
-def calibrate_intervals(data: Dataset, model: ForecastModel) -> dict[int, ScaledQuantiles]:
-    """Interval quantiles per horizon from the model's own validation residuals."""
+# Independent h-row moves a calibration window should hold: a quantile of |scaled residuals|
+# from fewer is too noisy (e.g. 24-day moves in two years of daily closes).
+MIN_INDEPENDENT_MOVES = 150
+
+
+def calibrate_intervals(
+    data: Dataset, model: ForecastModel, volatility: VolatilityModel
+) -> dict[int, IntervalModel]:
+    """Interval per horizon from the model's own validation residuals; where the validation
+    window holds too few independent h-row moves, from the rows before it as well (with the
+    naive forecast's residuals there: the actual returns), as far back as data allows."""
     rows, predicted = model.validation
+    earliest = int(np.searchsorted(data.positions, volatility.warm_up))
     intervals = {}
     for j, h in enumerate(data.horizons):
+        missing = MIN_INDEPENDENT_MOVES * h - len(rows)
+        before = np.arange(max(earliest, rows[0] - max(missing, 0)), rows[0])
+        cal_rows = np.concatenate([before, rows])
+        cal_predicted = np.concatenate([np.zeros(len(before)), predicted[:, j]])
         intervals[h] = calibrate(
-            predicted[:, j],
-            data.Y[rows, j],
-            {decay: sigma[rows] for decay, sigma in data.sigmas.items()},
-            h,
-            data.prices[rows],
+            cal_predicted, data.Y[cal_rows, j], volatility, data.positions[cal_rows], h,
+            data.prices[cal_rows],
         )
     return intervals
 
 
 def walk_forward(data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = TEST_FRACTION):
     """Expanding-window folds over the most recent data; training purged of target overlap.
-    Point metrics against persistence, interval metrics against constant quantiles."""
+    Point metrics against persistence, interval metrics against constant quantiles. Every
+    profile, decay, regression and quantile is fitted on data before the fold."""
+    return walk_forward_origins(data, n_folds, test_fraction)[0]
+
+
+def walk_forward_origins(
+    data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = TEST_FRACTION
+) -> tuple[dict, np.ndarray]:
+    """walk_forward's metrics, and the origins tested (rows of the whole series), so that
+    other interval methods can be scored on exactly the same ones (benchmarks/intervals.py)."""
     plan, fold_size = fold_plan(len(data.X), data.horizons, n_folds, test_fraction)
     predictions, rows, choices, bounds = [], [], [], []
     for train_end, start, end in plan:
@@ -125,14 +157,16 @@ def walk_forward(data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = T
             data.Y[:train_end],
             horizons=data.horizons,
             feature_names=data.feature_names,
-            validation_size=fold_size,
+            validation_size=VALIDATION_FOLDS * fold_size,
         )
         predicted = model.predict_returns(data.X[start:end])
-        intervals = calibrate_intervals(data, model)
+        volatility = data.volatility(int(data.positions[start]))
+        intervals = calibrate_intervals(data, model, volatility)
         fold_bounds = []
         for j, h in enumerate(data.horizons):
-            sigma = data.sigmas[intervals[h].decay][start:end]
-            lower, upper = intervals[h].bounds(predicted[:, j], sigma, h)
+            origins = data.positions[start:end]
+            variance = intervals[h].variance(volatility, origins, h)
+            lower, upper = intervals[h].bounds(predicted[:, j], variance)
             naive = naive_bounds(data.Y[:train_end, j])
             fold_bounds.append(
                 (lower, upper, np.full(end - start, naive[0]), np.full(end - start, naive[1]))
@@ -158,21 +192,24 @@ def walk_forward(data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = T
                 prices * np.exp(upper),
                 prices * np.exp(naive_lower),
                 prices * np.exp(naive_upper),
+                horizon=h,
             )
             | {"chosen_per_fold": [fold[j] for fold in choices]}
         )
-    return by_horizon
+    return by_horizon, data.positions[rows]
 
 
-def fit_final(data: Dataset) -> ForecastModel:
-    """The deployed model: selection on the most recent window, refit on everything."""
+def fit_final(data: Dataset) -> tuple[ForecastModel, VolatilityModel]:
+    """The deployed model: selection on the most recent window, refit on everything; with the
+    volatility model of the whole series, for the live interval."""
     fold_size = max(int(len(data.X) * TEST_FRACTION) // N_FOLDS, 1)
     model = fit_forecast_model(
         data.X,
         data.Y,
         horizons=data.horizons,
         feature_names=data.feature_names,
-        validation_size=fold_size,
+        validation_size=VALIDATION_FOLDS * fold_size,
     )
-    model.intervals = calibrate_intervals(data, model)
-    return model
+    volatility = data.volatility(len(data.returns))
+    model.intervals = calibrate_intervals(data, model, volatility)
+    return model, volatility

@@ -1,12 +1,18 @@
-"""80% price intervals (pure functions): volatility-scaled conformal quantiles.
+"""80% price intervals (pure functions): conformal quantiles of volatility-scaled residuals.
 
-A forecast's residual return at horizon h, divided by the EWMA volatility of one-step returns
-known at the forecast's origin times sqrt(h), is close to identically distributed even though
-volatility clusters. Its empirical 10% and 90% quantiles on a calibration window (the
-validation window, purged like the point forecast) scale back into an interval around the
-point forecast with today's volatility. The EWMA decay is chosen on that window by the
-interval score. The benchmark is the naive interval: constant empirical quantiles of all past
-h-step returns around the last price.
+A forecast's residual log return at horizon h, divided by the forecast standard deviation of
+that return (source/ml/volatility.py: seasonal profile times a variance forecast), is close to
+identically distributed even though volatility clusters and has a weekly shape. The 80%
+quantile of its absolute value on a calibration window (the validation window, purged like the
+point forecast) scales back into an interval around the point forecast.
+
+The variance forecast combines candidates (a geometric mean): those whose interval score on the
+calibration window is within 0.5% of the best one's at one step, within 3% at longer
+horizons, where one window ranks candidates for several hours ahead less sharply than for the
+next one. A combination is hurt less by a wrong ranking than a single pick. The naive interval
+(constant empirical quantiles of past h-step returns around the last price) is the floor every
+model must beat; the classical peers (RiskMetrics, GARCH) are compared in
+benchmarks/intervals.py.
 """
 
 from __future__ import annotations
@@ -14,23 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 LEVEL = 0.8
 ALPHA = 1 - LEVEL  # Gneiting-Raftery's alpha for a central 80% interval
-LAMBDAS = (0.94, 0.97, 0.99)  # EWMA decays tried (RiskMetrics' hourly/daily range)
-
-
-def ewma_volatility(prices: pd.Series, decay: float) -> np.ndarray:
-    """Causal EWMA standard deviation of one-step log returns, at each row (uses up to t)."""
-    returns = np.log(pd.Series(prices, dtype="float64")).diff().fillna(0.0)
-    variance = (returns**2).ewm(alpha=1 - decay, adjust=False).mean().to_numpy()
-    floor = (
-        max(float(np.nanmedian(np.sqrt(variance[variance > 0]))) * 1e-3, 1e-12)
-        if (variance > 0).any()
-        else 1e-12
-    )
-    return np.maximum(np.sqrt(variance), floor)
+# Candidates combined: those whose calibration interval score is within this share of the
+# best one's: tight at one step, looser beyond, where one window ranks them less sharply.
+TOLERANCE = {1: 0.005, "longer": 0.03}
 
 
 def interval_score(lower, upper, actual, alpha: float = ALPHA) -> np.ndarray:
@@ -49,40 +44,47 @@ def coverage(lower, upper, actual) -> float:
 
 
 @dataclass(frozen=True)
-class ScaledQuantiles:
-    """Interval of one horizon: return quantiles in units of sigma*sqrt(h)."""
+class IntervalModel:
+    """One horizon's interval: the variance candidates combined, and the |z| quantile."""
 
-    decay: float
-    low: float
-    high: float
+    members: tuple[str, ...]
+    quantile: float
 
-    def bounds(self, predicted_return, sigma, horizon: int):
+    def variance(self, volatility, rows, horizon: int) -> np.ndarray:
+        """Geometric mean of the members' variance forecasts at these origin rows."""
+        logs = [np.log(volatility.variance(m, rows, horizon)) for m in self.members]
+        return np.exp(np.mean(logs, axis=0))
+
+    def bounds(self, predicted_return, variance):
         """(lower, upper) log-return bounds around the predicted return."""
-        width = np.asarray(sigma) * np.sqrt(horizon)
-        return predicted_return + self.low * width, predicted_return + self.high * width
+        half = self.quantile * np.sqrt(np.asarray(variance))
+        return predicted_return - half, predicted_return + half
 
 
 def calibrate(
-    predicted: np.ndarray, actual: np.ndarray, sigmas: dict[float, np.ndarray], horizon: int, prices
-) -> ScaledQuantiles:
-    """Per decay, quantiles of the scaled residuals (actual - predicted log returns); keep the
-    decay with the best interval score on these rows."""
+    predicted: np.ndarray, actual: np.ndarray, volatility, rows: np.ndarray, horizon: int, prices
+) -> IntervalModel:
+    """Rank the variance candidates by interval score on these rows (origins in the whole
+    series' numbering), combine the best, and take the 80% quantile of |scaled residuals|."""
     residuals = actual - predicted
     actual_prices = prices * np.exp(actual)
-    best, best_score = None, np.inf
-    for decay, sigma in sigmas.items():
-        z = residuals / (sigma * np.sqrt(horizon))
-        # Symmetric: |z|'s 80% quantile. A short window's drift would otherwise skew it.
-        high = float(np.quantile(np.abs(z), LEVEL))
-        low = -high
-        candidate = ScaledQuantiles(decay, low, high)
-        lo, hi = candidate.bounds(predicted, sigma, horizon)
+    scored = []
+    for name in volatility.candidates:
+        variance = volatility.variance(name, rows, horizon)
+        if not np.all(np.isfinite(variance)) or np.any(variance <= 0):
+            continue
+        quantile = float(np.quantile(np.abs(residuals) / np.sqrt(variance), LEVEL))
+        lower, upper = IntervalModel((name,), quantile).bounds(predicted, variance)
         score = float(
-            np.mean(interval_score(prices * np.exp(lo), prices * np.exp(hi), actual_prices))
+            np.mean(interval_score(prices * np.exp(lower), prices * np.exp(upper), actual_prices))
         )
-        if score < best_score:
-            best, best_score = candidate, score
-    return best
+        scored.append((score, name))
+    scored.sort()
+    tolerance = TOLERANCE[1] if horizon == 1 else TOLERANCE["longer"]
+    members = [name for score, name in scored if score <= scored[0][0] * (1 + tolerance)]
+    combined = IntervalModel(tuple(members), 1.0).variance(volatility, rows, horizon)
+    quantile = float(np.quantile(np.abs(residuals) / np.sqrt(combined), LEVEL))
+    return IntervalModel(tuple(members), quantile)
 
 
 def naive_bounds(past_returns: np.ndarray) -> tuple[float, float]:
@@ -91,14 +93,19 @@ def naive_bounds(past_returns: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def interval_metrics(actual, lower, upper, naive_lower, naive_upper) -> dict:
+def interval_metrics(actual, lower, upper, naive_lower, naive_upper, horizon: int = 1) -> dict:
     score = float(np.mean(interval_score(lower, upper, actual)))
     naive = float(np.mean(interval_score(naive_lower, naive_upper, actual)))
+    misses = (np.asarray(actual) < np.asarray(lower)) | (np.asarray(actual) > np.asarray(upper))
     return {
         "interval_coverage": coverage(lower, upper, actual),
         "interval_score": score,
         "naive_interval_score": naive,
         "interval_score_ratio": score / naive if naive > 0 else None,
+        # Calibration tests: the share of misses (Kupiec), and whether misses cluster
+        # (Christoffersen, on non-overlapping origins: every h-th one).
+        "kupiec_p": kupiec_pvalue(misses),
+        "christoffersen_p": christoffersen_pvalue(misses[::horizon]),
     }
 
 

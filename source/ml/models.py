@@ -85,7 +85,7 @@ class ForecastModel:
         self.choices = choices
         self.estimators = estimators
         self.validation: tuple[np.ndarray, np.ndarray] | None = None
-        self.intervals: dict = {}  # horizon -> ScaledQuantiles, set by fit_final
+        self.intervals: dict = {}  # horizon -> IntervalModel, set by fit_final
 
     def predict_returns(self, X: np.ndarray) -> np.ndarray:
         out = np.zeros((len(X), len(self.horizons)))

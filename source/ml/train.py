@@ -50,7 +50,7 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
     sampling = sampling or {"frequency": HOURLY, "rule": "as given", "rows_used": len(series)}
     data = Dataset.from_series(series[target], series["timestamp"])
     metrics = walk_forward(data)
-    model = fit_final(data)
+    model, volatility = fit_final(data)
     origin_time = series["timestamp"].iloc[-1]
     last_value = float(series[target].iloc[-1])
     returns = model.predict_returns(data.last_features)[0]
@@ -58,9 +58,10 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
         h: last_value * float(np.exp(r)) for h, r in zip(data.horizons, returns, strict=True)
     }
     bounds = {}
+    last = np.array([len(data.returns) - 1])  # the newest row, in the whole series
     for h, r in zip(data.horizons, returns, strict=True):
         interval = model.intervals[h]
-        low, high = interval.bounds(r, data.last_sigmas[interval.decay], h)
+        low, high = interval.bounds(r, interval.variance(volatility, last, h)[0])
         bounds[h] = (last_value * float(np.exp(low)), last_value * float(np.exp(high)))
     metadata = {
         "metal": metal,
@@ -84,10 +85,14 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
         "metrics": {str(h): m for h, m in metrics.items()},
         "interval": {
             "level": LEVEL,
-            "method": "validation residuals scaled by EWMA volatility times sqrt(horizon); "
-            "10%/90% quantiles; decay chosen by interval score",
+            "method": "validation residuals scaled by a seasonal (hour-of-week) volatility "
+            "forecast; the 80% quantile of |scaled residuals|; variance candidates (EWMA, HAR, "
+            "log-HAR, GARCH) combined when their interval score is within 0.5% (h=1) or 3% "
+            "(longer) of the best on the calibration window",
+            "seasonality": data.frequency,
+            "garch": volatility.garch,
             "by_horizon": {
-                str(h): {"decay": q.decay, "low": q.low, "high": q.high}
+                str(h): {"members": list(q.members), "quantile": q.quantile}
                 for h, q in model.intervals.items()
             },
         },

@@ -1,0 +1,138 @@
+"""The 80% intervals against the volatility models desks use: seasonality is found where it is
+and not invented where it is not; nothing after a fold's start reaches its volatility model;
+the calibration tests answer what the textbooks say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from source.ml.evaluation import Dataset, walk_forward_origins
+from source.ml.intervals import (
+    ALPHA,
+    christoffersen_pvalue,
+    interval_score,
+    kupiec_pvalue,
+)
+from source.ml.volatility import Seasonality, VolatilityModel, buckets_of
+
+
+def trading_hours(n: int) -> pd.Series:
+    """Hourly stamps without weekends, as a metal's quotes."""
+    stamps = pd.date_range("2021-01-04", periods=int(n * 1.5), freq="h", tz="UTC")
+    return pd.Series(stamps[stamps.day_of_week < 5][:n])
+
+
+def series(n: int, seed: int, seasonal: bool) -> tuple[pd.Series, pd.Series]:
+    """A random walk; with `seasonal`, returns three times larger in two busy hours a day and
+    a third as large at night (the shape of a metal's London/New York day)."""
+    rng = np.random.default_rng(seed)
+    stamps = trading_hours(n)
+    scale = np.ones(n)
+    if seasonal:
+        hour = stamps.dt.hour.to_numpy()
+        scale = np.where(np.isin(hour, (8, 14)), 3.0, np.where(hour < 6, 1 / 3, 1.0))
+    returns = rng.normal(0, 0.001, n) * scale
+    returns[0] = 0
+    return pd.Series(1000 * np.exp(np.cumsum(returns))), stamps
+
+
+def riskmetrics_score(prices: pd.Series, origins: np.ndarray, h: int) -> float:
+    """The desk's default: EWMA 0.94 variance, normal quantiles, sqrt(h)."""
+    values = prices.to_numpy()
+    returns = np.log(prices).diff().fillna(0.0).to_numpy()
+    variance = pd.Series(returns**2).ewm(alpha=0.06, adjust=False).mean().to_numpy()
+    half = np.sqrt(variance[origins] * h) * 1.2815515655446004
+    low, high = values[origins] * np.exp(-half), values[origins] * np.exp(half)
+    return float(np.mean(interval_score(low, high, values[origins + h])))
+
+
+def true_volatility_score(prices: pd.Series, origins: np.ndarray, h: int) -> float:
+    """What knowing the random walk's true, constant volatility gives: the best there is."""
+    values = prices.to_numpy()
+    half = 0.001 * np.sqrt(h) * 1.2815515655446004
+    low, high = values[origins] * np.exp(-half), values[origins] * np.exp(half)
+    return float(np.mean(interval_score(low, high, values[origins + h])))
+
+
+@pytest.mark.parametrize("seed", [4, 9])
+def test_a_random_walk_without_seasonality_gets_nothing_from_the_future(seed):
+    # Constant volatility: nothing beats knowing it. Doing better than that would mean the
+    # profile, the models or the quantiles saw the future; and no made-up seasonality or
+    # model makes it much better than the desk's RiskMetrics either.
+    prices, stamps = series(6000, seed, seasonal=False)
+    metrics, origins = walk_forward_origins(Dataset.from_series(prices, stamps))
+    for h in (1, 6, 24):
+        score = metrics[h]["interval_score"]
+        assert score / true_volatility_score(prices, origins, h) >= 0.99, h
+        assert score / riskmetrics_score(prices, origins, h) >= 0.95, h
+        assert 0.76 <= metrics[h]["interval_coverage"] <= 0.84
+
+
+def test_a_weekly_shape_in_volatility_is_found_and_pays():
+    prices, stamps = series(8000, 3, seasonal=True)
+    metrics, origins = walk_forward_origins(Dataset.from_series(prices, stamps))
+    ratio = metrics[1]["interval_score"] / riskmetrics_score(prices, origins, 1)
+    assert ratio < 0.85  # the busy and quiet hours get their own widths
+    assert 0.77 <= metrics[1]["interval_coverage"] <= 0.83
+    # The profile itself: busy hours about three times, night hours a third, of the rest.
+    returns = np.log(prices).diff().fillna(0.0).to_numpy()
+    buckets = buckets_of(stamps, "hourly")
+    profile = Seasonality.fit(returns[1:], buckets[1:], 168).profile
+    busy, night, other = profile[8], profile[2], profile[11]
+    assert 2.4 < busy / other < 3.6 and 0.25 < night / other < 0.45
+
+
+def test_nothing_after_the_end_reaches_the_volatility_model():
+    prices, stamps = series(6000, 5, seasonal=True)
+    returns = np.log(prices).diff().fillna(0.0).to_numpy().copy()
+    buckets = buckets_of(stamps, "hourly")
+    end = 4000
+    origins = np.arange(3000, end)
+    before = VolatilityModel(returns, buckets, "hourly", end)
+    changed = returns.copy()
+    changed[end:] *= 5  # a very different future
+    after = VolatilityModel(changed, buckets, "hourly", end)
+    assert np.array_equal(before.seasonality.profile, after.seasonality.profile)
+    assert before.garch == after.garch
+    for name in before.candidates:
+        for h in (1, 6, 24):
+            assert np.allclose(
+                before.variance(name, origins, h), after.variance(name, origins, h)
+            ), name
+
+
+def test_a_forecast_spanning_the_weekend_is_wider():
+    prices, stamps = series(6000, 6, seasonal=False)
+    returns = np.log(prices).diff().fillna(0.0).to_numpy().copy()
+    returns[stamps.dt.day_of_week.eq(0) & stamps.dt.hour.eq(0)] *= 6  # the weekend's gap
+    buckets = buckets_of(stamps, "hourly")
+    model = VolatilityModel(returns, buckets, "hourly", len(returns))
+    friday_late = np.flatnonzero((stamps.dt.day_of_week == 4) & (stamps.dt.hour == 23))[-1]
+    tuesday = np.flatnonzero((stamps.dt.day_of_week == 1) & (stamps.dt.hour == 23))[-1]
+    ratio = model.variance("ewma 0.97", [friday_late], 1) / model.variance(
+        "ewma 0.97", [tuesday], 1
+    )
+    assert ratio[0] > 10
+
+
+def test_kupiec_accepts_the_right_share_of_misses_and_rejects_a_wrong_one():
+    rng = np.random.default_rng(0)
+    right = rng.random(2000) < ALPHA
+    assert kupiec_pvalue(right) > 0.05
+    wrong = rng.random(2000) < 0.3
+    assert kupiec_pvalue(wrong) < 1e-6
+    # By hand: 250 misses in 1,000 against 20% expected: LR = 2 * (750 ln(0.75/0.8) +
+    # 250 ln(0.25/0.2)) = 14.78, p = 0.000121.
+    misses = np.zeros(1000, dtype=bool)
+    misses[:250] = True
+    assert kupiec_pvalue(misses) == pytest.approx(0.000121, rel=0.01)
+
+
+def test_christoffersen_sees_misses_that_cluster():
+    rng = np.random.default_rng(1)
+    independent = rng.random(3000) < ALPHA
+    assert christoffersen_pvalue(independent) > 0.05
+    clustered = np.repeat(rng.random(600) < ALPHA, 5)  # misses come five in a row
+    assert christoffersen_pvalue(clustered) < 1e-6
