@@ -118,17 +118,22 @@ def prune(backup_dir: Path, keep: int) -> list[str]:
     """Keep the newest `keep` backups, and always the newest verified one; return removed IDs."""
     remove_leftovers(backup_dir)
     backups = list_backups(backup_dir)
-    kept = {b.id for b in backups[-keep:]}
     # Never delete the newest backup proven by a restore (or, if none was, the newest read
     # end to end): a read-only check is not trusted as if it had restored.
-    verified = [b for b in backups if b.fully_verified] or [b for b in backups if b.verified]
-    if verified and verified[-1].id not in kept:
-        kept.add(verified[-1].id)
-        log.warning("kept %s: it is the newest verified backup", verified[-1].id)
-    removed = []
+    proven = [b.id for b in backups if b.fully_verified] or [b.id for b in backups if b.verified]
+    removed, spared = retention([b.id for b in backups], keep, proven)
+    if spared:
+        log.warning("kept %s: it is the newest verified backup", spared)
     for backup in backups:
-        if backup.id not in kept:
+        if backup.id in removed:
             shutil.rmtree(backup.path)
-            removed.append(backup.id)
             log.info("pruned backup %s (BACKUP_KEEP=%d)", backup.id, keep)
     return removed
+
+
+def retention(ids: list[str], keep: int, proven: list[str]) -> tuple[list[str], str | None]:
+    """Of IDs oldest first: those to delete when keeping the newest `keep` and always the
+    newest of `proven` (also oldest first); and that one, when it was kept beyond `keep`."""
+    kept = set(ids[-keep:])
+    spared = proven[-1] if proven and proven[-1] not in kept else None
+    return [i for i in ids if i not in kept and i != spared], spared

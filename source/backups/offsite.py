@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from source.backups.catalog import BackupInfo, list_backups
-from source.backups.remote import CHECKED, RESTORED, RemoteBackup, RemoteError, RemoteStore
+from source.backups.catalog import BackupInfo, list_backups, retention
+from source.backups.remote import CHECKED, RESTORED, RemoteError, RemoteStore
 from source.config import Settings
 from source.errors import EXIT_PARTIAL
 from source.files import atomic_write
@@ -68,24 +68,15 @@ def prune_remote(store: RemoteStore, keep: int) -> list[str]:
     """Keep the newest `keep` copies, and always the newest proven by a restore (or, when none
     was, the newest checked against a local copy)."""
     backups = store.list()
-    kept = {b.id for b in backups[-keep:]}
-    restored = [b for b in backups if b.verified and b.level == RESTORED]
-    proven = restored or [b for b in backups if b.verified and b.level == CHECKED]
-    if proven and proven[-1].id not in kept:
-        kept.add(proven[-1].id)
-        log.warning("kept %s in the bucket: it is the newest proven copy", proven[-1].id)
-    removed = []
-    for backup in backups:
-        if backup.id not in kept:
-            store.delete(backup.id)
-            removed.append(backup.id)
-            log.info("pruned %s from the bucket (BACKUP_KEEP_REMOTE=%d)", backup.id, keep)
+    restored = [b.id for b in backups if b.verified and b.level == RESTORED]
+    proven = restored or [b.id for b in backups if b.verified and b.level == CHECKED]
+    removed, spared = retention([b.id for b in backups], keep, proven)
+    if spared:
+        log.warning("kept %s in the bucket: it is the newest proven copy", spared)
+    for backup_id in removed:
+        store.delete(backup_id)
+        log.info("pruned %s from the bucket (BACKUP_KEEP_REMOTE=%d)", backup_id, keep)
     return removed
-
-
-def newest_remote(store: RemoteStore) -> RemoteBackup | None:
-    backups = store.list()
-    return backups[-1] if backups else None
 
 
 @contextmanager
