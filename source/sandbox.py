@@ -282,13 +282,7 @@ class SandboxServer:
                 if pause:
                     time.sleep(pause)
                 status, body, headers = sandbox.respond(url.path, params)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                # Recorded before answering: a client that has its answer finds it recorded.
                 with sandbox._lock:
                     sandbox.requests.append(
                         {
@@ -298,6 +292,13 @@ class SandboxServer:
                             "end": time.monotonic(),
                         }
                     )
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args):  # keep request lines (which carry the key) out of stderr
                 pass

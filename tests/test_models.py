@@ -263,3 +263,21 @@ def test_a_model_file_that_does_not_match_its_sha256_is_never_unpickled(saved_mo
     with pytest.raises(ModelIntegrityError, match="does not match"):
         load_model(saved_model, "rate_price", "gold")
     assert not marker.exists()
+
+
+def test_the_walk_forward_runs_with_one_blas_and_openmp_thread(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from source.ml import evaluation
+
+    seen = []
+
+    def fit_and_look(*args, **kwargs):
+        seen.append(threadpool_info())
+        raise RuntimeError("looked")
+
+    monkeypatch.setattr(evaluation, "fit_forecast_model", fit_and_look)
+    data = Dataset.from_series(random_walk(1000, seed=1), hourly(1000))
+    with pytest.raises(RuntimeError, match="looked"):
+        evaluation.walk_forward(data)
+    assert seen and seen[0] and all(pool["num_threads"] == 1 for pool in seen[0])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from source.ml.features import HORIZONS, build_features, build_targets
 from source.ml.intervals import IntervalModel, calibrate, interval_metrics, naive_bounds
@@ -144,11 +145,15 @@ def walk_forward(data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = T
     return walk_forward_origins(data, n_folds, test_fraction)[0]
 
 
+@threadpool_limits.wrap(limits=1)
 def walk_forward_origins(
     data: Dataset, n_folds: int = N_FOLDS, test_fraction: float = TEST_FRACTION
 ) -> tuple[dict, np.ndarray]:
     """walk_forward's metrics, and the origins tested (rows of the whole series), so that
-    other interval methods can be scored on exactly the same ones (benchmarks/intervals.py)."""
+    other interval methods can be scored on exactly the same ones (benchmarks/intervals.py).
+    One BLAS/OpenMP thread, as in training: boosting's OpenMP threads spin-wait, and on a
+    busy host (`main.py backtest` next to the hourly job) more threads than free cores make
+    it many times slower, not faster."""
     plan, fold_size = fold_plan(len(data.X), data.horizons, n_folds, test_fraction)
     predictions, rows, choices, bounds = [], [], [], []
     for train_end, start, end in plan:
