@@ -8,9 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from source.ml import evaluation
 from source.ml.evaluation import Dataset, walk_forward_origins
 from source.ml.intervals import (
     ALPHA,
+    LEVEL,
+    adapt_levels,
     christoffersen_pvalue,
     interval_score,
     kupiec_pvalue,
@@ -136,3 +139,45 @@ def test_christoffersen_sees_misses_that_cluster():
     assert christoffersen_pvalue(independent) > 0.05
     clustered = np.repeat(rng.random(600) < ALPHA, 5)  # misses come five in a row
     assert christoffersen_pvalue(clustered) < 1e-6
+
+
+def test_the_adapted_level_uses_only_outcomes_already_known():
+    rng = np.random.default_rng(2)
+    reference = np.sort(np.abs(rng.normal(size=500)))
+    scores = np.abs(rng.normal(size=300))
+    positions, h = np.arange(300), 6
+    before, _ = adapt_levels(reference, LEVEL, scores, positions, h, rate=0.05)
+    changed = scores.copy()
+    changed[100] = 50.0  # one origin's outcome, known from position 106 on
+    after, _ = adapt_levels(reference, LEVEL, changed, positions, h, rate=0.05)
+    assert np.array_equal(before[: 100 + h], after[: 100 + h])
+    assert after[100 + h] != before[100 + h]
+    # Misses one after another widen the interval; covers narrow it back.
+    thresholds, level = adapt_levels(reference, LEVEL, np.full(200, 9.0), np.arange(200), 1, 0.05)
+    assert thresholds[-1] > thresholds[0] and level > LEVEL
+    _, level = adapt_levels(reference, LEVEL, np.zeros(200), np.arange(200), 1, 0.05)
+    assert level < LEVEL
+
+
+def tails_that_change(n: int, seed: int, change: int) -> tuple[pd.Series, pd.Series]:
+    """Daily closes: normal returns, then from `change` on the same variance in fat-tailed
+    form (one day in twenty six times as wide): the share of calm days rises, and a quantile
+    fitted before the change holds far more than 80% of the moves after it."""
+    rng = np.random.default_rng(seed)
+    stamps = pd.Series(pd.bdate_range("2010-01-04", periods=n, tz="UTC"))
+    wide = rng.random(n) < 0.05
+    fat = np.where(wide, rng.normal(0, 6, n), rng.normal(0, 1, n)) / np.sqrt(2.75)
+    returns = 0.01 * np.where(np.arange(n) >= change, fat, rng.normal(0, 1, n))
+    returns[0] = 0
+    return pd.Series(100 * np.exp(np.cumsum(returns))), stamps
+
+
+def test_coverage_comes_back_to_80_percent_when_the_regime_changes(monkeypatch):
+    prices, stamps = tails_that_change(4000, seed=1, change=3000)  # the test folds: new regime
+    data = Dataset.from_series(prices, stamps)
+    adaptive = walk_forward_origins(data)[0][1]
+    monkeypatch.setattr(evaluation, "adaptation_rate", lambda frequency, horizon: 0.0)
+    fixed = walk_forward_origins(data)[0][1]
+    assert fixed["interval_coverage"] > 0.86  # the old quantile: far too wide
+    assert adaptive["interval_coverage"] < 0.845
+    assert adaptive["interval_score"] < 0.985 * fixed["interval_score"]

@@ -9,7 +9,13 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from source.ml.features import HORIZONS, build_features, build_targets
-from source.ml.intervals import IntervalModel, calibrate, interval_metrics, naive_bounds
+from source.ml.intervals import (
+    IntervalModel,
+    adaptation_rate,
+    calibrate,
+    interval_metrics,
+    naive_bounds,
+)
 from source.ml.models import ForecastModel, fit_forecast_model
 from source.ml.volatility import VolatilityModel, buckets_of, frequency_of
 
@@ -133,7 +139,7 @@ def calibrate_intervals(
         cal_predicted = np.concatenate([np.zeros(len(before)), predicted[:, j]])
         intervals[h] = calibrate(
             cal_predicted, data.Y[cal_rows, j], volatility, data.positions[cal_rows], h,
-            data.prices[cal_rows],
+            data.prices[cal_rows], rate=adaptation_rate(data.frequency, h),
         )
     return intervals
 
@@ -171,7 +177,13 @@ def walk_forward_origins(
         for j, h in enumerate(data.horizons):
             origins = data.positions[start:end]
             variance = intervals[h].variance(volatility, origins, h)
-            lower, upper = intervals[h].bounds(predicted[:, j], variance)
+            # The level adapts through the fold as the live one does between hourly trainings:
+            # each origin's interval from the outcomes known by then.
+            scores = np.abs(data.Y[start:end, j] - predicted[:, j]) / np.sqrt(variance)
+            quantiles, _ = intervals[h].adapt(
+                scores, origins, h, adaptation_rate(data.frequency, h)
+            )
+            lower, upper = intervals[h].bounds(predicted[:, j], variance, quantiles)
             naive = naive_bounds(data.Y[:train_end, j])
             fold_bounds.append(
                 (lower, upper, np.full(end - start, naive[0]), np.full(end - start, naive[1]))

@@ -9,7 +9,14 @@ point forecast) scales back into an interval around the point forecast.
 The variance forecast combines candidates (a geometric mean): those whose interval score on the
 calibration window is within 0.5% of the best one's at one step, within 3% at longer
 horizons, where one window ranks candidates for several hours ahead less sharply than for the
-next one. A combination is hurt less by a wrong ranking than a single pick. The naive interval
+next one. A combination is hurt less by a wrong ranking than a single pick.
+
+When the regime changes (volatility rising beyond anything the calibration window held), every
+variance forecast lags and misses bunch. Adaptive conformal inference (Gibbs and Candes, 2021)
+answers that: the quantile's level moves up a little after every miss and down after every
+cover, using only outcomes already known, so coverage comes back to 80% without refitting.
+Trained hourly, the live interval starts from the level reached at the newest known outcome;
+the walk-forward carries it on through each test fold the same way. The naive interval
 (constant empirical quantiles of past h-step returns around the last price) is the floor every
 model must beat; the classical peers (RiskMetrics, GARCH) are compared in
 benchmarks/intervals.py.
@@ -17,7 +24,7 @@ benchmarks/intervals.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +33,20 @@ ALPHA = 1 - LEVEL  # Gneiting-Raftery's alpha for a central 80% interval
 # Candidates combined: those whose calibration interval score is within this share of the
 # best one's: tight at one step, looser beyond, where one window ranks them less sharply.
 TOLERANCE = {1: 0.005, "longer": 0.03}
+# Adaptive conformal inference: each known outcome moves the level by gamma x (miss - ALPHA),
+# gamma = 1 / (ADAPT_DAYS x rows a day x h): a memory of about 200 trading days at any
+# frequency, and h times slower at horizon h, whose outcomes overlap and arrive h rows late.
+# Where that memory holds fewer than MIN_ADAPT_OUTCOMES independent outcomes (24-day moves of
+# daily closes: 8), a share of misses says nothing and the level stays at 80%.
+ADAPT_DAYS = 200
+ROWS_PER_DAY = {"hourly": 24, "daily": 1, "none": 1}
+MIN_ADAPT_OUTCOMES = 30
+LEVEL_RANGE = (0.5, 0.995)  # the adapted level is read within these bounds
+
+
+def adaptation_rate(frequency: str, horizon: int) -> float:
+    memory = ADAPT_DAYS * ROWS_PER_DAY[frequency]
+    return 1.0 / (memory * horizon) if memory / horizon >= MIN_ADAPT_OUTCOMES else 0.0
 
 
 def interval_score(lower, upper, actual, alpha: float = ALPHA) -> np.ndarray:
@@ -45,27 +66,82 @@ def coverage(lower, upper, actual) -> float:
 
 @dataclass(frozen=True)
 class IntervalModel:
-    """One horizon's interval: the variance candidates combined, and the |z| quantile."""
+    """One horizon's interval: the variance candidates combined, the calibration window's
+    |scaled residuals| (sorted), and the level of their quantile reached at its end."""
 
     members: tuple[str, ...]
-    quantile: float
+    reference: np.ndarray = field(compare=False, repr=False)
+    level: float = LEVEL
+
+    @property
+    def quantile(self) -> float:
+        """The |z| the live interval uses: the reference's quantile at the adapted level."""
+        return quantile_at(self.reference, self.level)
 
     def variance(self, volatility, rows, horizon: int) -> np.ndarray:
         """Geometric mean of the members' variance forecasts at these origin rows."""
         logs = [np.log(volatility.variance(m, rows, horizon)) for m in self.members]
         return np.exp(np.mean(logs, axis=0))
 
-    def bounds(self, predicted_return, variance):
-        """(lower, upper) log-return bounds around the predicted return."""
-        half = self.quantile * np.sqrt(np.asarray(variance))
+    def bounds(self, predicted_return, variance, quantile=None):
+        """(lower, upper) log-return bounds around the predicted return (at this model's
+        quantile, or at per-origin ones from `adapt`)."""
+        quantile = self.quantile if quantile is None else quantile
+        half = quantile * np.sqrt(np.asarray(variance))
         return predicted_return - half, predicted_return + half
+
+    def adapt(self, scores, positions, horizon: int, rate: float) -> tuple[np.ndarray, float]:
+        """Carry the level on through new origins (in order): see `adapt_levels`."""
+        return adapt_levels(self.reference, self.level, scores, positions, horizon, rate)
+
+
+def quantile_at(reference, level: float) -> float:
+    """np.quantile of sorted values (linear interpolation), the level held in LEVEL_RANGE."""
+    level = min(max(level, LEVEL_RANGE[0]), LEVEL_RANGE[1])
+    place = level * (len(reference) - 1)
+    below = int(place)
+    above = min(below + 1, len(reference) - 1)
+    return float(reference[below] + (place - below) * (reference[above] - reference[below]))
+
+
+def adapt_levels(
+    reference: np.ndarray, level: float, scores, positions, horizon: int, rate: float
+) -> tuple[np.ndarray, float]:
+    """Adaptive conformal inference over origins in time order. scores: each origin's |scaled
+    residual|, known `horizon` rows after its position. Returns the |z| threshold each origin
+    gets (from the outcomes known by then: none of its own or later) and the level once all
+    are known, where the next interval starts."""
+    if rate == 0:
+        return np.full(len(scores), quantile_at(reference, level)), level
+    # Plain Python numbers: one step per origin, sequential by nature, and numpy's scalars
+    # would make it several times slower.
+    sorted_reference, scores, positions = (
+        np.asarray(a).tolist() for a in (reference, scores, positions)
+    )
+    thresholds, missed = [0.0] * len(scores), [False] * len(scores)
+    known = 0  # outcomes applied to the level so far
+    for k, position in enumerate(positions):
+        while known < k and positions[known] + horizon <= position:
+            level += rate * (missed[known] - ALPHA)
+            known += 1
+        thresholds[k] = quantile_at(sorted_reference, level)
+        missed[k] = scores[k] > thresholds[k]
+    level += rate * sum(m - ALPHA for m in missed[known:])
+    return np.asarray(thresholds), level
 
 
 def calibrate(
-    predicted: np.ndarray, actual: np.ndarray, volatility, rows: np.ndarray, horizon: int, prices
+    predicted: np.ndarray,
+    actual: np.ndarray,
+    volatility,
+    rows: np.ndarray,
+    horizon: int,
+    prices,
+    rate: float = 0.0,
 ) -> IntervalModel:
     """Rank the variance candidates by interval score on these rows (origins in the whole
-    series' numbering), combine the best, and take the 80% quantile of |scaled residuals|."""
+    series' numbering, in order), combine the best, and keep their |scaled residuals|, whose
+    80% quantile (adapted through the window at `rate`) scales the interval."""
     residuals = actual - predicted
     actual_prices = prices * np.exp(actual)
     scored = []
@@ -74,7 +150,7 @@ def calibrate(
         if not np.all(np.isfinite(variance)) or np.any(variance <= 0):
             continue
         quantile = float(np.quantile(np.abs(residuals) / np.sqrt(variance), LEVEL))
-        lower, upper = IntervalModel((name,), quantile).bounds(predicted, variance)
+        lower, upper = IntervalModel((name,), np.ones(1)).bounds(predicted, variance, quantile)
         score = float(
             np.mean(interval_score(prices * np.exp(lower), prices * np.exp(upper), actual_prices))
         )
@@ -82,9 +158,11 @@ def calibrate(
     scored.sort()
     tolerance = TOLERANCE[1] if horizon == 1 else TOLERANCE["longer"]
     members = [name for score, name in scored if score <= scored[0][0] * (1 + tolerance)]
-    combined = IntervalModel(tuple(members), 1.0).variance(volatility, rows, horizon)
-    quantile = float(np.quantile(np.abs(residuals) / np.sqrt(combined), LEVEL))
-    return IntervalModel(tuple(members), quantile)
+    combined = IntervalModel(tuple(members), np.ones(1)).variance(volatility, rows, horizon)
+    scores = np.abs(residuals) / np.sqrt(combined)
+    reference = np.sort(scores)
+    _, level = adapt_levels(reference, LEVEL, scores, rows, horizon, rate)
+    return IntervalModel(tuple(members), reference, level)
 
 
 def naive_bounds(past_returns: np.ndarray) -> tuple[float, float]:

@@ -86,13 +86,14 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
         "interval": {
             "level": LEVEL,
             "method": "validation residuals scaled by a seasonal (hour-of-week) volatility "
-            "forecast; the 80% quantile of |scaled residuals|; variance candidates (EWMA, HAR, "
+            "forecast; the quantile of |scaled residuals| at a level adapted to recent misses "
+            "(adaptive conformal inference, starting at 80%); variance candidates (EWMA, HAR, "
             "log-HAR, GARCH) combined when their interval score is within 0.5% (h=1) or 3% "
             "(longer) of the best on the calibration window",
             "seasonality": data.frequency,
             "garch": volatility.garch,
             "by_horizon": {
-                str(h): {"members": list(q.members), "quantile": q.quantile}
+                str(h): {"members": list(q.members), "level": q.level, "quantile": q.quantile}
                 for h, q in model.intervals.items()
             },
         },
