@@ -25,11 +25,13 @@ import numpy as np
 import pandas as pd
 
 EWMA_DECAYS = (0.94, 0.97, 0.99)
-# Rows in a day, a week and a month, and two years (the seasonal profile, the model fits).
+# Rows in a day, a week and a month (HAR), and the window the profile and the models are
+# fitted on: two years of hours; ten years of days, whose GARCH and HAR need the rows; the
+# same for a series without timestamps (in practice daily closes from a vendor file).
 SPANS = {
     "hourly": {"har": (24, 120, 520), "window": 2 * 260 * 24, "buckets": 168},
     "daily": {"har": (5, 22, 66), "window": 10 * 260, "buckets": 7},
-    "none": {"har": (5, 22, 66), "window": 2 * 260, "buckets": 1},
+    "none": {"har": (5, 22, 66), "window": 10 * 260, "buckets": 1},
 }
 PROFILE_SHRINK = 5.0  # rows of the coarser profile a bucket's own estimate is blended with
 
