@@ -29,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from source.ml.backtest import read_series  # noqa: E402
+from source.ml.backtest import daily_closes, read_series  # noqa: E402
 from source.ml.evaluation import N_FOLDS, Dataset, walk_forward_origins  # noqa: E402
 from source.ml.intervals import (  # noqa: E402
     ALPHA,
@@ -117,9 +117,7 @@ def main() -> None:
 
     prices, stamps = read_series(args.csv, args.column, args.time_column)
     if args.daily:
-        frame = pd.DataFrame({"price": prices.to_numpy()}, index=pd.DatetimeIndex(stamps))
-        daily = frame["price"].resample("1D").last().dropna()
-        prices, stamps = daily.reset_index(drop=True), pd.Series(daily.index)
+        prices, stamps = daily_closes(prices, stamps)
     started = time.perf_counter()
     data = Dataset.from_series(prices, stamps)
     metrics, origins = walk_forward_origins(data)

@@ -19,6 +19,7 @@ from source.config import VARIABLES
 from source.sandbox import SandboxServer
 
 REPO = Path(__file__).resolve().parent.parent
+REAL_HOURLY = REPO.parent / "shared" / "real" / "hourly"  # real files nobody here wrote
 TEST_API_KEY = "test-secret-key-5f3a9c"
 # The sandbox's clock in tests: a Wednesday, half past the hour, far from any hour or UTC
 # midnight boundary, whatever the wall clock says.

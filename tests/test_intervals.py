@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from source.ml import evaluation
-from source.ml.backtest import read_series
+from source.ml.backtest import daily_closes, read_series
 from source.ml.evaluation import Dataset, walk_forward_origins
 from source.ml.intervals import (
     ALPHA,
@@ -20,7 +20,7 @@ from source.ml.intervals import (
     kupiec_pvalue,
 )
 from source.ml.volatility import Seasonality, VolatilityModel, buckets_of
-from tests.conftest import REPO
+from tests.conftest import REAL_HOURLY as REAL
 
 
 def trading_hours(n: int) -> pd.Series:
@@ -185,17 +185,14 @@ def test_coverage_comes_back_to_80_percent_when_the_regime_changes(monkeypatch):
     assert adaptive["interval_score"] < 0.985 * fixed["interval_score"]
 
 
-REAL = REPO.parent / "shared" / "real" / "hourly"
-
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="the real hourly files are in ../shared/real")
 def test_daily_closes_without_timestamps_get_intervals_as_good_as_with_them():
     # A vendor file of daily closes may come without a time column: its volatility models
     # must still be fitted on years of rows, not on a window sized for something else.
     prices, stamps = read_series(REAL / "XAGUSD_H1.csv", "close", "time")
-    daily = pd.Series(prices.to_numpy(), index=pd.DatetimeIndex(stamps)).resample("1D").last()
-    daily = daily.dropna()
-    dated = walk_forward_origins(Dataset.from_series(daily.reset_index(drop=True), daily.index))
-    undated = walk_forward_origins(Dataset.from_series(daily.reset_index(drop=True)))
+    closes, days = daily_closes(prices, stamps)
+    dated = walk_forward_origins(Dataset.from_series(closes, days))
+    undated = walk_forward_origins(Dataset.from_series(closes))
     ratio = undated[0][1]["interval_score"] / dated[0][1]["interval_score"]
     assert ratio < 1.005

@@ -16,9 +16,9 @@ import pytest
 from source import quality
 from source.quality import OK, SUSPECT, Quote, judge
 from source.sandbox import ANCHOR
+from tests.conftest import REAL_HOURLY as REAL
 from tests.conftest import REPO
 
-REAL = REPO.parent / "shared" / "real" / "hourly"
 HOUR = 3600.0
 
 

@@ -35,6 +35,13 @@ def read_series(
     return prices[keep], (timestamps[keep] if timestamps is not None else None)
 
 
+def daily_closes(prices: pd.Series, timestamps: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Each UTC day's last price, and the days (a daily series cut from an intraday one)."""
+    days = pd.Series(prices.to_numpy(), index=pd.DatetimeIndex(timestamps))
+    closes = days.resample("1D").last().dropna()
+    return closes.reset_index(drop=True), pd.Series(closes.index)
+
+
 def backtest_csv(path: Path, column: str, time_column: str | None = None) -> dict:
     prices, timestamps = read_series(path, column, time_column)
     try:

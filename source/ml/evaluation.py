@@ -180,9 +180,7 @@ def walk_forward_origins(
             # The level adapts through the fold as the live one does between hourly trainings:
             # each origin's interval from the outcomes known by then.
             scores = np.abs(data.Y[start:end, j] - predicted[:, j]) / np.sqrt(variance)
-            quantiles, _ = intervals[h].adapt(
-                scores, origins, h, adaptation_rate(data.frequency, h)
-            )
+            quantiles, _ = intervals[h].adapt(scores, origins, h)
             lower, upper = intervals[h].bounds(predicted[:, j], variance, quantiles)
             naive = naive_bounds(data.Y[:train_end, j])
             fold_bounds.append(

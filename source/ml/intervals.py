@@ -72,6 +72,7 @@ class IntervalModel:
     members: tuple[str, ...]
     reference: np.ndarray = field(compare=False, repr=False)
     level: float = LEVEL
+    rate: float = 0.0  # the adaptation rate it was calibrated with, and carries on at
 
     @property
     def quantile(self) -> float:
@@ -79,9 +80,7 @@ class IntervalModel:
         return quantile_at(self.reference, self.level)
 
     def variance(self, volatility, rows, horizon: int) -> np.ndarray:
-        """Geometric mean of the members' variance forecasts at these origin rows."""
-        logs = [np.log(volatility.variance(m, rows, horizon)) for m in self.members]
-        return np.exp(np.mean(logs, axis=0))
+        return combined_variance(volatility, self.members, rows, horizon)
 
     def bounds(self, predicted_return, variance, quantile=None):
         """(lower, upper) log-return bounds around the predicted return (at this model's
@@ -90,9 +89,15 @@ class IntervalModel:
         half = quantile * np.sqrt(np.asarray(variance))
         return predicted_return - half, predicted_return + half
 
-    def adapt(self, scores, positions, horizon: int, rate: float) -> tuple[np.ndarray, float]:
+    def adapt(self, scores, positions, horizon: int) -> tuple[np.ndarray, float]:
         """Carry the level on through new origins (in order): see `adapt_levels`."""
-        return adapt_levels(self.reference, self.level, scores, positions, horizon, rate)
+        return adapt_levels(self.reference, self.level, scores, positions, horizon, self.rate)
+
+
+def combined_variance(volatility, members, rows, horizon: int) -> np.ndarray:
+    """Geometric mean of the members' variance forecasts at these origin rows."""
+    logs = [np.log(volatility.variance(m, rows, horizon)) for m in members]
+    return np.exp(np.mean(logs, axis=0))
 
 
 def quantile_at(reference, level: float) -> float:
@@ -149,20 +154,17 @@ def calibrate(
         variance = volatility.variance(name, rows, horizon)
         if not np.all(np.isfinite(variance)) or np.any(variance <= 0):
             continue
-        quantile = float(np.quantile(np.abs(residuals) / np.sqrt(variance), LEVEL))
-        lower, upper = IntervalModel((name,), np.ones(1)).bounds(predicted, variance, quantile)
-        score = float(
-            np.mean(interval_score(prices * np.exp(lower), prices * np.exp(upper), actual_prices))
-        )
+        half = np.quantile(np.abs(residuals) / np.sqrt(variance), LEVEL) * np.sqrt(variance)
+        lower, upper = prices * np.exp(predicted - half), prices * np.exp(predicted + half)
+        score = float(np.mean(interval_score(lower, upper, actual_prices)))
         scored.append((score, name))
     scored.sort()
     tolerance = TOLERANCE[1] if horizon == 1 else TOLERANCE["longer"]
     members = [name for score, name in scored if score <= scored[0][0] * (1 + tolerance)]
-    combined = IntervalModel(tuple(members), np.ones(1)).variance(volatility, rows, horizon)
-    scores = np.abs(residuals) / np.sqrt(combined)
+    scores = np.abs(residuals) / np.sqrt(combined_variance(volatility, members, rows, horizon))
     reference = np.sort(scores)
     _, level = adapt_levels(reference, LEVEL, scores, rows, horizon, rate)
-    return IntervalModel(tuple(members), reference, level)
+    return IntervalModel(tuple(members), reference, level, rate)
 
 
 def naive_bounds(past_returns: np.ndarray) -> tuple[float, float]:
