@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -13,11 +12,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from source import shutdown
 from source.config import Settings
 from source.errors import EXIT_FAILURE, EXIT_LOCKED, ReportableError
 from source.log_setup import configure_logging, redact
 from source.monitoring import monitored, record
-from source.shutdown import STOP_REQUESTED
 
 log = logging.getLogger("entrypoint")
 PRIVATE_UMASK = 0o077
@@ -39,15 +38,6 @@ def run_lock(path: Path):
         lock.release()
 
 
-def _terminate(signum, frame):
-    # Unwind normally on SIGTERM (docker stop, cron kill): context managers close, the queue
-    # drains, temp files are removed; no new HTTP attempt starts. The next run marks the
-    # ledger row of a run that could not record its outcome as interrupted.
-    STOP_REQUESTED.set()
-    log.warning("received signal %d: stopping after the requests in flight", signum)
-    raise SystemExit(128 + signum)
-
-
 def run_locked(
     prog: str,
     settings: Settings,
@@ -64,7 +54,7 @@ def run_locked(
     # everything this process (and pg_dump, its child) creates is 0600 files / 0700 folders.
     os.umask(PRIVATE_UMASK)
     log_path = configure_logging(settings.log_dir, settings.secrets)
-    signal.signal(signal.SIGTERM, _terminate)
+    shutdown.install()  # SIGTERM: finish what is in flight, record it, exit 143
     with monitored(settings, job, ping=ping) as watched:
         code = _run_step(prog, settings, lock_path, step, log_path)
         if watched is not None:

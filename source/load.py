@@ -57,6 +57,10 @@ class LoadTotals:
         return sum(1 for o in self.outcomes for m in o.marks if m.verdict.mark != "ok")
 
 
+# On SIGTERM the loader gets this long to finish the jobs already queued (Docker's stop waits
+# 10 s before SIGKILL); a load still running then is cancelled, its files stay landed.
+DRAIN_SECONDS = 5.0
+
 # Errors in the rows themselves: loading the same file again would fail the same way.
 PERMANENT_ERRORS = (UnitMismatch, psycopg2.DataError, psycopg2.IntegrityError)
 
@@ -91,14 +95,25 @@ class QueueLoader:
         # stay landed) instead of each waiting for a connection that will not come.
         self.database_error: str | None = None
         self._conn = None
+        self._cancelled = threading.Event()
+        # Waited on instead of Thread.join: a signal interrupting join() in Python 3.11 can
+        # mark a running thread as stopped (the loader would then write after the ledger).
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
 
     def __enter__(self) -> QueueLoader:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.finish()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc is not None:  # stopping (SIGTERM) or failing: queued jobs get a bounded time
+            self.drain(DRAIN_SECONDS)
+            return
+        try:
+            self.finish()
+        except BaseException:  # SIGTERM while waiting for the last loads
+            self.drain(DRAIN_SECONDS)
+            raise
 
     def submit(self, job: LoadJob) -> None:
         self.queue.put(job)
@@ -107,17 +122,40 @@ class QueueLoader:
         """Wait for every submitted job; return their outcomes in load order."""
         if self._thread.is_alive():
             self.queue.put(self._DONE)
-            self._thread.join()
+            self._stopped.wait()
+        return self.outcomes
+
+    def drain(self, seconds: float) -> list[LoadOutcome]:
+        """Load what is queued for at most `seconds`, then cancel the load in flight and
+        stop: afterwards the loader writes nothing more, so the outcomes are final."""
+        if self._stopped.is_set():
+            return self.outcomes
+        self.queue.put(self._DONE)
+        if not self._stopped.wait(seconds):
+            self._cancelled.set()
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                conn.cancel()  # the running statement fails; its transaction rolls back
+            self._stopped.wait(seconds)
+            left = self.queue.qsize()
+            log.warning(
+                "stopping: the load in flight was cancelled after %.0fs; %d queued job(s) "
+                "left, their raw files stay landed for the next run", seconds, left,
+            )
         return self.outcomes
 
     def _run(self) -> None:
         try:
-            while (job := self.queue.get()) is not self._DONE:
-                self.outcomes.append(self._load(job))
-                self._after(job, self.outcomes[-1])
+            while (job := self.queue.get()) is not self._DONE and not self._cancelled.is_set():
+                outcome = self._load(job)
+                if self._cancelled.is_set() and outcome.error:
+                    break  # cancelled mid-load: nothing committed, the file stays landed
+                self.outcomes.append(outcome)
+                self._after(job, outcome)
         finally:
             if self._conn is not None:
                 self._conn.close()
+            self._stopped.set()
 
     def _connection(self):
         if self.database_error is not None:
@@ -137,6 +175,12 @@ class QueueLoader:
             )
             return LoadOutcome(job, error=first_line(exc), refused=True)
         except (DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            if self._cancelled.is_set():  # our own cancel: the database itself is fine
+                log.warning(
+                    "%s: load cancelled as the run stops, raw file kept for the next run",
+                    job.metal,
+                )
+                return LoadOutcome(job, error="cancelled: the run is stopping")
             # The database is down or went away: said once in the run's closing line.
             self.database_error = self.database_error or first_line(exc)
             log.error(

@@ -11,7 +11,7 @@ from functools import partial
 
 import psycopg2
 
-from source import monitoring
+from source import monitoring, shutdown
 from source.config import Settings
 from source.db_functions.connection import Database, DatabaseUnavailable
 from source.db_functions.migrations import connect_and_migrate
@@ -41,6 +41,7 @@ class RunReport(LoadTotals):
     models_trained: int = 0
     api_requests: int = 0
     interrupted: bool = False
+    stop_code: int | None = None  # 143 when SIGTERM stopped the run: what the process returns
 
     @property
     def load_errors(self) -> dict[str, str]:
@@ -58,6 +59,8 @@ class RunReport(LoadTotals):
 
     @property
     def exit_code(self) -> int:
+        if self.stop_code is not None:
+            return self.stop_code
         errors = list(self.fetch_errors.values())
         if errors and not self.metals_ok and all(isinstance(e, AuthError) for e in errors):
             return EXIT_USAGE  # the key is wrong: a configuration error
@@ -112,21 +115,27 @@ def _run(
         _extract_and_load(settings, database, report)
         if train and database is not None and report.metals_ok:
             report.models_trained, report.training_error = _train(settings, database)
-    except BaseException:
+    except BaseException as exc:
         report.interrupted = True  # SIGTERM or a crash: record it, then let it propagate
+        report.stop_code = shutdown.stop_code(exc)
         raise
     finally:
-        log.info("run finished in %.1fs: %s", time.monotonic() - started, report.summary())
-        if run_id is not None and report.database_error is None:
-            _close_ledger(database, run_id, report)
-            if monitoring.active():
-                _record_for_monitors(settings, database, report)
-        elif run_id is not None:  # it went away mid-run: the next run marks the row
-            log.warning(
-                "run %d not recorded in pipeline_runs (database unavailable); the next run "
-                "marks it interrupted", run_id, extra={"file_only": True},
-            )
+        with shutdown.shielded():  # a second signal must not cut the ledger short
+            _record_outcome(settings, started, report, database, run_id)
     return report
+
+
+def _record_outcome(settings, started, report, database, run_id) -> None:
+    log.info("run finished in %.1fs: %s", time.monotonic() - started, report.summary())
+    if run_id is not None and report.database_error is None:
+        _close_ledger(database, run_id, report)
+        if monitoring.active():
+            _record_for_monitors(settings, database, report)
+    elif run_id is not None:  # it went away mid-run: the next run marks the row
+        log.warning(
+            "run %d not recorded in pipeline_runs (database unavailable); the next run "
+            "marks it interrupted", run_id, extra={"file_only": True},
+        )
 
 
 def _open_ledger(settings: Settings, report: RunReport, command: str, held: ExitStack):

@@ -6,8 +6,9 @@ import logging
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from source import shutdown
 from source.db_functions.run_lock import database_run_lock
-from source.errors import EXIT_OK, EXIT_PARTIAL
+from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,31 @@ def _closing_run(database, run_id: int):
     record = RunRecord()
     try:
         yield record
-    except Exception as exc:
-        record.status, record.message = "failed", f"{type(exc).__name__}: {exc}"
+    except BaseException as exc:
+        _record_failure(record, exc)
         raise
     finally:
-        try:
-            conn = database.connect()
+        with shutdown.shielded():  # a second signal must not cut the ledger short
             try:
-                close_run(conn, run_id, **asdict(record))
-            finally:
-                conn.close()
-        except Exception as exc:  # the outcome on stderr and in the log still stands
-            log.error("could not record the run in pipeline_runs: %s", exc)
+                conn = database.connect()
+                try:
+                    close_run(conn, run_id, **asdict(record))
+                finally:
+                    conn.close()
+            except Exception as exc:  # the outcome on stderr and in the log still stands
+                log.error("could not record the run in pipeline_runs: %s", exc)
+
+
+def _record_failure(record: RunRecord, exc: BaseException) -> None:
+    """What the ledger says of a command that ended by an exception: the exit code the
+    process returns with it (143 for SIGTERM, the error's own code, else 1)."""
+    stopped = shutdown.stop_code(exc)
+    if stopped is not None:
+        record.status, record.exit_code = "interrupted", stopped
+        record.message = f"stopped by signal {stopped - 128}" + (
+            f" after: {record.message}" if record.message else ""
+        )
+    else:
+        record.status = "failed"
+        record.exit_code = getattr(exc, "exit_code", EXIT_FAILURE)
+        record.message = f"{type(exc).__name__}: {exc}"
