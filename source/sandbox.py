@@ -128,6 +128,7 @@ class SandboxServer:
         self.prices = PriceModel()
         self.faults: dict[str, list[Fault]] = {}
         self.requests: list[dict] = []  # path, params (without the key), start, end
+        self.served: list[tuple[str, int, bytes]] = []  # path, status, body: sent in full
         self._lock = threading.Lock()
         self.on_request = on_request  # told of each request as it arrives (without the key)
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
@@ -299,6 +300,9 @@ class SandboxServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                self.wfile.flush()
+                with sandbox._lock:
+                    sandbox.served.append((url.path, status, body))
 
             def log_message(self, *args):  # keep request lines (which carry the key) out of stderr
                 pass
