@@ -220,7 +220,7 @@ def _readable(metal: str, endpoint: str, convert: Callable[[], T]) -> T:
         raise
     except Exception as exc:
         detail = f"payload not readable ({type(exc).__name__}: {first_line(exc)})"
-        raise MalformedResponse(metal, endpoint, detail[:300]) from None
+        raise MalformedResponse(metal, endpoint, detail) from None
 
 
 def frames_from_payload(

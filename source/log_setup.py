@@ -16,6 +16,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 # Any `api_key=...` in a URL is masked even if the value is not a configured secret.
 _KEY_IN_URL = re.compile(r"(api_key=)[^&\s'\"]+")
 MASK = "***"
+MAX_MESSAGE = 2000  # characters of a log message kept
 # JSON's short escapes: an encoder may write these characters so.
 _JSON_SHORT = {
     '"': '\\"',
@@ -84,14 +85,23 @@ class RedactingFilter(logging.Filter):
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        message = _capped(redact(record.getMessage(), self.secrets))
         if record.exc_info:
-            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            trace = logging.Formatter().formatException(record.exc_info)
+            message += "\n" + redact(trace, self.secrets)
             record.exc_info = None
             record.exc_text = None
-        record.msg = redact(message, self.secrets)
+        record.msg = message
         record.args = None
         return True
+
+
+def _capped(message: str) -> str:
+    """A message cut to MAX_MESSAGE characters (a server's error text may be megabytes),
+    after masking, so that no cut leaves part of a secret showing."""
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more characters)"
 
 
 logging.Formatter.converter = time.gmtime  # log times are UTC, like the file name

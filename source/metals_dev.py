@@ -39,7 +39,6 @@ ERROR_QUOTA_EXCEEDED = 1203
 MAX_RETRY_AFTER_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 30.0
 MAX_JSON_DEPTH = 64  # real bodies nest 3 deep
-MAX_MESSAGE = 300  # characters of an API error message put into ours
 _CHUNK_BYTES = 64 << 10  # read at a time while a body streams in
 
 
@@ -121,15 +120,14 @@ def parse_payload(body: bytes, *, metal: str, endpoint: str, http_status: int = 
     if status == "failure" or (status is None and http_status >= 400):
         code = payload.get("error_code")
         code = code if isinstance(code, int) and not isinstance(code, bool) else None
-        # A hostile server's message could be megabytes: a log line keeps its start.
-        message = str(payload.get("error_message") or f"HTTP {http_status}")[:MAX_MESSAGE]
+        message = str(payload.get("error_message") or f"HTTP {http_status}")
         error_class = {ERROR_INVALID_KEY: AuthError, ERROR_QUOTA_EXCEEDED: QuotaExceeded}.get(
             code, ApiError
         )
         raise error_class(metal, endpoint, code, message)
     if status != "success":
         raise MalformedResponse(
-            metal, endpoint, f"HTTP {http_status}, unexpected status {status!r:.40}"
+            metal, endpoint, f"HTTP {http_status}, unexpected status {status!r}"
         )
     return payload
 
