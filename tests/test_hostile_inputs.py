@@ -6,6 +6,7 @@ import contextlib
 import errno
 import http.server
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -15,7 +16,7 @@ from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
 
-from source.log_setup import mask_secrets, redact
+from source.log_setup import RedactingFilter, mask_secrets, redact
 from source.metals_dev import MalformedResponse, MetalsDevClient, ResponseTooLarge, parse_payload
 from tests.conftest import TEST_API_KEY
 from tests.test_pipeline import ALL_BUT_SILVER, METALS, ONE_ROW_EACH, counts, files
@@ -106,6 +107,17 @@ def test_depth_is_checked_without_recursion_and_strings_do_not_count():
     assert parse_payload(brackets_in_a_string, metal="gold", endpoint="/x")["x"].startswith('[{"')
 
 
+def test_a_landed_body_of_an_odd_shape_is_rejected_with_a_reason(run_main, database, sandbox):
+    name = "20260304T100000000000Z_history_gold.json"
+    (incoming(run_main) / name).write_bytes(b'{"status": "success", "quotes": [1, [2], "3"]}')
+    result = run_main("--no-train", timeout=60)
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert f"replay of {name} failed: gold: GET /sandbox/history: " in line
+    assert [p.name for p in files(run_main.cwd, "rejected")] == [name]
+    assert_clean_next_run(run_main, database)
+
+
 @pytest.mark.parametrize("price", ["Infinity", "-Infinity", "NaN", "1e999", "1" + "0" * 400])
 def test_a_price_that_is_not_finite_makes_the_body_malformed(run_main, database, sandbox, price):
     sandbox.add_fault("silver", 200, spot_body("silver", price))
@@ -134,6 +146,7 @@ def test_a_50_mb_body_is_refused_unread_past_the_limit_and_not_retried(run_main,
     assert "truncated" in line
     (kept,) = files(run_main.cwd, "rejected")
     assert kept.stat().st_size == 4 * MIB  # at most the limit is kept
+    assert line.endswith(f"truncated, as {kept.relative_to(run_main.cwd)}")  # where it is
     assert not files(run_main.cwd, "incoming") and len(files(run_main.cwd, "loaded")) == 3
 
 
@@ -441,24 +454,59 @@ def test_a_failure_to_move_loaded_files_loses_nothing_and_the_next_run_is_clean(
 # -- the backfill lands and replays through the same code ------------------------------------------
 
 
-def test_the_backfill_follows_the_same_rules_for_its_files(run_main, database, sandbox, tmp_path):
+def test_the_backfill_follows_the_same_rules_for_its_files(run_main, database, sandbox):
     folder = incoming(run_main)
     link = folder / "20260304T100000000000Z_timeseries_all.json"
     link.symlink_to("/dev/zero")
     deep = folder / "20260304T100001000000Z_timeseries_all.json"
     deep.write_bytes(deep_body(100_000))
-    sandbox.add_fault(
-        "all",
-        200,
-        b'{"status": "success", "rates": {"2024-01-01": ' + b"[" * 99 + b"]" * 99 + b"}}",
-        times=1,
-    )
-    result = run_main("backfill", "--start", "2024-01-01", "--end", "2024-02-29", timeout=60)
+    too_deep = b"[" * 99 + b"]" * 99
+    sandbox.add_fault("all", 200, b'{"status": "success", "rates": ' + too_deep + b"}", times=1)
+    sandbox.add_fault("all", 200, {"status": "success"}, times=1)  # parses, cannot load
+    result = run_main("backfill", "--start", "2024-01-01", "--end", "2024-03-31", timeout=60)
     assert result.returncode == 3, result.stderr
     log = run_main.log_text()
     assert f"{link.name} in incoming/ is a symbolic link (not followed): set aside" in log
     assert f"replay of {deep.name} failed: all: GET /timeseries: HTTP 200, JSON nested" in log
-    assert "1/2 window(s) loaded" in result.stdout
-    assert not list(folder.iterdir())
-    assert sorted(p.name for p in rejected_entries(run_main))[:2] == [link.name, deep.name]
-    assert len(rejected_entries(run_main)) == 3  # and the window's deep body
+    assert "GET /timeseries: missing field 'rates'" in log
+    assert "2/4 window(s) loaded" in result.stdout
+    assert not list(folder.iterdir())  # nothing left to trip the next run
+    names = sorted(p.name for p in rejected_entries(run_main))
+    assert len(names) == 4 and names[:2] == [link.name, deep.name]  # and the two windows' bodies
+
+
+def test_a_backfill_on_a_full_disk_sends_nothing_or_loads_from_memory(run_main, database, sandbox):
+    assert run_main("--no-train", "--metals", "gold").returncode == 0  # the schema exists
+    sandbox.requests.clear()
+    database.query(
+        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'refused'; END $$;
+           CREATE TRIGGER refuse BEFORE INSERT ON silver_historic
+           FOR EACH ROW EXECUTE FUNCTION refuse();"""
+    )
+    days = ("backfill", "--start", "2024-01-01", "--end", "2024-01-02")
+    with full_tmpfs(run_main.cwd / "full") as full:
+        refused = run_main(*days, DATA_DIR=str(full), timeout=60)
+        assert refused.returncode == 1
+        assert "DATA_DIR" in refused.stderr and "no request sent" in refused.stderr
+        assert sandbox.requests == []
+
+        failed = run_main(*days, DATA_DIR=str(full), DATA_DIR_MIN_FREE_BYTES="0", timeout=60)
+        assert failed.returncode == 1
+        assert failed.stderr.splitlines()[-1] == "main.py backfill: 1 window(s) failed; see the log"
+        assert "unexpected error" not in failed.stderr
+
+        database.query("DROP TRIGGER refuse ON silver_historic")
+        loaded = run_main(*days, DATA_DIR=str(full), DATA_DIR_MIN_FREE_BYTES="0", timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "all: could not land the response from /timeseries" in loaded.stderr
+    assert database.scalar("SELECT count(*) FROM silver_historic") == 2
+    assert database.query("SELECT DISTINCT raw_file FROM backfill_coverage") == [(None,)]
+
+
+def test_log_lines_are_capped_after_masking():
+    record = logging.LogRecord(
+        "x", logging.ERROR, __file__, 1, "%s", ("a" * 1990 + TEST_API_KEY + "b" * 5000,), None
+    )
+    RedactingFilter((TEST_API_KEY,)).filter(record)
+    assert record.getMessage() == "a" * 1990 + "***" + "b" * 7 + "... (4993 more characters)"
