@@ -17,7 +17,13 @@ from urllib.parse import quote, quote_plus, unquote_plus
 import pytest
 
 from source.log_setup import RedactingFilter, mask_secrets, redact
-from source.metals_dev import MalformedResponse, MetalsDevClient, ResponseTooLarge, parse_payload
+from source.metals_dev import (
+    ApiError,
+    MalformedResponse,
+    MetalsDevClient,
+    ResponseTooLarge,
+    parse_payload,
+)
 from tests.conftest import TEST_API_KEY
 from tests.test_pipeline import ALL_BUT_SILVER, METALS, ONE_ROW_EACH, counts, files
 
@@ -449,6 +455,53 @@ def test_a_failure_to_move_loaded_files_loses_nothing_and_the_next_run_is_clean(
     assert (again.returncode, again.stderr) == (0, "")
     assert counts(database) == ONE_ROW_EACH  # replayed: the upsert changed nothing
     assert not files(run_main.cwd, "incoming") and len(files(run_main.cwd, "loaded")) == 8
+
+
+def test_rejected_that_cannot_be_written_keeps_the_body_for_the_next_run(
+    run_main, database, sandbox
+):
+    blocker = data_dir(run_main) / "rejected"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    sandbox.add_fault("silver", 200, deep_body(1000), times=1)
+    result = run_main("--no-train", timeout=60)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.splitlines()
+    assert any("could not move source/data/incoming/" in x and "to rejected/" in x for x in lines)
+    assert any(
+        "silver: fetch failed: silver: GET /metal/spot: HTTP 200, JSON nested" in x for x in lines
+    )
+    assert len(files(run_main.cwd, "incoming")) == 1  # kept, not lost
+    blocker.unlink()
+    again = run_main("--no-train", timeout=60)
+    assert again.returncode == 0
+    assert "_spot_silver.json failed: silver: GET /metal/spot: HTTP 200, JSON nested" in (
+        again.stderr
+    )
+    assert not files(run_main.cwd, "incoming") and len(files(run_main.cwd, "rejected")) == 1
+
+
+def test_an_incoming_that_is_not_a_folder_still_loads_what_is_fetched(run_main, database):
+    blocker = data_dir(run_main) / "incoming"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    result = run_main("--no-train", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert counts(database) == ONE_ROW_EACH
+    lines = result.stderr.splitlines()
+    assert lines[0].endswith(
+        "cannot list source/data/incoming: [Errno 20] Not a directory: "
+        "'source/data/incoming'; nothing replayed"
+    )
+    assert len(lines) == 5 and all("loading it from memory" in x for x in lines[1:])
+
+
+def test_an_error_code_of_any_type_is_an_api_error():
+    for code in ([1101], {"a": 1}, "1101", True, None):
+        body = json.dumps({"status": "failure", "error_code": code, "error_message": "no"})
+        with pytest.raises(ApiError, match="API error None: no") as caught:
+            parse_payload(body.encode(), metal="gold", endpoint="/x")
+        assert type(caught.value) is ApiError
 
 
 # -- the backfill lands and replays through the same code ------------------------------------------
