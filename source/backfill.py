@@ -148,6 +148,7 @@ def fetch_windows(
     """Fetch windows concurrently (bounded); submit one LoadJob each; return {window: error}."""
 
     def fetch_one(window: Window) -> None:
+        fetched = None
         try:
             fetched = client.timeseries(
                 str(window.start), str(window.end), settings.currency, settings.unit
@@ -155,8 +156,8 @@ def fetch_windows(
             job = timeseries_job(
                 fetched.payload, raw_file=fetched.landed_path, fetched_at=fetched.raw.fetched_at
             )
-        except MetalsDevError as exc:
-            mark_rejected(settings.data_dir, exc.landed_path)
+        except MetalsDevError as exc:  # a body that cannot load is not replayed either
+            mark_rejected(settings.data_dir, exc.landed_path or (fetched and fetched.landed_path))
             raise
         log.info("backfill %s: %d price row(s) fetched", window, len(job.frame))
         submit(job)
@@ -189,7 +190,9 @@ def _loader(settings: Settings, database: Database) -> QueueLoader:
 def replay_first(settings: Settings, database: Database) -> list[LoadOutcome]:
     """Load what an earlier run landed but did not load, before deciding what to fetch."""
     with _loader(settings, database) as loader:
-        for job in replay_landed(settings.data_dir, source=settings.source_tag):
+        for job in replay_landed(
+            settings.data_dir, source=settings.source_tag, max_bytes=settings.max_response_bytes
+        ):
             loader.submit(job)
     return loader.outcomes
 
@@ -219,6 +222,8 @@ def run_backfill(
     client = make_client(settings)
     progress = progress_bar(total=len(windows), unit="window", desc="backfill")
     try:
+        if windows:  # no room to land the answers: no request spent (LowDiskSpace)
+            client.check_ready()
         with _loader(settings, database) as loader, progress as bar:
             report.outcomes = loader.outcomes
             report.errors = fetch_windows(client, windows, settings, loader.submit, bar)
@@ -226,7 +231,9 @@ def run_backfill(
         report.api_requests = client.request_count
         client.close()
     report.outcomes = replayed + report.outcomes
-    for outcome in report.outcomes:
+    for number, outcome in enumerate(report.outcomes):
         if outcome.error and not outcome.job.replayed:
-            report.errors[outcome.job.raw_files[0].name] = RuntimeError(outcome.error)
+            files = outcome.job.raw_files  # none when the disk refused it: loaded from memory
+            name = files[0].name if files else f"window loaded from memory #{number}"
+            report.errors[name] = RuntimeError(outcome.error)
     return report

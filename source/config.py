@@ -41,6 +41,8 @@ VARIABLES = (
     "HTTP_TIMEOUT",
     "HTTP_MAX_ATTEMPTS",
     "HTTP_BACKOFF",
+    "MAX_RESPONSE_BYTES",
+    "DATA_DIR_MIN_FREE_BYTES",
     "METRICS_DIR",
     "PUSHGATEWAY_URL",
     "HEALTHCHECK_URL",
@@ -59,6 +61,9 @@ DEMO_API_KEY = "demo-key-not-secret"
 DEMO_DATABASE = "commodities_demo"
 DEFAULT_DATABASE = "commodities"
 DEMO_SUBDIR = "demo"  # under DATA_DIR, MODELS_DIR and BACKUP_DIR
+MIB = 1 << 20
+# Real bodies are under 2 KB; a body past this is refused while it streams in.
+DEFAULT_MAX_RESPONSE_BYTES = 4 * MIB
 
 
 class ConfigError(Exception):
@@ -100,6 +105,8 @@ class Settings:
     http_timeout: float
     http_max_attempts: int
     http_backoff: float
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    min_free_bytes: int | None = None  # None: room for a response per metal (at least 4)
     metrics_dir: Path | None = None
     pushgateway_url: str | None = field(default=None, repr=False)
     healthcheck_url: str | None = field(default=None, repr=False)
@@ -120,6 +127,13 @@ class Settings:
             self.s3.secret_access_key,
         )
         return tuple(s for s in values if s and len(s) >= 4)
+
+    @property
+    def free_space_needed(self) -> int:
+        """Bytes DATA_DIR must have free before a run spends a request (0: no check)."""
+        if self.min_free_bytes is not None:
+            return self.min_free_bytes
+        return max(len(self.metals), 4) * self.max_response_bytes
 
     @property
     def source_tag(self) -> str:
@@ -225,6 +239,14 @@ def load_settings(
         http_timeout=_number(env, "HTTP_TIMEOUT", "10", float, 0.1),
         http_max_attempts=_number(env, "HTTP_MAX_ATTEMPTS", "4", int, 1),
         http_backoff=_number(env, "HTTP_BACKOFF", "1", float, 0),
+        max_response_bytes=_number(
+            env, "MAX_RESPONSE_BYTES", str(DEFAULT_MAX_RESPONSE_BYTES), int, 1024
+        ),
+        min_free_bytes=(
+            _number(env, "DATA_DIR_MIN_FREE_BYTES", "0", int, 0)
+            if env.get("DATA_DIR_MIN_FREE_BYTES")
+            else None
+        ),
         metrics_dir=Path(env["METRICS_DIR"]) if env.get("METRICS_DIR") else None,
         pushgateway_url=env.get("PUSHGATEWAY_URL") or None,
         healthcheck_url=env.get("HEALTHCHECK_URL") or None,

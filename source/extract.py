@@ -17,14 +17,29 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
-from source.config import KNOWN_METALS, Settings
+from source.config import DEFAULT_MAX_RESPONSE_BYTES, KNOWN_METALS, MIB, Settings
 from source.db_functions.coverage import record_coverage
-from source.files import atomic_write
+from source.errors import ReportableError, first_line
+from source.files import (
+    FileTooLarge,
+    NotARegularFile,
+    atomic_write,
+    free_bytes,
+    read_regular_file,
+)
 from source.load import LoadJob
-from source.metals_dev import MetalsDevClient, MetalsDevError, RawResponse, parse_payload
+from source.log_setup import mask_secrets
+from source.metals_dev import (
+    MalformedResponse,
+    MetalsDevClient,
+    MetalsDevError,
+    RawResponse,
+    parse_payload,
+)
 from source.transform import (
     check_units,
     empty_frame,
@@ -40,6 +55,22 @@ INCOMING, LOADED, REJECTED = "incoming", "loaded", "rejected"
 ENDPOINTS = {"spot": "/metal/spot", "timeseries": "/timeseries", "history": "/sandbox/history"}
 _NAME = re.compile(r"^(?P<time>\d{8}T\d{12}Z)_(?P<kind>[a-z]+)_(?P<metal>[a-z]+)\.json$")
 _TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+T = TypeVar("T")
+
+
+class LowDiskSpace(ReportableError):
+    """DATA_DIR has too little room to land responses: no request is spent (exit 1)."""
+
+
+def require_free_space(data_dir: Path, needed: int) -> None:
+    """Refuse to start fetching when DATA_DIR could not hold the responses."""
+    free = free_bytes(data_dir)
+    if free < needed:
+        raise LowDiskSpace(
+            f"DATA_DIR {data_dir} has {free / MIB:.1f} MiB free, less than the "
+            f"{needed / MIB:.1f} MiB needed to land responses (DATA_DIR_MIN_FREE_BYTES); "
+            "no request sent"
+        )
 
 
 def make_client(settings: Settings) -> MetalsDevClient:
@@ -50,10 +81,10 @@ def make_client(settings: Settings) -> MetalsDevClient:
         timeout=settings.http_timeout,
         max_attempts=settings.http_max_attempts,
         backoff=settings.http_backoff,
-        land=partial(land_raw_response, settings.data_dir, secrets=settings.secrets),
-        reject=partial(
-            land_raw_response, settings.data_dir, area=REJECTED, secrets=settings.secrets
-        ),
+        land=partial(land_or_keep, settings.data_dir, secrets=settings.secrets),
+        reject=partial(land_or_keep, settings.data_dir, area=REJECTED, secrets=settings.secrets),
+        max_body_bytes=settings.max_response_bytes,
+        ready=partial(require_free_space, settings.data_dir, settings.free_space_needed),
     )
 
 
@@ -65,15 +96,13 @@ def land_raw_response(
     data_dir: Path, raw: RawResponse, *, area: str = INCOMING, secrets: tuple[str, ...] = ()
 ) -> Path:
     """Write the body as received to incoming/ (or rejected/<day>/ for a failed attempt),
-    atomically: temp file, fsync, rename. A secret the server echoed back is masked."""
+    atomically: temp file, fsync, rename. A secret the server echoed back is masked,
+    whatever its encoding."""
     directory = Path(data_dir) / area
     if area != INCOMING:
         directory = directory / raw.fetched_at.strftime("%Y-%m-%d")
     directory.mkdir(parents=True, exist_ok=True)
-    body = raw.body
-    for secret in secrets:
-        body = body.replace(secret.encode(), b"***")
-    target = atomic_write(directory / raw_file_name(raw), body)
+    target = atomic_write(directory / raw_file_name(raw), mask_secrets(raw.body, secrets))
     log.info(
         "%s: landed %d bytes from %s (HTTP %d) as %s",
         raw.metal,
@@ -85,16 +114,48 @@ def land_raw_response(
     return target
 
 
+def land_or_keep(data_dir: Path, raw: RawResponse, **options) -> Path | None:
+    """land_raw_response; when the disk refuses (full, read-only), None: the response is
+    then loaded from memory, so a fetched price is not lost for want of a raw file."""
+    try:
+        return land_raw_response(data_dir, raw, **options)
+    except OSError as exc:  # its message names the path that failed
+        kept = options.get("area", INCOMING) == INCOMING
+        log.warning(
+            "%s: could not land the response from %s under %s: %s; %s",
+            raw.metal,
+            raw.endpoint,
+            data_dir,
+            exc,
+            "loading it from memory, no raw file kept" if kept else "the refused body is not kept",
+        )
+        return None
+
+
+def _landed_day(name: str) -> str:
+    """The UTC day a landed file's name says it was fetched, else today."""
+    landed = parse_landed_name(name)
+    return (landed[2] if landed else datetime.now(UTC)).strftime("%Y-%m-%d")
+
+
+def _free_name(directory: Path, name: str) -> Path:
+    """`name` in directory, or name.1.json, name.2.json...: a kept file is never replaced."""
+    target, stem, count = directory / name, name.removesuffix(".json"), 0
+    while os.path.lexists(target):
+        count += 1
+        target = directory / f"{stem}.{count}.json"
+    return target
+
+
 def _archive(data_dir: Path, path: Path, area: str) -> Path:
-    match = _NAME.match(path.name)
-    day = (
-        datetime.strptime(match["time"], _TIME_FORMAT).strftime("%Y-%m-%d")
-        if match
-        else datetime.now(UTC).strftime("%Y-%m-%d")
-    )
-    directory = Path(data_dir) / area / day
+    """Move a landed file (or whatever stands at its path: a link is moved, not followed)
+    to area/<day>/."""
+    directory = Path(data_dir) / area / _landed_day(path.name)
+    if path.parent == directory:
+        return path  # landed there already (a failed attempt's body)
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / path.name
+    # loaded/ may be replaced (the same response loaded again); rejected/ keeps every one.
+    target = _free_name(directory, path.name) if area == REJECTED else directory / path.name
     os.replace(path, target)
     return target
 
@@ -109,14 +170,57 @@ def mark_loaded(data_dir: Path, job: LoadJob) -> None:
 
 
 def mark_rejected(data_dir: Path, path: Path | None) -> None:
-    if path is not None and path.exists():
+    """Move a refused response to rejected/<day>/ so that no later run tries it again."""
+    if path is None or not os.path.lexists(path):
+        return
+    try:
         target = _archive(data_dir, path, REJECTED)
-        log.info("kept the rejected response as %s", target)
+    except OSError as exc:  # it stays in incoming/: the next run refuses it again
+        log.warning("could not move %s to %s/: %s", path, REJECTED, exc)
+        return
+    log.info("kept the rejected response as %s", target)
 
 
 def mark_job_rejected(data_dir: Path, job: LoadJob) -> None:
     for path in job.raw_files:
         mark_rejected(data_dir, path)
+
+
+def set_aside(data_dir: Path, path: Path, reason: str) -> None:
+    """Move something found in incoming/ that is not a landed file to rejected/<day>/, as it
+    is (a link is renamed, never followed), in one warning line."""
+    try:
+        target = _archive(data_dir, path, REJECTED)
+    except OSError as exc:
+        log.warning("%s in %s/ is %s; could not set it aside: %s", path.name, INCOMING, reason, exc)
+        return
+    log.warning("%s in %s/ is %s: set aside as %s", path.name, INCOMING, reason, target)
+
+
+def parse_landed_name(name: str) -> tuple[str, str, datetime] | None:
+    """(kind, metal, fetch time) of a name this pipeline gives a landed file, else None."""
+    match = _NAME.match(name)
+    if match is None or match["kind"] not in ENDPOINTS:
+        return None
+    if (match["kind"] == "timeseries") != (match["metal"] == "all"):
+        return None
+    try:
+        fetched_at = datetime.strptime(match["time"], _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:  # e.g. a month 13
+        return None
+    return match["kind"], match["metal"], fetched_at
+
+
+def _readable(metal: str, endpoint: str, convert: Callable[[], T]) -> T:
+    """convert(); an error that the payload's shape provokes is a MalformedResponse, so a
+    body either loads or is refused with a reason, whatever it holds."""
+    try:
+        return convert()
+    except MetalsDevError:
+        raise
+    except Exception as exc:
+        detail = f"payload not readable ({type(exc).__name__}: {first_line(exc)})"
+        raise MalformedResponse(metal, endpoint, detail) from None
 
 
 def frames_from_payload(
@@ -135,61 +239,96 @@ def frames_from_payload(
         "raw_file": str(raw_file) if raw_file else None,
     }
     to_frame = spot_to_frame if kind == "spot" else history_to_frame
-    return {metal: to_frame(payload, metal=metal, source=source, **common)}
+    return _readable(
+        metal,
+        ENDPOINTS[kind],
+        lambda: {metal: to_frame(payload, metal=metal, source=source, **common)},
+    )
 
 
 def timeseries_job(
-    payload: dict, *, raw_file: Path, fetched_at: datetime, replayed: bool = False
+    payload: dict, *, raw_file: Path | None, fetched_at: datetime, replayed: bool = False
 ) -> LoadJob:
     """One job for a whole /timeseries window: every metal it holds, in one transaction,
-    which also records the days the API answered for (so a rerun skips them)."""
-    frames = timeseries_to_frames(
-        payload,
-        metals=KNOWN_METALS,
-        endpoint=ENDPOINTS["timeseries"],
-        fetched_at=fetched_at,
-        raw_file=str(raw_file),
-    )
-    frame = pd.concat(frames.values(), ignore_index=True) if frames else empty_frame()
-    also = partial(_record_days, days=timeseries_days(payload), raw_file=str(raw_file))
-    return LoadJob("all", frame, [raw_file], replayed=replayed, also=also)
+    which also records the days the API answered for (so a rerun skips them). Without a
+    raw file (the disk refused it) the rows load from memory."""
+    name = str(raw_file) if raw_file else None
+
+    def convert() -> tuple[pd.DataFrame, list]:
+        frames = timeseries_to_frames(
+            payload,
+            metals=KNOWN_METALS,
+            endpoint=ENDPOINTS["timeseries"],
+            fetched_at=fetched_at,
+            raw_file=name,
+        )
+        frame = pd.concat(frames.values(), ignore_index=True) if frames else empty_frame()
+        return frame, timeseries_days(payload)
+
+    frame, days = _readable("all", ENDPOINTS["timeseries"], convert)
+    also = partial(_record_days, days=days, raw_file=name)
+    return LoadJob("all", frame, [raw_file] if raw_file else [], replayed=replayed, also=also)
 
 
-def _record_days(cur, *, days, raw_file: str) -> None:
+def _record_days(cur, *, days, raw_file: str | None) -> None:
     record_coverage(cur, days, KNOWN_METALS, raw_file)
 
 
-def replay_landed(data_dir: Path, *, source: str) -> list[LoadJob]:
+def _incoming_entries(data_dir: Path) -> list[Path]:
+    """Everything in incoming/, whatever it is, in name (so fetch time) order."""
+    incoming = Path(data_dir) / INCOMING
+    try:
+        with os.scandir(incoming) as entries:
+            return sorted(Path(entry.path) for entry in entries)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.error("cannot list %s: %s; nothing replayed", incoming, exc)
+        return []
+
+
+def _jobs_of_landed(path: Path, body: bytes, kind: str, metal: str, fetched_at, source: str):
+    """The LoadJobs of one landed body (raising MetalsDevError when it cannot load)."""
+    payload = parse_payload(body, metal=metal, endpoint=ENDPOINTS[kind])
+    if kind == "timeseries":
+        if not timeseries_days(payload):
+            return []
+        return [timeseries_job(payload, raw_file=path, fetched_at=fetched_at, replayed=True)]
+    frames = frames_from_payload(
+        kind, metal, payload, fetched_at=fetched_at, raw_file=path, source=source
+    )
+    return [LoadJob(m, f, [path], replayed=True) for m, f in frames.items()]
+
+
+def replay_landed(
+    data_dir: Path, *, source: str, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+) -> list[LoadJob]:
     """Jobs for files landed by earlier runs but never loaded (database down, crash).
 
-    Every metal in a file is loaded, whatever this run's --metals: nothing fetched is lost."""
+    Every metal in a file is loaded, whatever this run's --metals: nothing fetched is lost.
+    Only regular files named as this pipeline names them are read, links never followed;
+    anything else, and any body that cannot load, goes to rejected/ and the run goes on."""
     jobs = []
-    for path in sorted((Path(data_dir) / INCOMING).glob("*.json")):
-        match = _NAME.match(path.name)
-        if match is None:
-            log.warning("ignoring unexpected file in %s: %s", INCOMING, path.name)
+    for path in _incoming_entries(data_dir):
+        landed = parse_landed_name(path.name)
+        if landed is None:
+            set_aside(data_dir, path, "not named like a landed response")
             continue
-        kind, metal = match["kind"], match["metal"]
-        fetched_at = datetime.strptime(match["time"], _TIME_FORMAT).replace(tzinfo=UTC)
+        kind, metal, fetched_at = landed
         try:
-            payload = parse_payload(path.read_bytes(), metal=metal, endpoint=ENDPOINTS[kind])
-            if kind == "timeseries":
-                found = []
-                if timeseries_days(payload):
-                    job = timeseries_job(
-                        payload, raw_file=path, fetched_at=fetched_at, replayed=True
-                    )
-                    found = [job]
-            else:
-                frames = frames_from_payload(
-                    kind,
-                    metal,
-                    payload,
-                    fetched_at=fetched_at,
-                    raw_file=path,
-                    source=source,
-                )
-                found = [LoadJob(m, f, [path], replayed=True) for m, f in frames.items()]
+            body = read_regular_file(path, max_bytes)
+        except FileTooLarge as exc:
+            set_aside(data_dir, path, f"{exc} (MAX_RESPONSE_BYTES)")
+            continue
+        except NotARegularFile as exc:
+            set_aside(data_dir, path, str(exc))
+            continue
+        try:
+            found = _readable(
+                metal,
+                ENDPOINTS[kind],
+                lambda: _jobs_of_landed(path, body, kind, metal, fetched_at, source),  # noqa: B023
+            )
         except MetalsDevError as exc:
             log.error("replay of %s failed: %s", path.name, exc)
             mark_rejected(data_dir, path)
@@ -213,20 +352,22 @@ def fetch_spot_prices(
     data_dir: Path,
     submit: Callable[[LoadJob], None],
 ) -> dict[str, Exception]:
-    """Fetch every metal concurrently; submit a LoadJob per success; return {metal: error}."""
+    """Fetch every metal concurrently; submit a LoadJob per success; return {metal: error}.
+    Nothing is sent when DATA_DIR has no room for the answers (LowDiskSpace)."""
+    client.check_ready()
 
     def fetch_one(metal: str) -> None:
         fetched = None
         try:
             fetched = client.spot(metal, currency)
-            frame = spot_to_frame(
+            frame = frames_from_payload(
+                "spot",
+                metal,
                 fetched.payload,
-                metal=metal,
-                endpoint=ENDPOINTS["spot"],
-                source=source,
                 fetched_at=fetched.raw.fetched_at,
-                raw_file=str(fetched.landed_path),
-            )
+                raw_file=fetched.landed_path,
+                source=source,
+            )[metal]
             check_units(frame, currency=currency, unit=unit, metal=metal, endpoint="/metal/spot")
         except MetalsDevError as exc:
             mark_rejected(data_dir, exc.landed_path or (fetched and fetched.landed_path))
@@ -237,7 +378,8 @@ def fetch_spot_prices(
             len(frame),
             frame["timestamp"].iloc[-1],
         )
-        submit(LoadJob(metal, frame, [fetched.landed_path]))
+        landed = [fetched.landed_path] if fetched.landed_path else []  # [] : from memory
+        submit(LoadJob(metal, frame, landed))
 
     errors: dict[str, Exception] = {}
     with ThreadPoolExecutor(max_workers=len(metals), thread_name_prefix="fetch") as pool:

@@ -1,4 +1,5 @@
-"""Durable file writes shared by the stages: write to a temp name, fsync, rename, fsync dir."""
+"""Durable file writes shared by the stages: write to a temp name, fsync, rename, fsync dir;
+and careful reads of files anyone may have put in a landing folder."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import ctypes
 import errno
 import hashlib
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,11 +36,65 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], object] | bytes) -> P
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(target)  # a failed write or fsync (ENOSPC) names no file
         raise
     fsync_path(target.parent)
     return target
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes this process may still write under `path` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+class NotARegularFile(Exception):
+    """Why a path was not read: str() says what it is (a link, a directory, too big)."""
+
+
+class FileTooLarge(NotARegularFile):
+    """A regular file over the size limit: not read."""
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most max_bytes, or NotARegularFile. A symbolic link
+    is never followed and nothing is read from anything else (a pipe does not block)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotARegularFile("a symbolic link (not followed)") from None
+        raise NotARegularFile(f"cannot be opened: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)  # of what was opened: no swap between a check and the open
+        if not stat.S_ISREG(info.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise NotARegularFile(kind)
+        if info.st_size > max_bytes:
+            raise FileTooLarge(f"{info.st_size} bytes, more than the {max_bytes} allowed")
+        chunks, size = [], 0
+        while chunk := os.read(fd, max_bytes + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:  # it grew after the fstat
+                raise FileTooLarge(f"more than the {max_bytes} bytes allowed")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def sha256_of(path: Path) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from tenacity import (
     stop_when_event_set,
 )
 
+from source.config import DEFAULT_MAX_RESPONSE_BYTES
 from source.shutdown import STOP_REQUESTED
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ ERROR_INVALID_KEY = 1101
 ERROR_QUOTA_EXCEEDED = 1203
 MAX_RETRY_AFTER_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 30.0
+MAX_JSON_DEPTH = 64  # real bodies nest 3 deep
+_CHUNK_BYTES = 64 << 10  # read at a time while a body streams in
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ class MalformedResponse(MetalsDevError):
     """The body is not JSON, or lacks the fields the API documents."""
 
 
+class ResponseTooLarge(MalformedResponse):
+    """The body grew past the size limit while streaming in; the rest was never read."""
+
+
 class WrongUnits(MetalsDevError):
     """The body is in another currency or unit than configured (e.g. copper's `mt`)."""
 
@@ -100,18 +109,17 @@ class QuotaExceeded(ApiError):
 
 
 def parse_payload(body: bytes, *, metal: str, endpoint: str, http_status: int = 200) -> dict:
-    """Decode a response body and raise the matching error unless it is a success payload."""
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise MalformedResponse(
-            metal, endpoint, f"HTTP {http_status}, body is not JSON ({len(body)} bytes)"
-        ) from None
+    """Decode a response body and raise the matching error unless it is a success payload.
+
+    Whoever wrote the body, only JSON nested at most MAX_JSON_DEPTH deep with finite numbers
+    gets through; anything else is a MalformedResponse, never another exception."""
+    payload = _decode_json(body, metal=metal, endpoint=endpoint, http_status=http_status)
     if not isinstance(payload, dict):
         raise MalformedResponse(metal, endpoint, f"HTTP {http_status}, JSON body is not an object")
     status = payload.get("status")
     if status == "failure" or (status is None and http_status >= 400):
         code = payload.get("error_code")
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
         message = str(payload.get("error_message") or f"HTTP {http_status}")
         error_class = {ERROR_INVALID_KEY: AuthError, ERROR_QUOTA_EXCEEDED: QuotaExceeded}.get(
             code, ApiError
@@ -122,6 +130,74 @@ def parse_payload(body: bytes, *, metal: str, endpoint: str, http_status: int = 
             metal, endpoint, f"HTTP {http_status}, unexpected status {status!r}"
         )
     return payload
+
+
+class _NotFinite(ValueError):
+    """A number JSON itself does not allow (NaN, Infinity) or that overflows a float."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf
+        raise _NotFinite(text)
+    return value
+
+
+def _finite_int(text: str) -> int:
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        raise _NotFinite(text[:20] + "...") from None
+    return value
+
+
+def _refuse_constant(text: str):
+    raise _NotFinite(text)
+
+
+# A JSON string (escapes and all) or a bracket: strings are skipped, brackets counted.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether brackets nest deeper than `limit`, found in one pass without recursion."""
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        token = text[match.start()]
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
+
+
+def _decode_json(body: bytes, *, metal: str, endpoint: str, http_status: int):
+    """json.loads with the limits: bounded depth (checked first, so the decoder's own recursion
+    never runs deep) and finite numbers only."""
+    prefix = f"HTTP {http_status}, "
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+        if json_depth_exceeds(text):
+            raise MalformedResponse(
+                metal, endpoint, f"{prefix}JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            )
+        return json.loads(
+            text,
+            parse_float=_finite_float,
+            parse_int=_finite_int,
+            parse_constant=_refuse_constant,
+        )
+    except _NotFinite as exc:
+        raise MalformedResponse(
+            metal, endpoint, f"{prefix}body holds a number that is not finite ({exc})"
+        ) from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MalformedResponse(
+            metal, endpoint, f"{prefix}body is not JSON ({len(body)} bytes)"
+        ) from None
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -152,6 +228,8 @@ class MetalsDevClient:
         land: Callable[[RawResponse], Path] | None = None,
         reject: Callable[[RawResponse], Path] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_body_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        ready: Callable[[], None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -161,6 +239,8 @@ class MetalsDevClient:
         self.land = land  # every body, before it is parsed
         self.reject = reject  # bodies of failed attempts (429, 5xx): kept for inspection
         self.clock = clock
+        self.max_body_bytes = max_body_bytes  # read no further: the body is refused
+        self.ready = ready  # raises when no request may be spent (e.g. no room to land it)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "commodities-pipeline/0.1"
         self._lock = threading.Lock()
@@ -169,6 +249,11 @@ class MetalsDevClient:
 
     def close(self) -> None:
         self.session.close()
+
+    def check_ready(self) -> None:
+        """Raise (before any request is spent) if the bodies could not be landed."""
+        if self.ready is not None:
+            self.ready()
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -229,11 +314,13 @@ class MetalsDevClient:
         with self._lock:
             self.request_count += 1
         try:
-            response = self.session.get(
+            with self.session.get(
                 (base or self.base_url) + endpoint,
                 params={"api_key": self._api_key, **params},
                 timeout=self.timeout,
-            )
+                stream=True,
+            ) as response:  # leaving it early closes the connection: the rest is never read
+                body, complete = self._read_body(response)
         except requests.Timeout:
             raise TransientError(metal, endpoint, f"timed out after {self.timeout:g}s") from None
         except requests.RequestException as exc:
@@ -243,9 +330,11 @@ class MetalsDevClient:
             metal=metal,
             endpoint=endpoint,
             http_status=response.status_code,
-            body=response.content,
+            body=body,
             fetched_at=self.clock(),
         )
+        if not complete:
+            raise self._too_large(raw)
         if response.status_code == 429 or response.status_code >= 500:
             error = TransientError(
                 metal,
@@ -258,6 +347,31 @@ class MetalsDevClient:
             error.landed_path = self.reject(raw) if self.reject else None  # kept, not replayed
             raise error
         return raw
+
+    def _read_body(self, response: requests.Response) -> tuple[bytes, bool]:
+        """At most max_body_bytes of the body, read as it streams in; False if there was more."""
+        chunks, size = [], 0
+        for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
+            room = self.max_body_bytes - size
+            if len(chunk) > room:
+                chunks.append(chunk[:room])
+                return b"".join(chunks), False
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks), True
+
+    def _too_large(self, raw: RawResponse) -> ResponseTooLarge:
+        """The refusal of an oversized body (malformed: not retried), its start kept."""
+        kept = self.reject(raw) if self.reject else None
+        detail = (
+            f"HTTP {raw.http_status}, body larger than MAX_RESPONSE_BYTES "
+            f"({self.max_body_bytes} bytes), not read further"
+        )
+        if kept is not None:
+            detail += f"; its first {len(raw.body)} bytes kept, truncated, as {kept}"
+        error = ResponseTooLarge(raw.metal, raw.endpoint, detail)
+        error.landed_path = kept
+        return error
 
     def _wait(self, state: RetryCallState) -> float:
         # Exponential backoff plus random jitter, capped; never sooner than Retry-After says.

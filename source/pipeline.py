@@ -170,7 +170,11 @@ def _extract_and_load(settings: Settings, database: Database | None, report: Run
         )
         with loader:
             report.outcomes = loader.outcomes  # filled by the loader thread as it goes
-            for job in replay_landed(settings.data_dir, source=settings.source_tag):
+            for job in replay_landed(
+                settings.data_dir,
+                source=settings.source_tag,
+                max_bytes=settings.max_response_bytes,
+            ):
                 loader.submit(job)
             if settings.demo and database is not None:
                 from source.demo import seed_demo_history

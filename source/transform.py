@@ -106,6 +106,8 @@ def history_to_frame(payload: dict, **kwargs) -> pd.DataFrame:
     quotes = payload.get("quotes")
     if not isinstance(quotes, list):
         raise MalformedResponse(kwargs["metal"], kwargs["endpoint"], "missing field 'quotes'")
+    if not all(isinstance(quote, dict) for quote in quotes):
+        raise MalformedResponse(kwargs["metal"], kwargs["endpoint"], "a quote is not an object")
     return quotes_to_frame(quotes, **kwargs)
 
 
