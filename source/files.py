@@ -6,6 +6,7 @@ import ctypes
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,17 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], object] | bytes) -> P
         raise
     fsync_path(target.parent)
     return target
+
+
+def open_regular_file(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open that never follows a symbolic link and accepts only a regular file: another
+    user's link or FIFO where a lock or private file belongs must not redirect or block us.
+    Raises OSError (ELOOP for a link, EISDIR for a folder, EINVAL for anything else)."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
 
 
 def sha256_of(path: Path) -> str:
