@@ -231,7 +231,7 @@ def _restore(settings: Settings, args) -> int:
 
     wanted = checked_id(args.id)
     # No hourly run may write while the database is being replaced: this host's file lock
-    # and the database's run lock (the swap ends that session when it renames).
+    # and the database's run lock, whose session the restore closes just before its swap.
     with run_lock(settings.data_dir / ".pipeline.lock") as locked:
         if not locked:
             print("backups_main.py: an hourly run holds the lock; try again", file=sys.stderr)

@@ -1,7 +1,7 @@
-"""`backups_main.py restore ID`: verify first, extract the models beside MODELS_DIR's folders,
-restore the dump into a new database and check its row counts, and only then, as the last
-step, swap it in for the live one by renaming (in place, in one transaction, where this role
-may not create databases); then swap the models folders in."""
+"""`backups_main.py restore ID`: verify first, extract the models inside MODELS_DIR, restore the
+dump into a new database and check its row counts; only then replace the live database, by
+renaming the new one in (where this role may not create databases: in place, in one
+transaction), and swap the already extracted model folders in right after."""
 
 from __future__ import annotations
 
