@@ -3,6 +3,8 @@ error into one stderr line with the right exit code (tracebacks go to the log fi
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import sys
@@ -10,11 +12,10 @@ from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from source import shutdown
 from source.config import Settings
 from source.errors import EXIT_FAILURE, EXIT_LOCKED, ReportableError
+from source.files import open_regular_file
 from source.log_setup import configure_logging, redact
 from source.monitoring import monitored, record
 
@@ -22,20 +23,37 @@ log = logging.getLogger("entrypoint")
 PRIVATE_UMASK = 0o077
 
 
+class LockFileUnusable(ReportableError):
+    """The lock path is a link, a folder or another non-file, or cannot be opened: exit 1."""
+
+
 @contextmanager
 def run_lock(path: Path):
-    """Hold an exclusive lock; yields False when another process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path)
+    """Hold an exclusive lock (flock: the kernel releases it when the process dies, kill -9
+    included); yields False when another process holds it. The path is never followed:
+    LockFileUnusable, in one line, when it is a symbolic link or not a regular file."""
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        yield False
-        return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = open_regular_file(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise LockFileUnusable(_unusable(path, exc)) from None
     try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
         yield True
     finally:
-        lock.release()
+        os.close(fd)  # releases the lock; the file stays for the next run
+
+
+def _unusable(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return f"the lock file {path} is a symbolic link, never followed; remove it and retry"
+    if exc.errno in (errno.EISDIR, errno.EINVAL, errno.ENXIO):
+        return f"the lock file {path} is not a regular file; remove it and retry"
+    return f"cannot open the lock file {path}: {exc.strerror}"
 
 
 def run_locked(
@@ -63,6 +81,18 @@ def run_locked(
 
 
 def _run_step(
+    prog: str, settings: Settings, lock_path: Path | None, step: Callable[[], int], log_path
+) -> int:
+    try:
+        return _locked_step(prog, settings, lock_path, step, log_path)
+    except LockFileUnusable as exc:  # raised before the step could start
+        log.error("%s", exc, extra={"file_only": True})
+        print(f"{prog}: {exc}", file=sys.stderr)
+        record(summary=str(exc))
+        return exc.exit_code
+
+
+def _locked_step(
     prog: str, settings: Settings, lock_path: Path | None, step: Callable[[], int], log_path
 ) -> int:
     with run_lock(lock_path) if lock_path else nullcontext(True) as locked:

@@ -97,6 +97,17 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
         os.close(fd)
 
 
+def open_regular_file(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open that never follows a symbolic link and accepts only a regular file: another
+    user's link or FIFO where a lock or private file belongs must not redirect or block us.
+    Raises OSError (ELOOP for a link, EISDIR for a folder, EINVAL for anything else)."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

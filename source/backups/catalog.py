@@ -11,13 +11,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from source.backups.manifest import MANIFEST
+from source.config import DEMO_SUBDIR
 from source.errors import EXIT_USAGE, ReportableError
 from source.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
+ID_PATTERN = re.compile(r"\d{8}T\d{6}Z(-\d+)?")  # always with fullmatch
+ID_EXAMPLE = "20261128T060000Z"
+LATEST = "latest"
 PARTIAL_PREFIX = ".partial-"
+DOWNLOAD_PREFIX = ".download-"  # a copy fetched from the bucket (source.backups.offsite)
 VERIFICATION = "verification.json"
 RESTORED = "restored"  # the dump was restored into a scratch database and row counts matched
 READ_ONLY = "read only"  # no CREATEDB: the archive was read end to end, never restored
@@ -58,8 +62,20 @@ def new_backup_id(backup_dir: Path, now: datetime | None = None) -> str:
     return candidate
 
 
+def is_backup_id(text: str) -> bool:
+    return bool(ID_PATTERN.fullmatch(text))
+
+
+def checked_id(wanted: str | None) -> str | None:
+    """A backup ID from the command line, checked the same way for local and remote copies:
+    an ID, `latest` or None (the newest); anything else is no backup (exit 2)."""
+    if wanted is None or wanted == LATEST or is_backup_id(wanted):
+        return wanted
+    raise BackupNotFound(f"no backup {wanted} (an ID looks like {ID_EXAMPLE}, or {LATEST})")
+
+
 def _info(path: Path) -> BackupInfo:
-    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    size = sum(p.lstat().st_size for p in path.iterdir() if not p.is_symlink() and p.is_file())
     verified, verified_at, level = None, None, None
     try:
         verification = json.loads((path / VERIFICATION).read_text())
@@ -70,18 +86,49 @@ def _info(path: Path) -> BackupInfo:
     return BackupInfo(path.name, path, size, verified, verified_at, level)
 
 
+_warned: set[Path] = set()
+
+
+def _not_a_backup(path: Path) -> str | None:
+    """Why an entry of BACKUP_DIR is not a backup, or None (a folder named by ID, with its
+    manifest). Links are never followed."""
+    if path.is_symlink():
+        return "a symbolic link"
+    if not path.is_dir():
+        return "not a folder"
+    if not is_backup_id(path.name):
+        return f"not named like a backup ID ({ID_EXAMPLE})"
+    manifest = path / MANIFEST
+    if manifest.is_symlink() or not manifest.is_file():
+        return f"no {MANIFEST}"
+    return None
+
+
+def _skip(path: Path, why: str) -> None:
+    if path not in _warned:  # once per entry and command, however often the folder is read
+        _warned.add(path)
+        log.warning("%s is not a backup (%s): skipped, left as it is", path, why)
+
+
 def list_backups(backup_dir: Path) -> list[BackupInfo]:
-    """Complete backups, oldest first; half-written ones (no final name) are not listed."""
+    """Complete backups, oldest first. Our own hidden entries (the lock, half-written and
+    downloaded copies) and the demo's folder are passed over; anything else that is not a
+    backup is skipped with a warning, never followed, never deleted."""
     if not backup_dir.is_dir():
         return []
-    return [
-        _info(path)
-        for path in sorted(backup_dir.iterdir())
-        if path.is_dir() and ID_PATTERN.match(path.name) and (path / MANIFEST).is_file()
-    ]
+    backups = []
+    for path in sorted(backup_dir.iterdir()):
+        if path.name.startswith(".") or (path.name == DEMO_SUBDIR and not path.is_symlink()):
+            continue
+        if why := _not_a_backup(path):
+            _skip(path, why)
+        else:
+            backups.append(_info(path))
+    return backups
 
 
 def find_backup(backup_dir: Path, backup_id: str | None) -> BackupInfo:
+    backup_id = None if checked_id(backup_id) == LATEST else backup_id
     backups = list_backups(backup_dir)
     if not backups:
         raise BackupNotFound(f"no backups in {backup_dir}")
@@ -105,9 +152,14 @@ def record_verification(path: Path, ok: bool, problems: list[str], level: str | 
 
 
 def remove_leftovers(backup_dir: Path) -> list[str]:
-    """Delete half-written backups left by interrupted runs (call only under the lock)."""
+    """Delete half-written backups and downloaded copies left by interrupted runs (call only
+    under the lock); a link or file of that name is not ours: skipped, never followed."""
     removed = []
-    for path in sorted(backup_dir.glob(PARTIAL_PREFIX + "*")):
+    leftovers = [*backup_dir.glob(PARTIAL_PREFIX + "*"), *backup_dir.glob(DOWNLOAD_PREFIX + "*")]
+    for path in sorted(leftovers):
+        if path.is_symlink() or not path.is_dir():
+            _skip(path, "a link or file with the name of a leftover")
+            continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)
         log.info("removed the leftover of an interrupted backup: %s", path.name)

@@ -9,9 +9,16 @@ from datetime import UTC, datetime
 from functools import partial
 
 from source import monitoring
-from source.backups.catalog import BackupNotFound, find_backup, list_backups, prune
+from source.backups.catalog import (
+    LATEST,
+    BackupNotFound,
+    checked_id,
+    find_backup,
+    list_backups,
+    prune,
+)
+from source.backups.databases import open_for_backups, run_lock_session
 from source.config import ConfigError, Settings, load_settings
-from source.db_functions.migrations import connect_and_migrate
 from source.entrypoint import run_lock, run_locked
 from source.errors import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
@@ -91,7 +98,7 @@ def _create(settings: Settings, args) -> int:
     from source.backups.create import create_backup
     from source.backups.verify import verify_backup
 
-    database = connect_and_migrate(settings)
+    database = open_for_backups(settings)
     backup = create_backup(settings, database)
     if not getattr(args, "no_verify", False) and verify_backup(database, backup)[0]:
         line = f"backup {backup.id} was written but does NOT verify"
@@ -163,8 +170,8 @@ def _verify(settings: Settings, args) -> int:
 
     if getattr(args, "remote", False):
         return _verify_remote(settings, args)
-    backup = find_backup(settings.backup_dir, args.id)
-    problems, level = verify_backup(connect_and_migrate(settings), backup)
+    backup = find_backup(settings.backup_dir, checked_id(args.id))
+    problems, level = verify_backup(open_for_backups(settings), backup)
     if problems:
         line = f"backup {backup.id} does NOT verify: {'; '.join(problems)}"
         monitoring.record(summary=line)
@@ -181,9 +188,9 @@ def _verify_remote(settings: Settings, args) -> int:
     from source.backups.verify import verify_backup
 
     store = _store(settings)
-    backup_id = args.id or _newest_remote_id(store)
+    backup_id = _remote_id(store, checked_id(args.id))
     with fetched(settings, store, backup_id) as copy:
-        problems, level = verify_backup(connect_and_migrate(settings), copy)
+        problems, level = verify_backup(open_for_backups(settings), copy)
     detail = "downloaded, checked and restored into a scratch database"
     store.record_verification(
         backup_id, ok=not problems, level=level, detail="; ".join(problems) or detail
@@ -207,27 +214,36 @@ def _store(settings: Settings):
     return RemoteStore(settings)
 
 
-def _newest_remote_id(store) -> str:
-    backups = store.list()
-    if not backups:
+def _remote_id(store, wanted: str | None) -> str:
+    """The bucket's copy of `wanted` (None or `latest`: the newest), which must be there."""
+    ids = [backup.id for backup in store.list()]
+    if wanted not in (None, LATEST):
+        if wanted not in ids:
+            raise BackupNotFound(f"no backup {wanted} in {store.url}")
+        return wanted
+    if not ids:
         raise BackupNotFound(f"no complete backup in {store.url}")
-    return backups[-1].id
+    return ids[-1]
 
 
 def _restore(settings: Settings, args) -> int:
     from source.backups.restore import restore_backup
 
-    # No hourly run may write while the database is being replaced.
+    wanted = checked_id(args.id)
+    # No hourly run may write while the database is being replaced: this host's file lock
+    # and the database's run lock, whose session the restore closes just before its swap.
     with run_lock(settings.data_dir / ".pipeline.lock") as locked:
         if not locked:
             print("backups_main.py: an hourly run holds the lock; try again", file=sys.stderr)
             return EXIT_LOCKED
-        local = _local_backup(settings, args.id)
-        if local is not None:
-            restore_backup(connect_and_migrate(settings), local, settings.models_dir)
-            restored = local.id
-        else:
-            restored = _restore_from_bucket(settings, args.id)
+        local = _local_backup(settings, wanted)
+        database = open_for_backups(settings)
+        with run_lock_session(database) as session:
+            if local is not None:
+                restore_backup(database, local, settings.models_dir, session)
+                restored = local.id
+            else:
+                restored = _restore_from_bucket(settings, database, wanted, session)
     monitoring.record(summary=f"restored backup {restored}", models_changed=True)
     print(f"restored backup {restored}")
     return EXIT_OK
@@ -236,7 +252,7 @@ def _restore(settings: Settings, args) -> int:
 def _local_backup(settings: Settings, wanted: str):
     """The local backup to restore, or None when it must come from the bucket."""
     local = list_backups(settings.backup_dir)
-    if wanted == "latest":
+    if wanted == LATEST:
         if local:
             return local[-1]
         if not settings.backup_s3_url:
@@ -247,15 +263,15 @@ def _local_backup(settings: Settings, wanted: str):
     return None
 
 
-def _restore_from_bucket(settings: Settings, wanted: str) -> str:
+def _restore_from_bucket(settings: Settings, database, wanted: str, session) -> str:
     from source.backups.offsite import fetched, keep_locally
     from source.backups.restore import restore_backup
 
     store = _store(settings)
-    backup_id = _newest_remote_id(store) if wanted == "latest" else wanted
+    backup_id = _remote_id(store, wanted)
     log.info("restore: %s is not here; fetching it from %s", backup_id, store.url)
     with fetched(settings, store, backup_id) as copy:
-        restore_backup(connect_and_migrate(settings), copy, settings.models_dir)
+        restore_backup(database, copy, settings.models_dir, session)
         keep_locally(settings, copy, store)
     return backup_id
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from source.backups.catalog import BackupInfo, list_backups, retention
+from source.backups.catalog import DOWNLOAD_PREFIX, BackupInfo, list_backups, retention
 from source.backups.remote import CHECKED, RESTORED, RemoteError, RemoteStore
 from source.config import Settings
 from source.errors import EXIT_PARTIAL
@@ -84,7 +84,8 @@ def fetched(settings: Settings, store: RemoteStore, backup_id: str) -> Iterator[
     """A remote copy downloaded into a private folder beside the local backups (same disk,
     never listed: its name starts with a dot), removed afterwards unless kept by `keep`."""
     settings.backup_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".download-{backup_id}-", dir=settings.backup_dir))
+    prefix = f"{DOWNLOAD_PREFIX}{backup_id}-"
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=settings.backup_dir))
     try:
         folder = store.download(backup_id, scratch / backup_id)
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
@@ -96,7 +97,7 @@ def fetched(settings: Settings, store: RemoteStore, backup_id: str) -> Iterator[
 def keep_locally(settings: Settings, backup: BackupInfo, store: RemoteStore) -> None:
     """After a restore from the bucket, the copy becomes a local backup again (it verified)."""
     target = settings.backup_dir / backup.id
-    if target.exists():
+    if target.exists() or target.is_symlink():  # never replace what is there, a link included
         return
     os.rename(backup.path, target)
     _mark(BackupInfo(backup.id, target, backup.size_bytes, None, None), store)

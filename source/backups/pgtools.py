@@ -1,13 +1,17 @@
 """Running pg_dump / pg_restore: pick binaries at least as new as the server, pass connection
-settings (and the password) through the environment, never on the command line."""
+settings (and the password) through the environment, never on the command line, and make
+them die with this process."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +36,47 @@ class PgTool:
         return f"{self.path.name} {self.major} ({self.path})"
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _load_prctl():
+    """libc's prctl, loaded in the parent: a forked child should only call it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _dies_with_parent(parent: int):
+    """A preexec_fn: the kernel sends the child SIGKILL when its parent thread ends, so a
+    pg_restore of a killed command cannot go on and replace a database on its own."""
+
+    def arm() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+                   ctypes.c_ulong(0), ctypes.c_ulong(0))
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
+def _run(args: list[str], **options) -> subprocess.CompletedProcess:
+    # From the calling thread, which waits for the child: the death signal follows that thread.
+    return subprocess.run(
+        args, capture_output=True, text=True, preexec_fn=_dies_with_parent(os.getpid()),
+        **options,
+    )
+
+
 def _version(path: Path) -> int | None:
     try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30)
+        out = _run([str(path), "--version"], timeout=30)
     except OSError:
         return None
     match = re.search(r"(\d+)(?:\.\d+)?", out.stdout)
@@ -102,9 +144,7 @@ def libpq_env(database: Database, dbname: str | None = None) -> dict[str, str]:
 
 def run_tool(tool: PgTool, args: list[str], env: dict[str, str], timeout: float = 3600) -> str:
     """Run a client tool; raise PgToolError with its first error line on failure."""
-    result = subprocess.run(
-        [str(tool.path), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    result = _run([str(tool.path), *args], env=env, timeout=timeout)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         detail = next(

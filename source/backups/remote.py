@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from source.backups.catalog import ID_PATTERN, BackupError
+from source.backups.catalog import BackupError, is_backup_id
 from source.backups.manifest import MANIFEST, read_manifest
 from source.config import Settings
 from source.errors import EXIT_FAILURE, first_line
@@ -120,7 +120,7 @@ class RemoteStore:
             for page in pages:
                 for item in page.get("Contents", []):
                     backup_id, _, name = item["Key"][len(self.prefix) :].partition("/")
-                    if ID_PATTERN.match(backup_id) and name:
+                    if is_backup_id(backup_id) and name:
                         objects.setdefault(backup_id, {})[name] = item["Size"]
         except Exception as exc:
             raise self._fail("listing", exc) from None

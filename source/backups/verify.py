@@ -1,17 +1,18 @@
-"""`backups_main.py verify`: checksums match the manifest, the models archive reads completely,
-and the dump restores into a scratch database with the row counts the manifest recorded."""
+"""`backups_main.py verify`: checksums match the manifest, the models archive reads completely
+and holds only what a restore may extract, and the dump restores into a scratch database with
+the row counts the manifest recorded. A backup that verifies is one that restores."""
 
 from __future__ import annotations
 
 import logging
 import tarfile
-import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import psycopg2
 from psycopg2 import sql
 
 from source.backups.catalog import READ_ONLY, RESTORED, BackupInfo, record_verification
+from source.backups.databases import scratch_name
 from source.backups.manifest import DATABASE_DUMP, MODELS_ARCHIVE, checksum_problems, read_manifest
 from source.backups.pgtools import PgToolError, find_tool, libpq_env, run_tool
 from source.db_functions.connection import Database
@@ -20,11 +21,24 @@ from source.errors import first_line
 log = logging.getLogger(__name__)
 
 
+def unsafe_member(member: tarfile.TarInfo) -> str | None:
+    """Why a restore must not extract this member, or None: it stays inside `models/` and
+    is a plain file or folder (no absolute path, no `..`, no link, no device)."""
+    parts = PurePosixPath(member.name).parts
+    if member.name.startswith("/") or ".." in parts or parts[:1] != ("models",):
+        return f"{member.name!r} points outside the models folder"
+    if not (member.isfile() or member.isdir()):
+        return f"{member.name!r} is a link or a special file"
+    return None
+
+
 def archive_problems(path: Path) -> list[str]:
-    """Read every member to the end: a truncated or corrupt gzip fails here."""
+    """Every member is safe to extract and reads to the end (a truncated gzip fails here)."""
     try:
         with tarfile.open(path, "r:gz") as archive:
             for member in archive:
+                if problem := unsafe_member(member):
+                    return [f"{MODELS_ARCHIVE} holds an unsafe entry: {problem}"]
                 if member.isfile():
                     handle = archive.extractfile(member)
                     while handle and handle.read(1 << 20):
@@ -64,9 +78,7 @@ def restore_test_problems(
     without CREATEDB, read the whole archive instead. (problems, level reached)"""
     dump = backup_dir / DATABASE_DUMP
     pg_restore = find_tool("pg_restore", int(manifest.get("server_major", 0)), database)
-    scratch = (
-        f"verify_{manifest.get('id', 'backup').lower().replace('-', '_')}_{uuid.uuid4().hex[:6]}"
-    )
+    scratch = scratch_name(database.name)  # a killed verify's is dropped by the next command
     try:
         _admin(database, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     except psycopg2.Error as exc:
