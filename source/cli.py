@@ -154,7 +154,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         "example:\n  python main.py report --out /var/www/commodities",
     )
     _common(report)
-    report.add_argument("--out", type=Path, help="folder (default: reports/<UTC date>/)")
+    report.add_argument(
+        "--out", type=Path,
+        help="folder (default: reports/<UTC date>/; with --demo reports/demo/<UTC date>/)",
+    )
 
     quality = _parser(
         "main.py quality",

@@ -230,13 +230,18 @@ def draw_long_view(
         shown = with_breaks(daily, "daily")
         axes.plot(shown["timestamp"], shown["rate_price"], color=LINE, lw=1.0,
                   label="daily close")
-        for row, where in ((daily.loc[daily["rate_price"].idxmax()], "high"),
-                           (daily.loc[daily["rate_price"].idxmin()], "low")):
-            axes.annotate(f"{where} {row.rate_price:,.2f} ({row.timestamp:%Y-%m-%d})",
-                          (row.timestamp, row.rate_price), textcoords="offset points",
-                          xytext=(6, -12 if where == "high" else 8), fontsize=9, color=LINE)
         axes.set_ylim(*_limits(list(daily["rate_price"])))
         start, end = daily["timestamp"].min(), daily["timestamp"].max()
+        middle = start + (end - start) / 2
+        for row, where in ((daily.loc[daily["rate_price"].idxmax()], "high"),
+                           (daily.loc[daily["rate_price"].idxmin()], "low")):
+            # Written towards the middle and away from the line, so it stays inside the axes.
+            right = row.timestamp > middle
+            axes.annotate(f"{where} {row.rate_price:,.2f} ({row.timestamp:%Y-%m-%d})",
+                          (row.timestamp, row.rate_price), textcoords="offset points",
+                          xytext=(-10 if right else 10, 0 if where == "high" else -10),
+                          ha="right" if right else "left", va="top" if where == "low" else "center",
+                          fontsize=9, color=LINE)
         pad = max((end - start) * 0.02, pd.Timedelta(days=1))
         _date_axis(axes, start - pad, end + pad)
         _price_axis(axes, currency, unit)

@@ -88,6 +88,11 @@ def _ranges(facts: dict) -> str:
 
 def _models(facts: dict) -> str:
     """One row per model and horizon: narrow enough for any window."""
+    if not any(model["trained"] for model in facts["models"]):
+        return (
+            "<p>No model trained yet: each hourly run trains once a metal has enough history "
+            "(or <code>python main.py train</code>).</p>"
+        )
     rows = []
     for model in facts["models"]:
         name = escape(f"{model['metal']} {model['target']}")
@@ -210,6 +215,8 @@ def _caption(metal: str, history, now, forecasts: list[dict]) -> str:
         )
     shown = "the last 7 days of quotes" if history.resolution == "hourly" else (
         "daily closes of the last 180 days")
+    if history.quotes < 24 and history.resolution == "hourly":
+        shown = "every quote so far"
     return escape(
         f"{metal.capitalize()}: last quote {pd.Timestamp(history.newest):%Y-%m-%d %H:%M} UTC, "
         f"{age_text(history.newest, now)} ago; {shown} before it"
