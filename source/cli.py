@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from functools import partial
@@ -14,6 +15,8 @@ from source.config import KNOWN_METALS, ConfigError, Settings, check_folder, loa
 from source.console import quiet_when_pipe_closes
 from source.entrypoint import run_locked
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
+
+log = logging.getLogger("main")
 
 EPILOG = """examples:
   python main.py                      one hourly run (fetch, land, load, train)
@@ -302,6 +305,8 @@ def _delimiter(text: str | None) -> str | None:
 def _refuse_contradicting_units(settings: Settings, metals=None) -> None:
     """Before any request: CURRENCY/UNIT must match the stored rows (exit 2 when not). Best
     effort: a database that is down is the run's own business (it fetches and lands anyway)."""
+    import psycopg2
+
     from source.db_functions.connection import DatabaseUnavailable, open_database
     from source.db_functions.units import refuse_contradiction
 
@@ -311,7 +316,12 @@ def _refuse_contradicting_units(settings: Settings, metals=None) -> None:
         return
     try:
         with conn, conn.cursor() as cur:
+            # A table locked by someone else must not hold up the fetch: the loader refuses
+            # a contradicting quote by itself, later.
+            cur.execute("SET LOCAL lock_timeout = '2s'")
             refuse_contradiction(cur, settings.currency, settings.unit, metals or settings.metals)
+    except psycopg2.errors.LockNotAvailable:
+        log.warning("CURRENCY/UNIT not checked before fetching: a table is locked")
     finally:
         conn.close()
 

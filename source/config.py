@@ -260,6 +260,8 @@ def _base_url(value: str) -> str:
 
 def check_folder(variable: str, folder: Path) -> None:
     """A folder the command writes to exists or can be made, and is writable: else one line."""
+    # Made private whatever the umask, like everything the jobs write (raw answers, backups).
+    previous = os.umask(0o077)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -267,6 +269,8 @@ def check_folder(variable: str, folder: Path) -> None:
             f"{variable}: cannot create {folder} ({exc.strerror}); set {variable} to a "
             "writable folder"
         ) from None
+    finally:
+        os.umask(previous)
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(
             f"{variable}: {folder} is not a writable folder for uid {os.getuid()}; set "

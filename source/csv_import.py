@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import psycopg2
 
-from source.db_functions.loaders import UnitMismatch, UpsertCounts
+from source.db_functions.loaders import UpsertCounts
 from source.db_functions.staging import BulkWriter
 from source.errors import EXIT_USAGE, ReportableError, first_line
 from source.progress import progress_bar
@@ -317,8 +317,6 @@ def import_file(
     """Stream, validate and COPY (straight in, or via staging + upsert), one transaction."""
     try:
         return _import(conn, path, metal, layout, currency, unit, strict, chunk_rows)
-    except UnitMismatch as exc:
-        raise ImportUsageError(str(exc)) from None
     except psycopg2.Error as exc:
         # A lost connection surfaces as "connection already closed" from the rollback; the
         # reason is the error that came before it.

@@ -316,7 +316,10 @@ def gather_status(settings: Settings, database: Database, now: datetime) -> dict
                 "metals": metals,
                 "runs": run_facts(cur, now),
                 "forecasts": forecast_facts(cur, newest),
-                "ranges": sorted(range_facts(cur, now), key=_metal_order(settings)),
+                "ranges": sorted(
+                    (r for r in range_facts(cur, now) if r["metal"] in settings.metals),
+                    key=_metal_order(settings),
+                ),
             }
             streaks = failing_streaks(cur, settings.metals)
             facts["quality"] = quality_facts(cur, settings.metals)

@@ -74,13 +74,13 @@ def test_refused_connections_are_not_counted_as_api_requests(run_main, database)
     assert database.scalar("SELECT api_requests FROM pipeline_runs") == 0
 
 
-def _closed_pipe(run_main, *args):
-    """Run main.py with stdout a pipe whose reader has already gone (`| head` at its end)."""
+def _closed_pipe(run_main, *args, script="main.py"):
+    """Run a script with stdout a pipe whose reader has already gone (`| head` at its end)."""
     read, write = os.pipe()
     os.close(read)
     try:
         return subprocess.run(
-            [sys.executable, str(REPO / "main.py"), *args], cwd=run_main.cwd, env=run_main.env,
+            [sys.executable, str(REPO / script), *args], cwd=run_main.cwd, env=run_main.env,
             stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
         )
     finally:
@@ -91,6 +91,8 @@ def test_a_closed_pipe_ends_quietly(gold_rows):
     for args in (["quality"], ["status"], ["status", "--json"], ["--help"]):
         result = _closed_pipe(gold_rows, *args)
         assert (result.returncode, result.stderr) == (0, ""), args
+    listing = _closed_pipe(gold_rows, "list", script="backups_main.py")  # prints outside a step
+    assert (listing.returncode, listing.stderr) == (0, "")
 
 
 # -- import-csv ----------------------------------------------------------------------------------
@@ -170,6 +172,9 @@ def test_status_labels_come_from_the_rows_with_a_note(gold_rows):
     assert (facts["currency"], facts["unit"]) == ("USD", "toz")
     assert (facts["metals"][0]["currency"], facts["metals"][0]["unit"]) == ("USD", "toz")
     assert facts["metals"][1]["currency"] is None  # silver: no rows, no label to claim
+    facts = json.loads(gold_rows("status", "--json", METALS="silver,Gold").stdout)
+    for table in ("metals", "ranges", "models"):  # one order in every table: the configured
+        assert list(dict.fromkeys(r["metal"] for r in facts[table])) == ["silver", "gold"]
 
 
 def test_an_hourly_run_whose_currency_contradicts_the_rows_sends_nothing(gold_rows, sandbox):

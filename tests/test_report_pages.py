@@ -64,6 +64,7 @@ def test_a_fresh_install_after_one_run(run_main, browser, tmp_path):
     assert "Gold: last quote 2026-03-04 10:00 UTC" in text and "1 quote so far" in text
     assert "Palladium: no quotes yet." in text
     assert "No forecasts yet" in text
+    assert "No quotes today, yesterday, this week or in the last 7 days." in text  # not headers
     print(f"look at: {tmp_path}")
 
 
@@ -104,3 +105,15 @@ def test_nineteen_years_of_history_then_one_new_quote(run_main, database, browse
     # +1h from Friday 21:00 UTC is the first trading hour after the weekend.
     assert "2026-05-17 22:00" in text
     print(f"look at: {tmp_path}")
+
+
+def test_ages_read_the_same_in_status_and_on_the_charts():
+    from datetime import UTC, datetime, timedelta
+
+    from source.report.charts import age_text
+    from source.report.text import _age
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    for age in (timedelta(minutes=5), timedelta(hours=30), timedelta(days=199, hours=20)):
+        short, words = _age(age.total_seconds()), age_text(now - age, now)
+        assert words.split()[0] == short[:-1], (short, words)
