@@ -3,6 +3,7 @@
 import sys
 
 from source.cli import main
+from source.console import quiet_when_pipe_closes
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(quiet_when_pipe_closes(main))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 from source import monitoring
-from source.config import KNOWN_METALS, ConfigError, Settings, load_settings
+from source.config import KNOWN_METALS, ConfigError, Settings, check_folder, load_settings
+from source.console import quiet_when_pipe_closes
 from source.entrypoint import run_locked
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
+
+log = logging.getLogger("main")
 
 EPILOG = """examples:
   python main.py                      one hourly run (fetch, land, load, train)
@@ -61,6 +65,11 @@ def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser
     )
 
 
+def _metal_name(text: str) -> str:
+    """Metal names are lower case in the tables; `GOLD` means gold, as in METALS."""
+    return text.strip().lower()
+
+
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
     run = _parser(
         "main.py",
@@ -97,7 +106,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     )
     _common(import_csv)
     import_csv.add_argument("path", type=Path, help="the CSV file")
-    import_csv.add_argument("--metal", required=True, help="gold, silver, platinum or palladium")
+    import_csv.add_argument(
+        "--metal", required=True, type=_metal_name, help="gold, silver, platinum or palladium"
+    )
     import_csv.add_argument("--time-column", help="time (or date and time) column")
     import_csv.add_argument("--date-column", help="date column, when the time is split in two")
     import_csv.add_argument("--price-column", help="price column (default: price or close)")
@@ -108,7 +119,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     import_csv.add_argument(
         "--tz", default="UTC", help="zone of times without an offset (default: UTC)"
     )
-    import_csv.add_argument("--delimiter", help="',', ';' or 'tab' (default: detected)")
+    import_csv.add_argument(
+        "--delimiter", help="',', ';', 'tab' or any one character (default: detected)"
+    )
     import_csv.add_argument(
         "--no-header", action="store_true", help="no header row: columns are numbers from 1"
     )
@@ -144,7 +157,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         "example:\n  python main.py report --out /var/www/commodities",
     )
     _common(report)
-    report.add_argument("--out", type=Path, help="folder (default: reports/<UTC date>/)")
+    report.add_argument(
+        "--out", type=Path,
+        help="folder (default: reports/<UTC date>/; with --demo reports/demo/<UTC date>/)",
+    )
 
     quality = _parser(
         "main.py quality",
@@ -161,7 +177,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         "action", nargs="?", choices=["list", "accept", "reject"], default="list",
         help="list (default), accept (mark ok) or reject one quote",
     )
-    quality.add_argument("--metal", dest="metal_name", help="the quote's metal")
+    quality.add_argument("--metal", dest="metal_name", type=_metal_name, help="the quote's metal")
     quality.add_argument("--time", help="the quote's time as listed (UTC unless an offset)")
     quality.add_argument("--json", action="store_true", help="one JSON object")
 
@@ -204,9 +220,16 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
     args = parsers[command].parse_args(argv)
     if command == "backtest":
         return _backtest(args)
+    # status, report and the quality list only read: they work while a run holds the lock.
+    reads = command in _READERS or (command == "quality" and args.action == "list")
     try:
         needs_key = command in _NEEDS_API_KEY or getattr(args, "api", False)
         settings = load_settings(demo=args.demo, require_api_key=needs_key).with_metals(args.metals)
+        _check_folders(settings, writes=not reads)
+        if settings.demo and command in _NEEDS_API_KEY:
+            from source.demo import check_demo_units
+
+            check_demo_units(settings)
         step = _step(command, args, now or datetime.now(UTC))
     except (ConfigError, ReportableError) as exc:
         kind = "configuration error" if isinstance(exc, ConfigError) else "usage error"
@@ -216,13 +239,18 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
         from source.demo import with_sandbox
 
         step = partial(with_sandbox, step)
-    # status, report and the quality list only read: they work while a run holds the lock.
-    reads = command in _READERS or (command == "quality" and args.action == "list")
     lock = None if reads else settings.data_dir / ".pipeline.lock"
     return run_locked(
-        "main.py", settings, lock, partial(step, settings),
+        "main.py", settings, lock, partial(quiet_when_pipe_closes, partial(step, settings)),
         job=MONITORED_JOBS.get(command), ping=command == "run",
     )
+
+
+def _check_folders(settings: Settings, *, writes: bool) -> None:
+    """Every command logs; the writers also take their lock and land files under DATA_DIR."""
+    check_folder("LOG_DIR", settings.log_dir)
+    if writes:
+        check_folder("DATA_DIR", settings.data_dir)
 
 
 def _step(command: str, args: argparse.Namespace, now: datetime):
@@ -237,24 +265,71 @@ def _step(command: str, args: argparse.Namespace, now: datetime):
     if command == "status":
         return partial(_status, as_json=args.json, api=args.api, now=now)
     if command == "report":
-        out = args.out or Path("reports") / now.strftime("%Y-%m-%d")
+        # The demo's report lives apart, like its data: neither overwrites the other.
+        default = Path("reports") / ("demo" if args.demo else "") / now.strftime("%Y-%m-%d")
+        out = args.out or default
         return partial(_report, out=out, now=now)
     if command == "quality":
         return partial(_quality, **_quality_target(args))
     if command == "import-csv":
-        if args.metal not in KNOWN_METALS:
-            raise ConfigError(
-                f"unknown metal {args.metal!r}; choose from {', '.join(KNOWN_METALS)}"
-            )
-        if not args.path.is_file():
-            raise ConfigError(f"no such file: {args.path}")
+        _check_import_args(args)
         return partial(_import_csv, args=args)
     return partial(_hourly, train=not args.no_train)
+
+
+def _check_import_args(args: argparse.Namespace) -> None:
+    """The metal, the file and the delimiter, before the database is touched."""
+    if args.metal not in KNOWN_METALS:
+        raise ConfigError(f"unknown metal {args.metal!r}; choose from {', '.join(KNOWN_METALS)}")
+    if args.metals is not None:
+        raise ConfigError(
+            f"import-csv loads one metal, named by --metal ({args.metal}); drop --metals "
+            f"{args.metals}"
+        )
+    if args.path.is_dir():
+        raise ConfigError(f"{args.path} is a folder; name the CSV file in it")
+    if not args.path.is_file():
+        raise ConfigError(f"no such file: {args.path}")
+    if args.delimiter is not None and _delimiter(args.delimiter) is None:
+        raise ConfigError(
+            f"--delimiter {args.delimiter!r} is not one character (or 'tab'), e.g. ';'"
+        )
+
+
+def _delimiter(text: str | None) -> str | None:
+    """'tab' (or a typed \\t) is a tab; any other single character is itself."""
+    text = {"tab": "\t", "\\t": "\t"}.get(text, text)
+    return text if text is None or len(text) == 1 else None
+
+
+def _refuse_contradicting_units(settings: Settings, metals=None) -> None:
+    """Before any request: CURRENCY/UNIT must match the stored rows (exit 2 when not). Best
+    effort: a database that is down is the run's own business (it fetches and lands anyway)."""
+    import psycopg2
+
+    from source.db_functions.connection import DatabaseUnavailable, open_database
+    from source.db_functions.units import refuse_contradiction
+
+    try:
+        conn = open_database(settings).connect()
+    except DatabaseUnavailable:
+        return
+    try:
+        with conn, conn.cursor() as cur:
+            # A table locked by someone else must not hold up the fetch: the loader refuses
+            # a contradicting quote by itself, later.
+            cur.execute("SET LOCAL lock_timeout = '2s'")
+            refuse_contradiction(cur, settings.currency, settings.unit, metals or settings.metals)
+    except psycopg2.errors.LockNotAvailable:
+        log.warning("CURRENCY/UNIT not checked before fetching: a table is locked")
+    finally:
+        conn.close()
 
 
 def _hourly(settings: Settings, *, train: bool) -> int:
     from source.pipeline import run_hourly
 
+    _refuse_contradicting_units(settings)
     report = run_hourly(settings, train=train)
     monitoring.record(
         rows_inserted=report.rows_inserted,
@@ -274,12 +349,15 @@ def _hourly(settings: Settings, *, train: bool) -> int:
 
 def _train_only(settings: Settings) -> int:
     from source.db_functions.migrations import connect_and_migrate
-    from source.db_functions.run_lock import database_run_lock
+    from source.db_functions.runs import recorded_run
     from source.ml.train import train_all
 
     database = connect_and_migrate(settings)
-    with database_run_lock(database):
+    with recorded_run(database, "train") as record:  # in the runs table like every writer
         trained = train_all(settings, database)
+        record.status, record.exit_code = "success", EXIT_OK
+        record.metals_ok = list(settings.metals)
+        record.message = f"{trained} model(s) trained"
     monitoring.record(summary=f"{trained} model(s) trained", models_changed=trained > 0)
     print(f"{trained} model(s) trained; see {settings.models_dir}")
     return EXIT_OK
@@ -291,6 +369,7 @@ def _backfill(settings: Settings, *, first, last, force: bool) -> int:
     from source.db_functions.runs import recorded_run
     from source.pipeline import log_api_trouble
 
+    _refuse_contradicting_units(settings)
     database = connect_and_migrate(settings)
     with recorded_run(database, "backfill") as record:
         report = run_backfill(settings, database, first, last, force=force)
@@ -316,7 +395,7 @@ def _import_csv(settings: Settings, *, args: argparse.Namespace) -> int:
     from source.db_functions.migrations import connect_and_migrate
     from source.db_functions.runs import recorded_run, status_for
 
-    delimiter = {"tab": "\t", "\\t": "\t"}.get(args.delimiter, args.delimiter)
+    delimiter = _delimiter(args.delimiter)
     layout = CsvLayout(
         time_column=args.time_column,
         date_column=args.date_column,
@@ -327,6 +406,7 @@ def _import_csv(settings: Settings, *, args: argparse.Namespace) -> int:
         delimiter=delimiter,
         header=not args.no_header,
     )
+    _refuse_contradicting_units(settings, [args.metal])
     database = connect_and_migrate(settings)
     with recorded_run(database, "import-csv") as record:
         conn = database.connect()
@@ -394,9 +474,16 @@ def _quality_target(args: argparse.Namespace) -> dict:
     target = {"action": args.action, "as_json": args.json, "metal": None, "time": None}
     if args.action == "list":
         return target
-    if args.metal_name not in KNOWN_METALS or not args.time:
+    missing = [option for option, value in (("--metal", args.metal_name), ("--time", args.time))
+               if not value]
+    if missing:
         raise ConfigError(
-            f"quality {args.action} needs --metal ({', '.join(KNOWN_METALS)}) and --time"
+            f"quality {args.action} needs {' and '.join(missing)} (the quote as `python main.py "
+            "quality` lists it)"
+        )
+    if args.metal_name not in KNOWN_METALS:
+        raise ConfigError(
+            f"unknown metal {args.metal_name!r}; choose from {', '.join(KNOWN_METALS)}"
         )
     try:
         time = datetime.fromisoformat(args.time.replace("Z", "+00:00"))

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -216,7 +217,7 @@ def load_settings(
     pg_port = env.get("PGPORT")
     return Settings(
         api_key=api_key,
-        base_url=env.get("METALS_DEV_BASE_URL", "https://api.metals.dev/v1").rstrip("/"),
+        base_url=_base_url(env.get("METALS_DEV_BASE_URL", "https://api.metals.dev/v1")),
         metals=parse_metals(env.get("METALS", ",".join(KNOWN_METALS))),
         currency=env.get("CURRENCY", "USD").upper(),
         unit=env.get("UNIT", "toz"),
@@ -266,6 +267,37 @@ def load_settings(
         ),
         demo=demo,
     )
+
+
+def _base_url(value: str) -> str:
+    """An http(s) URL with a host, checked before any request (requests would retry a bad one)."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"METALS_DEV_BASE_URL must be an http(s) URL like https://api.metals.dev/v1, "
+            f"got {value!r}"
+        )
+    return value.strip().rstrip("/")
+
+
+def check_folder(variable: str, folder: Path) -> None:
+    """A folder the command writes to exists or can be made, and is writable: else one line."""
+    # Made private whatever the umask, like everything the jobs write (raw answers, backups).
+    previous = os.umask(0o077)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{variable}: cannot create {folder} ({exc.strerror}); set {variable} to a "
+            "writable folder"
+        ) from None
+    finally:
+        os.umask(previous)
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{variable}: {folder} is not a writable folder for uid {os.getuid()}; set "
+            f"{variable} to one"
+        )
 
 
 def _s3_url(value: str | None) -> str | None:

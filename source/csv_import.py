@@ -245,15 +245,30 @@ def parse_chunk(
 
 def _first_row_and_delimiter(path: Path, layout: CsvLayout) -> tuple[list[str], str]:
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            sample = handle.read(64 * 1024)
+        with open(path, "rb") as handle:
+            head = handle.read(64 * 1024)
     except OSError as exc:
         raise ImportUsageError(f"cannot read {path}: {exc.strerror}") from None
+    sample = _text(path, head)
     if not sample.strip():
         raise ImportUsageError(f"{path} is empty")
     delimiter = layout.delimiter or detect_delimiter(sample)
     first_row = next(csv.reader(sample.splitlines()[:1], delimiter=delimiter))
     return first_row, delimiter
+
+
+def _text(path: Path, head: bytes) -> str:
+    """The file's first bytes as text; a compressed or binary file is refused in one line."""
+    if head.startswith(b"\x1f\x8b") or head.startswith(b"PK\x03\x04"):
+        raise ImportUsageError(f"{path} is compressed (gzip or zip); decompress it first")
+    try:
+        # A multi-byte character may be cut at the end of the sample: that alone is fine.
+        text = head.decode("utf-8-sig", errors="strict" if len(head) < 64 * 1024 else "ignore")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise ImportUsageError(f"{path} is not a UTF-8 text file; export it as UTF-8 CSV")
+    return text
 
 
 def read_chunks(path: Path, layout: CsvLayout, chunk_rows: int) -> Iterator[tuple]:
@@ -281,6 +296,11 @@ def read_chunks(path: Path, layout: CsvLayout, chunk_rows: int) -> Iterator[tupl
                 line += len(chunk)
         except pd.errors.ParserError as exc:
             raise ImportFailed(f"{path.name} is not a well-formed CSV: {exc}".strip()) from None
+        except UnicodeDecodeError:
+            raise ImportUsageError(
+                f"{path} is not a UTF-8 text file (an invalid byte after line {line}); "
+                "export it as UTF-8 CSV"
+            ) from None
 
 
 def import_file(
@@ -331,6 +351,8 @@ def _import(conn, path, metal, layout, currency, unit, strict, chunk_rows) -> Im
             bar.update(position - bar.n)
         if in_flight is not None:
             in_flight.result()
+        if report.rows_read == 0:
+            raise ImportUsageError(f"{path} has a header but no rows; nothing loaded")
         if strict and report.bad_count:
             raise ImportFailed(
                 f"{report.bad_count:,} bad line(s) in {path.name}, first {report.first_bad()}; "

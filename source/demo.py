@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from source.config import DEMO_API_KEY, Settings
+from source.config import DEMO_API_KEY, ConfigError, Settings
 from source.db_functions.connection import Database, open_database
 from source.db_functions.migrations import historic_table
 from source.extract import frames_from_payload, mark_rejected
@@ -18,6 +18,19 @@ from source.sandbox import SandboxServer
 log = logging.getLogger(__name__)
 
 DEMO_SEED_HOURS = 24 * 120  # enough hourly history for walk-forward validation at 24 steps
+
+
+DEMO_UNITS = ("USD", "toz")  # what the sandbox's synthetic feed quotes
+
+
+def check_demo_units(settings: Settings) -> None:
+    """The synthetic feed quotes USD per troy ounce: another CURRENCY or UNIT is refused at
+    once, before the demo seeds rows it would then refuse to mix with."""
+    if (settings.currency, settings.unit) != DEMO_UNITS:
+        raise ConfigError(
+            f"the demo's synthetic feed quotes {DEMO_UNITS[0]} per {DEMO_UNITS[1]}, not "
+            f"{settings.currency} per {settings.unit}; unset CURRENCY and UNIT for --demo"
+        )
 
 
 def with_sandbox(step: Callable[[Settings], int], settings: Settings) -> int:

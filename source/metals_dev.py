@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import requests
+import urllib3
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -214,6 +215,14 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
+def _never_sent(exc: requests.RequestException) -> bool:
+    """No connection was made (refused, unknown host, connect timeout): the API never saw it."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectTimeout) or isinstance(
+        reason, urllib3.exceptions.ConnectTimeoutError
+    )
+
+
 class MetalsDevClient:
     """A thread-safe client: one requests.Session, bounded retries, a request counter."""
 
@@ -311,8 +320,6 @@ class MetalsDevClient:
     ) -> RawResponse:
         if STOP_REQUESTED.is_set():
             raise MetalsDevError(metal, endpoint, "not sent: the run is stopping")
-        with self._lock:
-            self.request_count += 1
         try:
             with self.session.get(
                 (base or self.base_url) + endpoint,
@@ -321,10 +328,15 @@ class MetalsDevClient:
                 stream=True,
             ) as response:  # leaving it early closes the connection: the rest is never read
                 body, complete = self._read_body(response)
-        except requests.Timeout:
-            raise TransientError(metal, endpoint, f"timed out after {self.timeout:g}s") from None
         except requests.RequestException as exc:
-            raise TransientError(metal, endpoint, f"{type(exc).__name__}") from None
+            if not _never_sent(exc):  # sent, no (whole) answer: the API may have counted it
+                self._count_request()
+            if isinstance(exc, requests.Timeout):
+                detail = f"timed out after {self.timeout:g}s"
+            else:
+                detail = type(exc).__name__
+            raise TransientError(metal, endpoint, detail) from None
+        self._count_request()
         raw = RawResponse(
             kind=kind,
             metal=metal,
@@ -372,6 +384,11 @@ class MetalsDevClient:
         error = ResponseTooLarge(raw.metal, raw.endpoint, detail)
         error.landed_path = kept
         return error
+
+    def _count_request(self) -> None:
+        """Only requests that reached the API count toward the month's quota."""
+        with self._lock:
+            self.request_count += 1
 
     def _wait(self, state: RetryCallState) -> float:
         # Exponential backoff plus random jitter, capped; never sooner than Retry-After says.

@@ -14,7 +14,7 @@ import pandas as pd
 import psycopg2
 
 from source.backups.catalog import list_backups
-from source.config import Settings
+from source.config import DEMO_DATABASE, Settings
 from source.db_functions.connection import Database, open_database
 from source.db_functions.migrations import apply_migrations, historic_table
 from source.errors import ReportableError
@@ -44,7 +44,8 @@ def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
     return (now - moment).total_seconds() if moment is not None else None
 
 
-def metal_facts(cur, metal: str, now: datetime) -> dict:
+def metal_facts(cur, metal: str, now: datetime, units: tuple[str, str] | None) -> dict:
+    """Latest quote, rows by source, and the currency/unit its rows are kept in (None: no rows)."""
     table = historic_table(metal)
     latest = _rows(  # the newest good quote: a suspect one is shown apart (quality)
         cur,
@@ -58,6 +59,8 @@ def metal_facts(cur, metal: str, now: datetime) -> dict:
     quote = latest[0] if latest else {}
     return {
         "metal": metal,
+        "currency": units[0] if units else None,
+        "unit": units[1] if units else None,
         "latest_price": quote.get("rate_price"),
         "latest_ask": quote.get("rate_ask"),
         "quote_time": _iso(quote.get("timestamp")),
@@ -195,17 +198,44 @@ def range_facts(cur, now: datetime) -> list[dict]:
     return rows
 
 
-def forecast_facts(cur) -> list[dict]:
-    """The latest forecasts per metal, target and horizon (written after training)."""
+def forecast_facts(cur, newest: dict[str, datetime | None]) -> list[dict]:
+    """The latest forecasts per metal, target and horizon (written after training), each with
+    the trading hour (or day) it is for, and `stale` once quotes at or after that time exist."""
     rows = _rows(
         cur,
         """SELECT DISTINCT ON (metal, target, horizon) metal, target, horizon, origin_time,
                   predicted_value, lower, upper, last_value, frequency
              FROM price_predictions ORDER BY metal, target, horizon, origin_time DESC""",
     )
+    firsts: dict[tuple[str, str], datetime] = {}
     for row in rows:
-        row["origin_time"] = _iso(row["origin_time"])
+        row["target_time"] = forecast_time(row["origin_time"], row["horizon"], row["frequency"])
+        key = (row["metal"], row["target"])
+        firsts[key] = min(firsts.get(key, row["target_time"]), row["target_time"])
+    for row in rows:
+        latest = newest.get(row["metal"])
+        # The forecasts of one run go stale together: when its first target time has a quote.
+        row["stale"] = latest is not None and firsts[(row["metal"], row["target"])] <= latest
+        row["origin_time"], row["target_time"] = _iso(row["origin_time"]), _iso(row["target_time"])
     return rows
+
+
+def is_trading_time(moment: datetime) -> bool:
+    """Spot metals trade from Sunday 22:00 to Friday 22:00 UTC (no quotes in between)."""
+    weekday, hour = moment.weekday(), moment.hour
+    return not (weekday == 5 or (weekday == 4 and hour >= 22) or (weekday == 6 and hour < 22))
+
+
+def forecast_time(origin: datetime, horizon: int, frequency: str) -> datetime:
+    """The time `horizon` steps after `origin`, counting only trading hours (or weekdays):
+    the models count steps in rows, and no row exists while the market is closed."""
+    step = timedelta(days=1) if frequency == "daily" else timedelta(hours=1)
+    moment, left = origin, horizon
+    while left > 0:
+        moment += step
+        trading = moment.weekday() < 5 if frequency == "daily" else is_trading_time(moment)
+        left -= trading
+    return moment
 
 
 def backup_facts(settings: Settings, now: datetime) -> dict:
@@ -270,28 +300,65 @@ def warnings_for(facts: dict, streaks: dict[str, int]) -> list[str]:
 
 def gather_status(settings: Settings, database: Database, now: datetime) -> dict:
     """Every fact status and the report show, in one JSON-ready dict (keys in the README)."""
+    from source.db_functions.units import stored_units
+
     conn = database.connect()
     try:
         with conn, conn.cursor() as cur:
+            units = stored_units(cur, settings.metals)
+            metals = [metal_facts(cur, metal, now, units.get(metal)) for metal in settings.metals]
+            newest = {m["metal"]: _time(m["quote_time"]) for m in metals}
             facts = {
                 "generated_at": now.isoformat(),
                 "database": database.name,
-                "currency": settings.currency,
-                "unit": settings.unit,
-                "metals": [metal_facts(cur, metal, now) for metal in settings.metals],
+                "demo": settings.demo,
+                **labels(settings, units),
+                "metals": metals,
                 "runs": run_facts(cur, now),
-                "forecasts": forecast_facts(cur),
-                "ranges": range_facts(cur, now),
+                "forecasts": forecast_facts(cur, newest),
+                "ranges": sorted(
+                    (r for r in range_facts(cur, now) if r["metal"] in settings.metals),
+                    key=_metal_order(settings),
+                ),
             }
             streaks = failing_streaks(cur, settings.metals)
             facts["quality"] = quality_facts(cur, settings.metals)
     finally:
         conn.close()
+    order = _metal_order(settings)
+    facts["forecasts"].sort(key=lambda r: (order(r), r["target"], r["horizon"]))
     facts["models"] = model_facts(settings)
     facts["backups"] = backup_facts(settings, now)
     facts["api_usage"] = None
     facts["failing_streaks"] = streaks
     return facts
+
+
+def labels(settings: Settings, units: dict[str, tuple[str, str]]) -> dict:
+    """Currency and unit as the stored rows say (the settings' only where there are no rows),
+    and a note when CURRENCY/UNIT say otherwise: a reader labels what is there."""
+    kinds = sorted(set(units.values()))
+    currency, unit = kinds[0] if len(kinds) == 1 else (settings.currency, settings.unit)
+    notes = []
+    wrong = {metal: kept for metal, kept in units.items() if kept != (settings.currency,
+                                                                         settings.unit)}
+    if wrong:
+        kept = "; ".join(f"{m} in {c} per {u}" for m, (c, u) in wrong.items())
+        notes.append(
+            f"CURRENCY={settings.currency} UNIT={settings.unit} ignored: the stored rows are "
+            f"{kept} (labels follow the rows)"
+        )
+    return {"currency": currency, "unit": unit, "notes": notes}
+
+
+def _time(iso: str | None) -> datetime | None:
+    return datetime.fromisoformat(iso) if iso else None
+
+
+def _metal_order(settings: Settings):
+    """Every table lists the metals in the configured order."""
+    order = {metal: n for n, metal in enumerate(settings.metals)}
+    return lambda row: order.get(row["metal"], len(order))
 
 
 def finish(facts: dict) -> dict:
@@ -314,10 +381,7 @@ def open_for_reading(settings: Settings) -> Database:
             cur.execute("SELECT to_regclass('pipeline_runs') IS NOT NULL")
             initialised = cur.fetchone()[0]
         if not initialised:
-            raise EmptyDatabase(
-                f"database {database.name} is empty: no run has loaded anything yet "
-                "(try `python main.py`, or `--demo`)"
-            )
+            raise EmptyDatabase(_empty_line(settings, database, cur_conn=conn))
         try:
             apply_migrations(conn)
         except psycopg2.errors.InsufficientPrivilege:
@@ -325,6 +389,22 @@ def open_for_reading(settings: Settings) -> Database:
     finally:
         conn.close()
     return database
+
+
+def _empty_line(settings: Settings, database: Database, cur_conn) -> str:
+    """Why there is nothing to show; after the quick start, where the demo's data is."""
+    line = f"database {database.name} is empty: no run has loaded anything yet"
+    if settings.demo:
+        return line + " (try `python main.py --demo`)"
+    with cur_conn, cur_conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,))
+        demo_exists = cur.fetchone() is not None
+    if demo_exists:
+        return line + (
+            f"; the demo's rows are in their own database ({DEMO_DATABASE}): add --demo, e.g. "
+            "`python main.py status --demo`"
+        )
+    return line + " (try `python main.py`, or `--demo`)"
 
 
 def api_usage(settings: Settings) -> dict | None:
@@ -352,23 +432,28 @@ def collect(settings: Settings, now: datetime, *, api: bool) -> dict:
 
 @dataclass
 class PriceHistory:
-    """What a metal's chart shows: good prices of the newest stretch that holds data, the
-    quotes marked suspect or rejected in it, and when the newest quote is."""
+    """What a metal's charts show: good prices of the newest stretch that holds data, the
+    quotes marked suspect or rejected in it, when the newest quote is, how many quotes there
+    are, and every daily close when the history is long enough for a long view."""
 
     prices: pd.DataFrame  # timestamp, rate_price (good rows; daily closes when sparse)
     marked: pd.DataFrame  # timestamp, rate_price, quality
     newest: datetime | None
     resolution: str  # "hourly" or "daily"
+    quotes: int = 0  # rows in the table, good or not
+    oldest: datetime | None = None
+    daily: pd.DataFrame | None = None  # timestamp, rate_price: all daily closes (long view)
 
 
 HOURLY_WINDOW, DAILY_WINDOW, MIN_POINTS = timedelta(days=7), timedelta(days=180), 24
+LONG_VIEW_AFTER = timedelta(days=28)  # more history than this: a second, whole-history chart
 
 
 def price_history(settings: Settings, now: datetime) -> dict[str, PriceHistory]:
     """Per metal, the newest stretch that holds data, not the days before the wall clock: a
     feed that stopped, or history imported months ago, still shows its prices (and says how
     old they are). The last 7 days of quotes, or the last 180 daily closes when that holds
-    fewer than a day's worth."""
+    fewer than a day's worth; and all daily closes when there are more than four weeks."""
     database = open_database(settings)
     conn = database.connect()
     history = {}
@@ -384,13 +469,23 @@ def price_history(settings: Settings, now: datetime) -> dict[str, PriceHistory]:
 def _frame(rows, columns) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["rate_price"] = frame["rate_price"].astype(float)
     return frame
+
+
+def _daily_closes(cur, metal: str, after) -> list:
+    cur.execute(
+        """SELECT day::timestamp AT TIME ZONE 'UTC', close FROM daily_ohlc
+            WHERE metal = %s AND day > %s ORDER BY day""",
+        (metal, after),
+    )
+    return cur.fetchall()
 
 
 def _metal_history(cur, metal: str) -> PriceHistory:
     table = historic_table(metal)
-    cur.execute(f'SELECT max("timestamp") FROM {table}')
-    newest = cur.fetchone()[0]
+    cur.execute(f'SELECT min("timestamp"), max("timestamp"), count(*) FROM {table}')
+    oldest, newest, quotes = cur.fetchone()
     columns = ["timestamp", "rate_price"]
     if newest is None:
         return PriceHistory(_frame([], columns), _frame([], [*columns, "quality"]), None, "hourly")
@@ -400,17 +495,18 @@ def _metal_history(cur, metal: str) -> PriceHistory:
         (newest - HOURLY_WINDOW,),
     )
     rows, resolution, start = cur.fetchall(), "hourly", newest - HOURLY_WINDOW
-    if len(rows) < MIN_POINTS:
-        cur.execute(
-            """SELECT day::timestamp AT TIME ZONE 'UTC', close FROM daily_ohlc
-                WHERE metal = %s AND day > %s ORDER BY day""",
-            (metal, (newest - DAILY_WINDOW).date()),
-        )
-        rows, resolution, start = cur.fetchall(), "daily", newest - DAILY_WINDOW
+    if len(rows) < MIN_POINTS and oldest < start:  # older quotes exist: show their closes
+        rows, resolution = _daily_closes(cur, metal, (newest - DAILY_WINDOW).date()), "daily"
+        start = newest - DAILY_WINDOW
     cur.execute(
         f'SELECT "timestamp", rate_price, quality FROM {table} '
         "WHERE quality <> 'ok' AND \"timestamp\" > %s ORDER BY \"timestamp\"",
         (start,),
     )
     marked = _frame(cur.fetchall(), [*columns, "quality"])
-    return PriceHistory(_frame(rows, columns), marked, newest, resolution)
+    daily = None
+    if newest - oldest > LONG_VIEW_AFTER:
+        daily = _frame(_daily_closes(cur, metal, oldest.date() - timedelta(days=1)), columns)
+    return PriceHistory(
+        _frame(rows, columns), marked, newest, resolution, quotes, oldest, daily
+    )

@@ -118,3 +118,39 @@ def test_a_demo_that_loads_nothing_never_says_it_finished(tmp_path):
     assert "Demo run FAILED, nothing loaded" in result.stdout
     assert "finished" not in result.stdout
     assert result.stderr.strip().splitlines()[-1].startswith("main.py: 0/4 metals loaded")
+
+
+def test_after_the_demo_status_and_report_point_to_it_and_say_synthetic(demo_runs, demo_dir):
+    from tests.test_report_pages import WIDTH
+    from tests.test_status_report import CHROMIUM
+
+    runner = MainRunner(demo_dir, base_env())
+    real = runner("status")
+    assert real.returncode == 1
+    assert real.stderr.strip().endswith("add --demo, e.g. `python main.py status --demo`")
+    status = runner("status", "--demo")
+    assert "(demo: SYNTHETIC prices)" in status.stdout.splitlines()[0]
+    assert "FORECASTS (rate_price; 80% interval" in status.stdout
+    result = runner("report", "--demo")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    (index,) = (demo_dir / "reports" / "demo").glob("*/index.html")  # apart from real reports
+    assert not [p for p in (demo_dir / "reports").iterdir() if p.name != "demo"]
+    page = index.read_text()
+    assert "Demo: SYNTHETIC prices" in page and "made at (UTC)" in page
+    if CHROMIUM is None:
+        return  # the page's layout is checked in Chromium by test_report_pages too
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            view = browser.new_page(viewport={"width": WIDTH, "height": 900})
+            errors = []
+            view.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            view.goto(index.as_uri())
+            scroll = view.evaluate("document.documentElement.scrollWidth")
+            view.screenshot(path=str(demo_dir / "demo-report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == [] and scroll <= WIDTH
+    print(f"look at: {demo_dir}")

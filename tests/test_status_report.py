@@ -245,8 +245,9 @@ def report(run_main, database, sandbox):
 def test_the_report_writes_a_page_and_one_sensible_chart_per_metal(report):
     from PIL import Image
 
+    # January's history and March's quote span more than four weeks: a long view beside each.
     assert sorted(p.name for p in report.iterdir()) == sorted(
-        ["index.html", *(f"{m}.png" for m in METALS)]
+        ["index.html", *(f"{m}.png" for m in METALS), *(f"{m}-history.png" for m in METALS)]
     )
     for metal in METALS:
         with Image.open(report / f"{metal}.png") as image:
@@ -280,7 +281,9 @@ def test_the_report_in_a_real_browser(report, tmp_path):
         finally:
             browser.close()
     assert problems == []
-    assert sorted(images) == sorted([f"{m}.png", 1000] for m in METALS)
+    assert sorted(images) == sorted(
+        [[f"{m}.png", 1000] for m in METALS] + [[f"{m}-history.png", 1000] for m in METALS]
+    )
     for metal in METALS:
         assert metal in text
         # The last quote (the sandbox's, in March) is months before the clock: each chart still

@@ -140,6 +140,18 @@ def find_backup(backup_dir: Path, backup_id: str | None) -> BackupInfo:
     raise BackupNotFound(f"no backup {backup_id!r} in {backup_dir}")
 
 
+def newest_restorable(backups: list[BackupInfo]) -> tuple[BackupInfo | None, list[str]]:
+    """What `restore latest` means (backups oldest first): the newest backup that passed
+    verification (or, when none was ever verified, the newest never checked, which restore
+    verifies first); and the IDs of the newer ones passed over because they failed."""
+    failed = [b.id for b in backups if b.verified is False]
+    chosen = next((b for b in reversed(backups) if b.verified), None) or next(
+        (b for b in reversed(backups) if b.verified is None), None
+    )
+    skipped = [i for i in failed if chosen is None or i > chosen.id]
+    return chosen, skipped
+
+
 def record_verification(path: Path, ok: bool, problems: list[str], level: str | None) -> None:
     """Written atomically: a reader sees the previous record or this one, never half."""
     body = {

@@ -15,10 +15,11 @@ from source.backups.catalog import (
     checked_id,
     find_backup,
     list_backups,
+    newest_restorable,
     prune,
 )
 from source.backups.databases import open_for_backups, run_lock_session
-from source.config import ConfigError, Settings, load_settings
+from source.config import ConfigError, Settings, check_folder, load_settings
 from source.entrypoint import run_lock, run_locked
 from source.errors import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
@@ -80,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "create"
     try:
         settings = load_settings(demo=args.demo, require_api_key=False)
+        # Every command logs; all but list take the lock in BACKUP_DIR; restore also DATA_DIR's.
+        check_folder("LOG_DIR", settings.log_dir)
+        if command != "list":
+            check_folder("BACKUP_DIR", settings.backup_dir)
+        if command == "restore":
+            check_folder("DATA_DIR", settings.data_dir)
     except ConfigError as exc:
         print(f"backups_main.py: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -254,13 +261,27 @@ def _local_backup(settings: Settings, wanted: str):
     local = list_backups(settings.backup_dir)
     if wanted == LATEST:
         if local:
-            return local[-1]
+            return _latest_verified(local, settings.backup_dir)
         if not settings.backup_s3_url:
             raise BackupNotFound(f"no backups in {settings.backup_dir}")
         return None  # the host lost its backups: the bucket's newest
     if any(b.id == wanted for b in local) or not settings.backup_s3_url:
         return find_backup(settings.backup_dir, wanted)
     return None
+
+
+def _latest_verified(local: list, backup_dir) -> object:
+    """The newest local backup that passed verification, saying which and what it passed over."""
+    chosen, skipped = newest_restorable(local)
+    if chosen is None:
+        raise BackupNotFound(
+            f"no backup in {backup_dir} passed verification ({', '.join(skipped)} failed); "
+            "restore one by its ID to see why"
+        )
+    what = "the newest verified backup" if chosen.verified else "never verified: checked first"
+    passed = f"; newer {', '.join(skipped)} failed verification" if skipped else ""
+    print(f"latest: {chosen.id}, {what}{passed}")
+    return chosen
 
 
 def _restore_from_bucket(settings: Settings, database, wanted: str, session) -> str:

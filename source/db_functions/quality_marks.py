@@ -114,6 +114,14 @@ def decide(cur, metal: str, time: datetime, accept: bool) -> tuple[MarkChange, l
     if row is None:
         raise LookupError(f"no {metal} row at {time:%Y-%m-%d %H:%M:%S} UTC")
     quote = quality.Quote(*row)
+    if accept and quote.mark == quality.OK:
+        # Nothing to accept: recording "accepted (was ok)" would claim a review that changed
+        # nothing.
+        state = "was never flagged" if quote.decision == "rule" else f"is {quote.decision}"
+        raise LookupError(
+            f"the {metal} quote at {time:%Y-%m-%d %H:%M} UTC is ok and {state}; nothing to "
+            "accept (`python main.py quality` lists the flagged ones)"
+        )
     was = f"was {quote.mark}" + (f": {quote.reason}" if quote.reason else "")
     verdict = quality.Verdict(
         quality.OK if accept else quality.REJECTED,

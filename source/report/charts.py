@@ -1,9 +1,11 @@
-"""One PNG per metal: recent prices with the latest forecasts drawn ahead of the last point
-(headless matplotlib, Agg). Pure function of the rows it is given."""
+"""PNG charts per metal: recent prices with the latest forecasts drawn at the trading hours
+they are for, and a long view of the whole history (headless matplotlib, Agg). Pure
+functions of the rows they are given."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -12,17 +14,31 @@ matplotlib.use("Agg")  # no display on a cron host or in a container
 
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
-HISTORY = {"hourly": pd.Timedelta(days=7), "daily": pd.Timedelta(days=180)}
-STEP = {"hourly": pd.Timedelta(hours=1), "daily": pd.Timedelta(days=1)}
+from source.report.text import age_parts  # noqa: E402
+
+SIZE, DPI = (10, 4.6), 100  # 1000 x 460 px
+LINE, FORECAST, STALE = "#1f4e79", "#c55a11", "#8c8c8c"
+# A gap longer than this between two points is drawn as a break, not a straight line: a
+# weekend is not a gap, a feed that stopped for days is.
+GAP = {"hourly": pd.Timedelta(days=3), "daily": pd.Timedelta(days=6)}
+UNITS = {"m": ("min", "min"), "h": ("hour", "hours"), "d": ("day", "days")}
+
+
+def age_text(newest, now) -> str:
+    """'45 min', '3 hours', '199 days': the same count as status's '199d'."""
+    count, unit = age_parts((pd.Timestamp(now) - pd.Timestamp(newest)).total_seconds())
+    one, many = UNITS[unit]
+    return f"{count} {one if count == 1 else many}"
 
 
 def forecast_points(forecasts: list[dict]) -> pd.DataFrame:
-    """(time, value, horizon) of each forecast: origin + horizon steps."""
+    """(time, value, lower, upper, horizon, step) per forecast, at the time it is for."""
     rows = [
         {
-            "time": pd.Timestamp(f["origin_time"]) + f["horizon"] * STEP[f["frequency"]],
+            "time": pd.Timestamp(f["target_time"]),
             "value": f["predicted_value"],
             "horizon": f["horizon"],
             "step": "d" if f["frequency"] == "daily" else "h",
@@ -34,19 +50,52 @@ def forecast_points(forecasts: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("time") if rows else pd.DataFrame()
 
 
-def age_text(newest, now) -> str:
-    """'3 h', '2 days', for 'last quote … (… ago)'."""
-    hours = max((pd.Timestamp(now) - pd.Timestamp(newest)).total_seconds() / 3600, 0)
-    if hours < 1:
-        return f"{hours * 60:.0f} min"
-    return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.0f} days"
-
-
 def _limits(values: list[float]) -> tuple[float, float]:
     values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     low, high = min(values), max(values)
     pad = (high - low) * 0.08 or abs(high) * 0.01 or 1.0
     return low - pad, high + pad
+
+
+def with_breaks(prices: pd.DataFrame, resolution: str) -> pd.DataFrame:
+    """The prices with a missing value inserted in every long gap, so the line breaks there."""
+    if len(prices) < 2:
+        return prices
+    gaps = prices["timestamp"].diff() > GAP[resolution]
+    if not gaps.any():
+        return prices
+    holes = prices.loc[gaps, ["timestamp"]].copy()
+    holes["timestamp"] -= pd.Timedelta(seconds=1)
+    holes["rate_price"] = float("nan")
+    return pd.concat([prices, holes]).sort_values("timestamp", kind="stable")
+
+
+def _price_axis(axes, currency: str, unit: str) -> None:
+    """Thousands separators; cents only when the axis spans little."""
+    low, high = axes.get_ylim()
+    digits = 2 if high - low < 10 else 0
+    axes.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.{digits}f}"))
+    axes.set_ylabel(f"{currency} per {unit}")
+
+
+def _date_axis(axes, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """Every tick says its full date (ISO, UTC): no offset label to read it against."""
+    span = end - start
+    if span <= pd.Timedelta(days=3):
+        locator, fmt = mdates.AutoDateLocator(minticks=4, maxticks=8), "%Y-%m-%d\n%H:%M"
+    elif span <= pd.Timedelta(days=120):
+        locator, fmt = mdates.AutoDateLocator(minticks=4, maxticks=9), "%Y-%m-%d"
+    elif span <= pd.Timedelta(days=3 * 366):
+        locator, fmt = mdates.MonthLocator(bymonth=range(1, 13, 3 if span.days > 400 else 1)), (
+            "%Y-%m"
+        )
+    else:
+        step = max(1, math.ceil(span.days / 365 / 10))
+        locator, fmt = mdates.YearLocator(step), "%Y"
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz="UTC"))
+    axes.set_xlim(start, end)
+    axes.set_xlabel("time (UTC)")
 
 
 def _marked_points(axes, marked: pd.DataFrame, limits: tuple[float, float]) -> None:
@@ -73,6 +122,53 @@ def _marked_points(axes, marked: pd.DataFrame, limits: tuple[float, float]) -> N
             label = None
 
 
+def _forecast(axes, forecasts: list[dict], stale: bool) -> list[float]:
+    """The forecast line from its origin through each horizon, its 80% band; the values."""
+    points = forecast_points(forecasts)
+    origin = pd.Timestamp(forecasts[0]["origin_time"])
+    last = float(forecasts[0]["last_value"])
+    colour = STALE if stale else FORECAST
+    made = f"made {origin:%Y-%m-%d %H:%M} UTC"
+    label = (f"STALE forecast ({made})" if stale else f"forecast ({made}): ") + (
+        "" if stale else ", ".join(f"+{r.horizon}{r.step} {r.value:,.2f}"
+                                   for r in points.itertuples())
+    )
+    axes.plot([origin, *points["time"]], [last, *points["value"]], color=colour, ls="--",
+              marker="o", ms=5, label=label)
+    values = [last, *points["value"]]
+    bands = points.dropna(subset=["lower", "upper"])
+    if len(bands):
+        axes.fill_between(bands["time"], bands["lower"], bands["upper"], color=colour,
+                          alpha=0.15, label="80% interval")
+        values += [*bands["lower"], *bands["upper"]]
+    return values
+
+
+def _title(metal: str, history, now, synthetic: bool) -> str:
+    newest = pd.Timestamp(history.newest)
+    title = f"{metal.capitalize()}: last quote {newest:%Y-%m-%d %H:%M} UTC"
+    title += f" ({age_text(newest, now)} ago)"
+    if history.quotes < 24:
+        title += f", {history.quotes} quote{'s' if history.quotes != 1 else ''} so far"
+    return title + (" - SYNTHETIC demo prices" if synthetic else "")
+
+
+def _figure():
+    return plt.subplots(figsize=SIZE, dpi=DPI, layout="constrained")
+
+
+def _save(figure, axes, path: Path, synthetic: bool) -> Path:
+    axes.grid(alpha=0.3)
+    if synthetic:  # a picture copied out of the page still says what it is
+        axes.text(0.5, 0.5, "SYNTHETIC", transform=axes.transAxes, ha="center", va="center",
+                  fontsize=60, color="#000000", alpha=0.06, rotation=12, zorder=0)
+    if axes.get_legend_handles_labels()[0]:  # below the axes: it never hides the data
+        figure.legend(loc="outside lower center", ncols=2, frameon=False)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
 def draw_chart(
     path: Path,
     *,
@@ -82,64 +178,77 @@ def draw_chart(
     history,
     forecasts: list[dict],
     now,
+    synthetic: bool = False,
 ) -> Path:
-    """history: a status.PriceHistory (good prices of the newest stretch, marked quotes, the
-    newest quote's time); forecasts: rate_price, latest origin."""
+    """The recent view. history: a status.PriceHistory with at least one quote; forecasts:
+    rate_price ones of the latest origin (with target_time and stale, as status gives)."""
+    with warnings.catch_warnings():  # nothing from matplotlib may reach the console
+        warnings.simplefilter("ignore")
+        return _draw_recent(path, metal, currency, unit, history, forecasts, now, synthetic)
+
+
+def _draw_recent(path, metal, currency, unit, history, forecasts, now, synthetic) -> Path:
     prices = history.prices
-    figure, axes = plt.subplots(figsize=(10, 4.6), dpi=100, layout="constrained")
+    figure, axes = _figure()
     values = list(prices["rate_price"])
+    label = "price" if history.resolution == "hourly" else "daily close"
     if len(prices):
-        axes.plot(prices["timestamp"], prices["rate_price"], color="#1f4e79", lw=1.4,
-                  label="price" if history.resolution == "hourly" else "daily close")
-    points = forecast_points(forecasts)
-    if len(points):
-        start = pd.Timestamp(forecasts[0]["origin_time"])
-        last = float(forecasts[0]["last_value"])
-        axes.plot(
-            [start, *points["time"]],
-            [last, *points["value"]],
-            color="#c55a11",
-            ls="--",
-            marker="o",
-            ms=5,
-            label="forecast "
-            + ", ".join(f"+{r.horizon}{r.step} {r.value:,.2f}" for r in points.itertuples()),
-        )
-        values += [last, *points["value"]]
-        bands = points.dropna(subset=["lower", "upper"])
-        if len(bands):
-            axes.fill_between(
-                bands["time"],
-                bands["lower"],
-                bands["upper"],
-                color="#c55a11",
-                alpha=0.15,
-                label="80% interval",
-            )
-            values += [*bands["lower"], *bands["upper"]]
-    if any(v is not None and math.isfinite(float(v)) for v in values):
-        limits = _limits(values)
+        shown = with_breaks(prices, history.resolution)
+        axes.plot(shown["timestamp"], shown["rate_price"], color=LINE, lw=1.4, label=label,
+                  marker="o" if len(prices) <= 48 else None, ms=4)
+        last = prices.iloc[-1]
+        axes.annotate(f"{last.rate_price:,.2f}\n{last.timestamp:%Y-%m-%d %H:%M}",
+                      (last.timestamp, last.rate_price), textcoords="offset points",
+                      xytext=(-6, 10), ha="right", fontsize=9, color=LINE)
+    start = prices["timestamp"].min() if len(prices) else pd.Timestamp(history.newest)
+    end = pd.Timestamp(history.newest)
+    # A forecast is drawn where it belongs: made within the view (a stale one greyed out);
+    # one made long before the view would only stretch it (the table beside says it).
+    if forecasts and pd.Timestamp(forecasts[0]["origin_time"]) >= start:
+        stale = any(f["stale"] for f in forecasts)
+        values += _forecast(axes, forecasts, stale)
+        end = max(end, *(pd.Timestamp(f["target_time"]) for f in forecasts))
+    if values or len(history.marked):
+        limits = _limits(values or list(history.marked["rate_price"]))
         axes.set_ylim(*limits)
         _marked_points(axes, history.marked, limits)
-    elif len(history.marked):
-        _marked_points(axes, history.marked, _limits(list(history.marked["rate_price"])))
-    if not values and not len(history.marked):
-        axes.text(0.5, 0.5, "no prices yet", ha="center", va="center", transform=axes.transAxes)
-    title = f"{metal.capitalize()} — price in {currency} per {unit}"
-    if history.newest is not None:
-        title += (
-            f" — last quote {pd.Timestamp(history.newest):%Y-%m-%d %H:%M} UTC "
-            f"({age_text(history.newest, now)} ago)"
+    pad = max((end - start) * 0.04, pd.Timedelta(hours=12))
+    _date_axis(axes, start - pad, end + pad)
+    _price_axis(axes, currency, unit)
+    axes.set_title(_title(metal, history, now, synthetic))
+    return _save(figure, axes, path, synthetic)
+
+
+def draw_long_view(
+    path: Path, *, metal: str, currency: str, unit: str, history, synthetic: bool = False
+) -> Path:
+    """The whole history as daily closes (history.daily), its extremes labelled."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        daily = history.daily
+        figure, axes = _figure()
+        shown = with_breaks(daily, "daily")
+        axes.plot(shown["timestamp"], shown["rate_price"], color=LINE, lw=1.0,
+                  label="daily close")
+        axes.set_ylim(*_limits(list(daily["rate_price"])))
+        start, end = daily["timestamp"].min(), daily["timestamp"].max()
+        middle = start + (end - start) / 2
+        for row, where in ((daily.loc[daily["rate_price"].idxmax()], "high"),
+                           (daily.loc[daily["rate_price"].idxmin()], "low")):
+            # Written towards the middle and away from the line, so it stays inside the axes.
+            right = row.timestamp > middle
+            axes.annotate(f"{where} {row.rate_price:,.2f} ({row.timestamp:%Y-%m-%d})",
+                          (row.timestamp, row.rate_price), textcoords="offset points",
+                          xytext=(-10 if right else 10, 0 if where == "high" else -10),
+                          ha="right" if right else "left", va="top" if where == "low" else "center",
+                          fontsize=9, color=LINE)
+        pad = max((end - start) * 0.02, pd.Timedelta(days=1))
+        _date_axis(axes, start - pad, end + pad)
+        _price_axis(axes, currency, unit)
+        years = (end - start).days / 365.25
+        span = f"{years:.0f} years" if years >= 2 else f"{(end - start).days} days"
+        axes.set_title(
+            f"{metal.capitalize()}: the whole history, {span} of daily closes "
+            f"({start:%Y-%m-%d} to {end:%Y-%m-%d})" + (" - SYNTHETIC" if synthetic else "")
         )
-    axes.set_title(title)
-    axes.set_ylabel(f"price ({currency}/{unit})")
-    axes.set_xlabel("time (UTC)")
-    locator = mdates.AutoDateLocator(maxticks=8)
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    axes.grid(alpha=0.3)
-    if axes.get_legend_handles_labels()[0]:  # below the axes: it never hides the data
-        figure.legend(loc="outside lower center", ncols=3, frameon=False)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+        return _save(figure, axes, path, synthetic)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from source.report.charts import age_text, draw_chart
-from source.report.text import _age, _number
+from source.report.charts import age_text, draw_chart, draw_long_view
+from source.report.text import _age, _number, horizon_text, price_forecasts
 
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;
@@ -18,11 +18,14 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem}
 .meta{color:#555}.ok{background:#e6f4ea;border-left:4px solid #1e8e3e;padding:.6rem 1rem}
 .warn{background:#fdecea;border-left:4px solid #c5221f;padding:.6rem 1rem}
 .warn li{margin:.2rem 0}
-table{border-collapse:collapse;width:100%;margin:.5rem 0}
+table{border-collapse:collapse;width:100%;margin:.5rem 0;font-variant-numeric:tabular-nums}
 th,td{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
 .good{color:#1e8e3e;font-weight:600}
 figure{margin:1rem 0}img{max-width:100%;height:auto;border:1px solid #ddd}
+.card{border:1px solid #ddd;border-left:4px solid #999;padding:.8rem 1rem;margin:1rem 0;
+background:#fafafa}.stale{color:#8c8c8c}
+.synthetic{background:#fff4e5;border-left:4px solid #e8710a;padding:.6rem 1rem}
 """
 
 
@@ -40,6 +43,7 @@ def _prices(facts: dict) -> str:
     rows = [
         [
             escape(m["metal"]),
+            escape(f"{m['currency']}/{m['unit']}" if m.get("currency") else "-"),
             _number(m["latest_price"]),
             _number(m["latest_ask"]),
             _when(m["quote_time"]),
@@ -49,11 +53,11 @@ def _prices(facts: dict) -> str:
         ]
         for m in facts["metals"]
     ]
-    unit = f"{facts['currency']}/{facts['unit']}"
     return _table(
         [
             "metal",
-            f"price ({unit})",
+            "in",
+            "price",
             "ask",
             "quote (UTC)",
             "age",
@@ -77,45 +81,65 @@ def _ranges(facts: dict) -> str:
         for r in facts["ranges"]
         if r["high"] is not None
     ]
+    if not rows:
+        return "<p>No quotes today, yesterday, this week or in the last 7 days.</p>"
     return _table(["metal", "period", "high", "at (UTC)", "low", "at (UTC)"], rows)
 
 
 def _models(facts: dict) -> str:
+    """One row per model and horizon: narrow enough for any window."""
+    if not any(model["trained"] for model in facts["models"]):
+        return (
+            "<p>No model trained yet: each hourly run trains once a metal has enough history "
+            "(or <code>python main.py train</code>).</p>"
+        )
     rows = []
     for model in facts["models"]:
+        name = escape(f"{model['metal']} {model['target']}")
         if not model["trained"]:
-            rows.append(
-                [escape(f"{model['metal']} {model['target']}"), "not trained yet"] + [""] * 4
-            )
+            rows.append([name, "not trained yet"] + [""] * 6)
             continue
-        cells = []
-        for skill in model["by_horizon"].values():
+        for horizon, skill in model["by_horizon"].items():
             mark = ' class="good"' if skill["beats_naive"] else ""
-            cells.append(
-                f"<span{mark}>{_number(skill['mase'], 3)}</span> / "
-                f"{_number(skill['direction_accuracy'], 2)} / "
-                f"{_number(skill.get('interval_coverage'), 2)}"
+            rows.append(
+                [
+                    name,
+                    escape(f"+{horizon}"),
+                    f"<span{mark}>{_number(skill['mase'], 3)}</span>",
+                    _number(skill["direction_accuracy"], 2),
+                    _number(skill.get("interval_coverage"), 2),
+                    escape(model["frequency"]),
+                    _number(model["rows_used"], 0),
+                    _when(model["trained_at"]),
+                ]
             )
-        rows.append(
-            [
-                escape(f"{model['metal']} {model['target']}"),
-                *cells,
-                escape(model["frequency"]),
-                _number(model["rows_used"], 0),
-                _when(model["trained_at"]),
-            ]
-        )
-    horizons = next(
-        (list(m["by_horizon"]) for m in facts["models"] if m["trained"]), ["1", "6", "24"]
-    )
     return _table(
+        ["model", "ahead", "MASE", "direction", "80% coverage", "steps", "rows",
+         "trained (UTC)"],
+        rows,
+    )
+
+
+def _forecasts(facts: dict) -> str:
+    """The latest rate_price forecasts with their 80% bounds and when they were made."""
+    rows = [
         [
-            "model",
-            *[f"h{h}: MASE / direction / 80% coverage" for h in horizons],
-            "steps",
-            "rows",
-            "trained (UTC)",
-        ],
+            escape(f["metal"]),
+            escape(horizon_text(f)),
+            _when(f["target_time"]),
+            _number(f["predicted_value"]),
+            _number(f["lower"]),
+            _number(f["upper"]),
+            _when(f["origin_time"]),
+            '<span class="stale">STALE: newer quotes exist</span>' if f["stale"] else "current",
+        ]
+        for f in price_forecasts(facts)
+    ]
+    if not rows:
+        return "<p>No forecasts yet: they are made when the models train.</p>"
+    return _table(
+        ["metal", "ahead", "for (UTC)", "forecast", "80% lower", "80% upper", "made at (UTC)",
+         "state"],
         rows,
     )
 
@@ -175,17 +199,24 @@ def _verdict(facts: dict) -> str:
     return f'<div class="warn"><strong>Needs a look:</strong><ul>{items}</ul></div>'
 
 
-def _caption(metal: str, history, now) -> str:
-    if history is None or history.newest is None:
-        return f"{escape(metal.capitalize())}: no quote yet."
+def _caption(metal: str, history, now, forecasts: list[dict]) -> str:
     marked = history.marked
     notes = [
         f"{(marked['quality'] == mark).sum()} {mark} quote(s) marked, not used"
         for mark in ("suspect", "rejected")
         if len(marked) and (marked["quality"] == mark).any()
     ]
+    if history.quotes < 24:
+        notes.insert(0, f"{history.quotes} quote{'s' if history.quotes != 1 else ''} so far")
+    if forecasts and forecasts[0]["stale"]:
+        notes.append(
+            f"the latest forecast, made {_when(forecasts[0]['origin_time'])} UTC, is stale "
+            "(newer quotes exist; see Forecasts)"
+        )
     shown = "the last 7 days of quotes" if history.resolution == "hourly" else (
         "daily closes of the last 180 days")
+    if history.quotes < 24 and history.resolution == "hourly":
+        shown = "every quote so far"
     return escape(
         f"{metal.capitalize()}: last quote {pd.Timestamp(history.newest):%Y-%m-%d %H:%M} UTC, "
         f"{age_text(history.newest, now)} ago; {shown} before it"
@@ -194,41 +225,73 @@ def _caption(metal: str, history, now) -> str:
     )
 
 
+def _no_rows_card(metal: str) -> str:
+    return (
+        f'<div class="card"><strong>{escape(metal.capitalize())}</strong>: no quotes yet. The '
+        "next hourly run (<code>python main.py</code>) brings one; "
+        "<code>python main.py import-csv</code> or <code>backfill</code> bring history.</div>"
+    )
+
+
+def _figure(src: str, alt: str, caption: str) -> str:
+    return (
+        f'<figure><img src="{escape(src)}" width="1000" height="460" alt="{escape(alt)}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def _charts(facts: dict, history: dict, out: Path, now) -> str:
+    """Per metal: the recent view and, for a long history, the whole of it; or a card."""
+    parts = []
+    synthetic = bool(facts.get("demo"))
+    for metal_facts in facts["metals"]:
+        metal, seen = metal_facts["metal"], history[metal_facts["metal"]]
+        if seen.newest is None:
+            parts.append(_no_rows_card(metal))
+            continue
+        currency = metal_facts["currency"] or facts["currency"]
+        unit = metal_facts["unit"] or facts["unit"]
+        forecasts = [f for f in price_forecasts(facts) if f["metal"] == metal]
+        chart = draw_chart(out / f"{metal}.png", metal=metal, currency=currency, unit=unit,
+                           history=seen, forecasts=forecasts, now=now, synthetic=synthetic)
+        parts.append(_figure(chart.name, f"{metal} recent prices and forecasts",
+                             _caption(metal, seen, now, forecasts)))
+        if seen.daily is not None and len(seen.daily) > 1:
+            long_view = draw_long_view(out / f"{metal}-history.png", metal=metal,
+                                       currency=currency, unit=unit, history=seen,
+                                       synthetic=synthetic)
+            parts.append(_figure(long_view.name, f"{metal} daily closes, whole history",
+                                 escape(f"{metal.capitalize()}: every daily close since "
+                                        f"{pd.Timestamp(seen.oldest):%Y-%m-%d}.")))
+    return "".join(parts)
+
+
 def write_report(facts: dict, history: dict, out: Path, now=None) -> Path:
     """Write the charts and index.html into `out`; return the page's path."""
     out.mkdir(parents=True, exist_ok=True)
-    figures = []
-    for metal in (m["metal"] for m in facts["metals"]):
-        forecasts = [
-            f for f in facts["forecasts"] if f["metal"] == metal and f["target"] == "rate_price"
-        ]
-        chart = draw_chart(
-            out / f"{metal}.png",
-            metal=metal,
-            currency=facts["currency"],
-            unit=facts["unit"],
-            history=history[metal],
-            forecasts=forecasts,
-            now=now,
-        )
-        figures.append(
-            f'<figure><img src="{escape(chart.name)}" width="1000" height="460" '
-            f'alt="{escape(metal)} price history and forecasts">'
-            f"<figcaption>{_caption(metal, history[metal], now)}</figcaption></figure>"
-        )
+    figures = _charts(facts, history, out, now)
     api = f"{facts['runs']['api_requests_this_month']:,} API request(s) this month (counted here)"
+    synthetic = (
+        '<p class="synthetic"><strong>Demo: SYNTHETIC prices</strong> from the local sandbox '
+        "feed, in their own database. Not market data.</p>" if facts.get("demo") else ""
+    )
+    notes = "".join(f'<p class="meta">Note: {escape(n)}</p>' for n in facts.get("notes", []))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Commodities pipeline — {escape(facts["database"])}</title>
+<title>Commodities pipeline{" demo (synthetic)" if facts.get("demo") else ""} — \
+{escape(facts["database"])}</title>
 <style>{STYLE}</style></head>
 <body>
 <h1>Commodities pipeline</h1>
 <p class="meta">Database <code>{escape(facts["database"])}</code> · generated
 {_when(facts["generated_at"])} UTC · {api}</p>
-{_verdict(facts)}
+{synthetic}{notes}{_verdict(facts)}
 <h2>Latest prices</h2>{_prices(facts)}
-<h2>Charts</h2>{"".join(figures)}
+<h2>Charts</h2>{figures}
+<h2>Forecasts</h2>
+<p class="meta">Steps ahead count trading hours (Sunday 22:00 to Friday 22:00 UTC) or weekdays;
+the true price should fall between the 80% bounds four times in five.</p>{_forecasts(facts)}
 <h2>Ranges</h2>{_ranges(facts)}
 <h2>Models</h2>
 <p class="meta">MASE below 1 (green) beats the persistence forecast; direction accuracy counts

@@ -5,13 +5,24 @@ from __future__ import annotations
 import json
 
 
+def age_parts(seconds: float) -> tuple[int, str]:
+    """(count, 'm'|'h'|'d'): the one rounding every age on the page and in status uses."""
+    minutes = int(max(seconds, 0) // 60)
+    if minutes < 120:
+        return minutes, "m"
+    return (minutes // 60, "h") if minutes < 48 * 60 else (minutes // 1440, "d")
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    minutes = int(seconds // 60)
-    if minutes < 120:
-        return f"{minutes}m"
-    return f"{minutes // 60}h" if minutes < 48 * 60 else f"{minutes // 1440}d"
+    count, unit = age_parts(seconds)
+    return f"{count}{unit}"
+
+
+def when(iso: str | None) -> str:
+    """'2026-03-04 10:00' from an ISO time, '-' for none."""
+    return iso[:16].replace("T", " ") if iso else "-"
 
 
 def _number(value, digits: int = 2) -> str:
@@ -101,21 +112,32 @@ def _models(facts: dict) -> list[str]:
     return lines
 
 
+def horizon_text(forecast: dict) -> str:
+    """'+6h', '+1d': steps ahead, counted in trading hours (or days)."""
+    return f"+{forecast['horizon']}{'d' if forecast['frequency'] == 'daily' else 'h'}"
+
+
+def price_forecasts(facts: dict) -> list[dict]:
+    """The rate_price forecasts shown (status and the report's table)."""
+    return [f for f in facts["forecasts"] if f["target"] == "rate_price"]
+
+
 def _forecasts(facts: dict) -> list[str]:
-    rows = [f for f in facts["forecasts"] if f["target"] == "rate_price"]
+    rows = price_forecasts(facts)
     if not rows:
         return []
-    lines = ["FORECASTS (rate_price, with the 80% interval)"]
-    by_metal: dict[str, list[str]] = {}
+    lines = [
+        "FORECASTS (rate_price; 80% interval; STALE: quotes newer than its target exist)",
+        f"  {'metal':<10} {'ahead':>5} {'for (UTC)':<16} {'forecast':>11} {'80% low':>11} "
+        f"{'80% high':>11}  made at (UTC)",
+    ]
     for f in rows:
-        step = "d" if f["frequency"] == "daily" else "h"
-        interval = (
-            f" ({_number(f['lower'])}-{_number(f['upper'])})" if f["lower"] is not None else ""
+        lines.append(
+            f"  {f['metal']:<10} {horizon_text(f):>5} {when(f['target_time']):<16} "
+            f"{_number(f['predicted_value']):>11} {_number(f['lower']):>11} "
+            f"{_number(f['upper']):>11}  {when(f['origin_time'])}"
+            + ("  STALE" if f["stale"] else "")
         )
-        by_metal.setdefault(f["metal"], []).append(
-            f"+{f['horizon']}{step} {_number(f['predicted_value'])}{interval}"
-        )
-    lines += [f"  {metal:<10} {'  '.join(parts)}" for metal, parts in by_metal.items()]
     return lines
 
 
@@ -152,10 +174,13 @@ def _quality(facts: dict) -> list[str]:
 
 def render_text(facts: dict) -> str:
     verdict = "HEALTHY" if facts["healthy"] else f"{len(facts['warnings'])} WARNING(S)"
+    demo = " (demo: SYNTHETIC prices)" if facts.get("demo") else ""
     lines = [
-        f"commodities pipeline - {facts['database']} - {facts['generated_at'][:19]}Z - {verdict}"
+        f"commodities pipeline - {facts['database']}{demo} - {facts['generated_at'][:19]}Z - "
+        f"{verdict}"
     ]
     lines += [f"  ! {w}" for w in facts["warnings"]]
+    lines += [f"  note: {n}" for n in facts.get("notes", [])]
     for section in (_metals, _ranges, _forecasts, _runs, _models, _backups, _quality):
         lines += ["", *section(facts)]
     return "\n".join(lines)
