@@ -124,6 +124,16 @@ def test_a_landed_body_of_an_odd_shape_is_rejected_with_a_reason(run_main, datab
     assert_clean_next_run(run_main, database)
 
 
+def test_any_error_a_payload_provokes_is_a_malformed_response():
+    from source.extract import _readable
+    from source.transform import history_to_frame
+
+    with pytest.raises(MalformedResponse, match="quote is not an object"):
+        history_to_frame({"quotes": [1]}, metal="gold", endpoint="/sandbox/history")
+    with pytest.raises(MalformedResponse, match=r"not readable \(TypeError: "):
+        _readable("gold", "/x", lambda: int([]))
+
+
 @pytest.mark.parametrize("price", ["Infinity", "-Infinity", "NaN", "1e999", "1" + "0" * 400])
 def test_a_price_that_is_not_finite_makes_the_body_malformed(run_main, database, sandbox, price):
     sandbox.add_fault("silver", 200, spot_body("silver", price))
