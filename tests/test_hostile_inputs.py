@@ -124,6 +124,16 @@ def test_a_landed_body_of_an_odd_shape_is_rejected_with_a_reason(run_main, datab
     assert_clean_next_run(run_main, database)
 
 
+def test_any_error_a_payload_provokes_is_a_malformed_response():
+    from source.extract import _readable
+    from source.transform import history_to_frame
+
+    with pytest.raises(MalformedResponse, match="quote is not an object"):
+        history_to_frame({"quotes": [1]}, metal="gold", endpoint="/sandbox/history")
+    with pytest.raises(MalformedResponse, match=r"not readable \(TypeError: "):
+        _readable("gold", "/x", lambda: int([]))
+
+
 @pytest.mark.parametrize("price", ["Infinity", "-Infinity", "NaN", "1e999", "1" + "0" * 400])
 def test_a_price_that_is_not_finite_makes_the_body_malformed(run_main, database, sandbox, price):
     sandbox.add_fault("silver", 200, spot_body("silver", price))
@@ -157,24 +167,23 @@ def test_a_50_mb_body_is_refused_unread_past_the_limit_and_not_retried(run_main,
 
 
 class EndlessBody(http.server.BaseHTTPRequestHandler):
-    """Answers 200 and then streams bytes for ever (no Content-Length)."""
-
-    sent = 0
+    """Answers 200, then streams 256 MiB without saying how long the body is (a client that
+    reads it all fails the test instead of hanging it)."""
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         self.send_response(200)
+        self.send_header("Connection", "close")
         self.end_headers()
         chunk = b" " * 65536
         with contextlib.suppress(OSError):
-            while True:
+            for _ in range(4096):
                 self.wfile.write(chunk)
-                type(self).sent += len(chunk)
 
     def log_message(self, *args):
         pass
 
 
-def test_the_limit_is_enforced_while_streaming_an_endless_body():
+def test_the_limit_is_enforced_while_streaming_a_body_of_unknown_length():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EndlessBody)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
