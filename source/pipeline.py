@@ -40,8 +40,10 @@ class RunReport(LoadTotals):
     training_error: str | None = None
     models_trained: int = 0
     api_requests: int = 0
-    interrupted: bool = False
-    stop_code: int | None = None  # 143 when SIGTERM stopped the run: what the process returns
+    interrupted: bool = False  # stopped by a signal
+    # When an exception ended the run: the exit code the process returns with it (143 for
+    # SIGTERM, a reportable error's own code, 1 for a crash).
+    ended_with: int | None = None
 
     @property
     def load_errors(self) -> dict[str, str]:
@@ -59,8 +61,8 @@ class RunReport(LoadTotals):
 
     @property
     def exit_code(self) -> int:
-        if self.stop_code is not None:
-            return self.stop_code
+        if self.ended_with is not None:
+            return self.ended_with
         errors = list(self.fetch_errors.values())
         if errors and not self.metals_ok and all(isinstance(e, AuthError) for e in errors):
             return EXIT_USAGE  # the key is wrong: a configuration error
@@ -116,8 +118,8 @@ def _run(
         if train and database is not None and report.metals_ok:
             report.models_trained, report.training_error = _train(settings, database)
     except BaseException as exc:
-        report.interrupted = True  # SIGTERM or a crash: record it, then let it propagate
-        report.stop_code = shutdown.stop_code(exc)
+        report.interrupted = shutdown.stop_code(exc) is not None  # recorded, then propagated
+        report.ended_with = shutdown.exit_code_of(exc)
         raise
     finally:
         with shutdown.shielded():  # a second signal must not cut the ledger short

@@ -299,8 +299,11 @@ class SandboxServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
-                self.wfile.flush()
+                try:
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the client stopped reading (e.g. a body over its size limit)
                 with sandbox._lock:
                     sandbox.served.append((url.path, status, body))
 

@@ -23,6 +23,12 @@ def stop_code(exc: BaseException) -> int | None:
     return None
 
 
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code a command ends with when `exc` ends it: 143 for SIGTERM, a reportable
+    error's own code, 1 for anything else."""
+    return stop_code(exc) or getattr(exc, "exit_code", 1)
+
+
 def terminate(signum: int, frame) -> None:
     """SIGTERM handler (docker stop, cron or Kubernetes ending the job)."""
     first = not STOP_REQUESTED.is_set()

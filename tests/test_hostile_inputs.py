@@ -425,6 +425,7 @@ def test_a_full_data_dir_spends_no_request_and_says_so_in_one_line(run_main, dat
     assert line.startswith(f"main.py: DATA_DIR {full} has 0.0 MiB free, less than the 16.0 MiB")
     assert "no request sent" in line
     assert sandbox.requests == []
+    assert database.query("SELECT status, exit_code FROM pipeline_runs") == [("failed", 1)]
 
 
 def test_a_landing_that_fails_mid_run_loads_the_response_from_memory(run_main, database, sandbox):

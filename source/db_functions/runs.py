@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from source import shutdown
 from source.db_functions.run_lock import database_run_lock
-from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL
+from source.errors import EXIT_OK, EXIT_PARTIAL
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,5 @@ def _record_failure(record: RunRecord, exc: BaseException) -> None:
             f" after: {record.message}" if record.message else ""
         )
     else:
-        record.status = "failed"
-        record.exit_code = getattr(exc, "exit_code", EXIT_FAILURE)
+        record.status, record.exit_code = "failed", shutdown.exit_code_of(exc)
         record.message = f"{type(exc).__name__}: {exc}"
