@@ -17,7 +17,7 @@ WORKDIR /build
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock \
     && pip uninstall --yes pip setuptools
-# What the jobs never import or read (README, "The image"): the libraries' own test suites,
+# What the jobs never import or read (docs/deploy.md, "The image"): the libraries' own test suites,
 # C headers, Cython declarations and type stubs, and botocore's models of the ~440 AWS services
 # other than S3 and those its credential chain may ask (STS, SSO).
 RUN find /opt/venv -depth \( -type d \( -name tests -o -name include \) \

@@ -1,4 +1,4 @@
-"""Exit codes (see CONTRACT) and the base of errors reported as one line on stderr."""
+"""Exit codes (listed in the README) and the base of errors reported as one line on stderr."""
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 75
 

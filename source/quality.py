@@ -3,7 +3,7 @@ good price of its metal (a jump too large for the metal's recent volatility over
 between them, and larger than a floor), and against itself (bid above ask, price far outside
 the day's low-high). Nothing is deleted: a doubtful quote is marked `suspect`, and the quotes
 after it decide (the new level holds: it was real, `ok`; the price returns: it stays
-`suspect`). Thresholds were chosen on real hourly gold and silver, 2007-2026 (README).
+`suspect`). Thresholds were chosen on real hourly gold and silver, 2007-2026 (docs/data-quality.md).
 
 The state of a metal's judgement is rebuilt from stored marks, so judging new rows needs only
 a window of rows before them."""
@@ -25,7 +25,7 @@ ACCEPTED = "accepted"  # a person said ok
 PERSON_REJECTED = "rejected"  # a person said rejected
 PERSON = (ACCEPTED, PERSON_REJECTED)
 
-# Thresholds (README, "Bad ticks"): a jump must exceed both.
+# Thresholds (docs/data-quality.md, "Bad ticks"): a jump must exceed both.
 JUMP_SIGMAS = 10.0  # in units of the robust EWMA volatility, scaled by sqrt(hours between)
 JUMP_FLOOR = 0.02  # and at least 2% (log return)
 EWMA_DECAY = 0.97  # per quote, on returns per sqrt(hour)

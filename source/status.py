@@ -299,7 +299,7 @@ def warnings_for(facts: dict, streaks: dict[str, int]) -> list[str]:
 
 
 def gather_status(settings: Settings, database: Database, now: datetime) -> dict:
-    """Every fact status and the report show, in one JSON-ready dict (keys in the README)."""
+    """Every fact status and the report show, in one JSON-ready dict (keys: docs/operations.md)."""
     from source.db_functions.units import stored_units
 
     conn = database.connect()

@@ -279,7 +279,7 @@ def test_backfill_marks_a_bad_day_and_says_how_many(run_main, database, sandbox)
 
 # -- the real hourly files ---------------------------------------------------------------------
 
-# What the README states for 2007-2026 (Bad ticks): flagged hours at most per year, and in all.
+# What docs/data-quality.md states for 2007-2026: flagged hours at most per year, and in all.
 REAL_FLAGGED = {"XAUUSD_H1": ("gold", 3, 6), "XAGUSD_H1": ("silver", 6, 19)}
 
 

@@ -1,6 +1,6 @@
 """Pure rendering of a job's record into Prometheus metrics, and their two ways out: an atomic
-textfile for node_exporter and a push to a Pushgateway. Names are an interface (CONTRACT.md,
-Metrics): alert rules use them; add, never rename."""
+textfile for node_exporter and a push to a Pushgateway. Names are an interface (listed in
+docs/operations.md, Metrics): alert rules use them; add, never rename."""
 
 from __future__ import annotations
 

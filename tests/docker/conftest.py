@@ -76,8 +76,8 @@ def free_port() -> int:
 
 
 def readme_block(after: str, until: str) -> str:
-    """The README's deployment commands from the line holding `after` up to `until`."""
-    text = (REPO / "README.md").read_text()
+    """The deployment commands (docs/deploy.md) from the line holding `after` up to `until`."""
+    text = (REPO / "docs" / "deploy.md").read_text()
     start = text.index(after)
     return text[start : text.index(until, start)]
 
