@@ -147,7 +147,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         "  python main.py status --api        also ask the API how much of the plan is used",
     )
     _common(status)
-    status.add_argument("--json", action="store_true", help="one JSON object (keys: README)")
+    status.add_argument(
+        "--json", action="store_true", help="one JSON object (keys: docs/operations.md)"
+    )
     status.add_argument("--api", action="store_true", help="include the API's own /usage")
 
     report = _parser(
