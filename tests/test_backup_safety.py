@@ -342,6 +342,11 @@ def test_restore_swaps_a_checked_copy_in_ending_sessions_keeping_access_rights(
     admin(database, sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC; "
                             "GRANT CONNECT ON DATABASE {} TO swap_reader").format(
         sql.Identifier(database.name), sql.Identifier(database.name)))
+    # What a read-only role is given (the Compose stack's reader): kept by the swap as well.
+    database.query("GRANT USAGE ON SCHEMA public TO swap_reader; "
+                   "GRANT SELECT ON ALL TABLES IN SCHEMA public TO swap_reader; "
+                   "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+                   "GRANT SELECT ON TABLES TO swap_reader")
     rights = acl(database)
     assert "('swap_reader', 'CONNECT')" in rights
     before = fingerprint(database)
@@ -354,6 +359,12 @@ def test_restore_swaps_a_checked_copy_in_ending_sessions_keeping_access_rights(
     assert result.returncode == 0, result.stderr
     assert fingerprint(database) == before
     assert acl(database) == rights
+    granted = database.query(
+        "SELECT has_table_privilege('swap_reader', 'commodities_price_data_analytics', "
+        "'SELECT'), has_schema_privilege('swap_reader', 'public', 'USAGE'), "
+        "(SELECT count(*) FROM pg_default_acl)"
+    )
+    assert granted == [(True, True, 1)]
     with pytest.raises(psycopg2.OperationalError):
         idle.cursor().execute("SELECT 1")
     log = loaded.log_text()

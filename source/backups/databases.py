@@ -218,6 +218,65 @@ def _copy_access(cur, live: str, name: str) -> None:
         )
 
 
+# Grants on schemas, tables/views/sequences and the default privileges of the live database:
+# the dump is restored with --no-privileges (its roles may not exist on another server), so
+# what readers were granted here is carried over to the copy that replaces it.
+_GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END"
+_OBJECT_GRANTS = f"""
+    SELECT 'SCHEMA', quote_ident(n.nspname), {_GRANTEE}, a.privilege_type, a.is_grantable
+      FROM pg_namespace n, aclexplode(n.nspacl) a
+     WHERE n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'
+       AND a.grantee <> n.nspowner
+    UNION ALL
+    SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+           quote_ident(n.nspname) || '.' || quote_ident(c.relname), {_GRANTEE},
+           a.privilege_type, a.is_grantable
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
+     WHERE n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'
+       AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND a.grantee <> c.relowner"""
+_DEFAULT_GRANTS = f"""
+    SELECT pg_get_userbyid(d.defaclrole), quote_ident(n.nspname),
+           CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES'
+                WHEN 'f' THEN 'FUNCTIONS' WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END,
+           {_GRANTEE}, a.privilege_type
+      FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace,
+           aclexplode(d.defaclacl) a
+     WHERE a.grantee <> d.defaclrole"""
+
+
+def copy_object_grants(database: Database, name: str) -> int:
+    """Grant on `name`'s schemas and tables what the live database grants (e.g. SELECT to a
+    read-only role), and its default privileges; returns how many were carried over."""
+    live = database.connect()
+    try:
+        with live, live.cursor() as cur:
+            cur.execute(_OBJECT_GRANTS)
+            grants = cur.fetchall()
+            cur.execute(_DEFAULT_GRANTS)
+            defaults = cur.fetchall()
+    finally:
+        live.close()
+    copy = database.connect(dbname=name)
+    try:
+        with copy, copy.cursor() as cur:
+            for kind, target, grantee, privilege, grantable in grants:
+                cur.execute(sql.SQL("GRANT {} ON {} {} TO {}{}").format(
+                    sql.SQL(privilege), sql.SQL(kind), sql.SQL(target), _role(grantee),
+                    sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+            for role, schema, kind, grantee, privilege in defaults:
+                cur.execute(sql.SQL(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {} ON {} TO {}"
+                ).format(sql.Identifier(role), sql.SQL(schema), sql.SQL(privilege),
+                         sql.SQL(kind), _role(grantee)))
+    finally:
+        copy.close()
+    return len(grants) + len(defaults)
+
+
+def _role(name: str):
+    return sql.SQL("PUBLIC") if name == "PUBLIC" else sql.Identifier(name)
+
+
 def drop_own(database: Database, name: str) -> None:
     """Drop a database this command created (its sessions, if any, are ours)."""
     with admin(database) as conn, conn.cursor() as cur:

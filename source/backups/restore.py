@@ -19,6 +19,7 @@ from source.backups.create import row_counts
 from source.backups.databases import (
     RESTORING,
     can_swap,
+    copy_object_grants,
     create_like,
     derived_name,
     drop_own,
@@ -173,6 +174,9 @@ def restore_by_swap(
         try:
             run_tool(pg_restore, [*RESTORE_OPTIONS, "--dbname", new, str(dump)],
                      libpq_env(database, new))
+            carried = copy_object_grants(database, new)
+            log.info("restore: %d grant(s) of %s carried over to the restored copy",
+                     carried, database.name)
             with holder, holder.cursor() as cur:
                 after = row_counts(cur)
         finally:

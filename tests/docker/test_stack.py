@@ -167,7 +167,8 @@ def test_the_report_reaches_the_host(deployment):
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     folder = deployment.root / "reports" / day
     assert result.stdout.strip() == f"report written to {folder}/index.html"
-    assert {p.name for p in folder.iterdir()} == {"index.html", *(f"{m}.png" for m in METALS)}
+    charts = {f"{m}{view}.png" for m in METALS for view in ("", "-history")}  # recent, long
+    assert {p.name for p in folder.iterdir()} == {"index.html", *charts}
     for path in folder.iterdir():  # the person who ran it owns (and can read) every file
         assert path.stat().st_uid == os.getuid() and path.stat().st_size > 1000
 
