@@ -18,8 +18,9 @@ from source.backups.catalog import (
     newest_restorable,
     prune,
 )
-from source.backups.databases import open_for_backups, run_lock_session
+from source.backups.databases import open_for_backups
 from source.config import ConfigError, Settings, check_folder, load_settings
+from source.db_functions.run_lock import database_run_lock
 from source.entrypoint import run_lock, run_locked
 from source.errors import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
@@ -245,7 +246,7 @@ def _restore(settings: Settings, args) -> int:
             return EXIT_LOCKED
         local = _local_backup(settings, wanted)
         database = open_for_backups(settings)
-        with run_lock_session(database) as session:
+        with database_run_lock(database) as session:
             if local is not None:
                 restore_backup(database, local, settings.models_dir, session)
                 restored = local.id

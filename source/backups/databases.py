@@ -20,7 +20,6 @@ from source.backups.catalog import BackupError
 from source.config import Settings
 from source.db_functions.connection import Database, DatabaseUnavailable, open_database
 from source.db_functions.migrations import connect_and_migrate
-from source.db_functions.run_lock import RUN_LOCK_KEY, RunLocked
 from source.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -145,25 +144,6 @@ def open_for_backups(settings: Settings) -> Database:
     except DatabaseUnavailable as exc:  # e.g. no access to the maintenance database
         log.info("leftovers of interrupted backups not checked: %s", exc)
     return connect_and_migrate(settings)
-
-
-@contextmanager
-def run_lock_session(database: Database) -> Iterator:
-    """The run lock of the live database (as the hourly run takes it) on a session of our
-    own, which a restore closes itself just before its swap; RunLocked (exit 75) if held."""
-    conn = database.connect()
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,))
-            if not cur.fetchone()[0]:
-                raise RunLocked(
-                    f"another run holds the lock of database {database.name} "
-                    "(on this or another host); exiting"
-                )
-        yield conn
-    finally:
-        conn.close()  # idempotent: the swap may have closed it already
 
 
 def can_swap(database: Database) -> str | None:

@@ -17,7 +17,9 @@ class RunLocked(ReportableError):
 
 @contextmanager
 def database_run_lock(database: Database):
-    """Hold the run lock for the block; RunLocked (exit 75) when another run holds it."""
+    """Hold the run lock for the block, on a session of its own (yielded: closing it early
+    releases the lock, as a restore does just before its swap); RunLocked (exit 75) when
+    another run holds it."""
     conn = database.connect()
     try:
         conn.autocommit = True
@@ -28,6 +30,6 @@ def database_run_lock(database: Database):
                     f"another run holds the lock of database {database.name} "
                     "(on this or another host); exiting"
                 )
-        yield
+        yield conn
     finally:
         conn.close()  # ends the session, which releases the lock (also if we are killed)
