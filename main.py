@@ -2,7 +2,7 @@
 
 import sys
 
-from source.cli import main
+from source.commands.main import main
 from source.console import quiet_when_pipe_closes
 
 if __name__ == "__main__":

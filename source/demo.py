@@ -1,17 +1,25 @@
-"""`--demo`: the local sandbox feed, the first run's seeded history, and the summary printed
-at the end. Demo rows are tagged `demo` and live in their own database."""
+"""`--demo`: the local sandbox feed every command runs against, the first run's seeded history
+(loaded before the hourly run, which knows nothing of the demo), and the summary printed at
+the end. Demo rows are tagged `demo` and live in their own database."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from source.config import DEMO_API_KEY, ConfigError, Settings
-from source.db_functions.connection import Database, open_database
-from source.db_functions.migrations import historic_table
-from source.extract import frames_from_payload, mark_rejected
-from source.load import LoadJob
+from source.db_functions.connection import Database, DatabaseUnavailable, open_database
+from source.db_functions.migrations import connect_and_migrate, historic_table
+from source.extract import (
+    frames_from_payload,
+    make_client,
+    mark_job_rejected,
+    mark_loaded,
+    mark_rejected,
+)
+from source.load import LoadJob, QueueLoader
 from source.metals_dev import MetalsDevError
 from source.sandbox import SandboxServer
 
@@ -33,11 +41,38 @@ def check_demo_units(settings: Settings) -> None:
         )
 
 
-def with_sandbox(step: Callable[[Settings], int], settings: Settings) -> int:
-    """Run a step with the API pointed at a sandbox on 127.0.0.1."""
+def with_sandbox(step: Callable[[Settings], int], settings: Settings, *, seed: bool = False) -> int:
+    """Run a step with the API pointed at a sandbox on 127.0.0.1; `seed`: the first run's
+    history is loaded before it."""
     with SandboxServer(api_key=DEMO_API_KEY) as sandbox:
         log.info("demo: sandbox feed on %s", sandbox.base_url)
-        return step(replace(settings, base_url=sandbox.base_url))
+        settings = replace(settings, base_url=sandbox.base_url)
+        if seed:
+            seed_first_run(settings)
+        return step(settings)
+
+
+def seed_first_run(settings: Settings) -> None:
+    """Load the sandbox's hourly history into a demo database that has little, so that the
+    models have data. A database that is down is left to the run itself to report."""
+    try:
+        database = connect_and_migrate(settings)
+    except DatabaseUnavailable:
+        return
+    client = make_client(settings)
+    try:
+        loader = QueueLoader(
+            database,
+            on_loaded=partial(mark_loaded, settings.data_dir),
+            on_rejected=partial(mark_job_rejected, settings.data_dir),
+        )
+        with loader:
+            seed_demo_history(settings, database, client, loader.submit)
+    finally:
+        client.close()
+    for outcome in loader.outcomes:
+        if outcome.error:
+            log.error("%s: seeding demo history failed: %s", outcome.job.metal, outcome.error)
 
 
 def _rows_per_metal(database: Database, metals: tuple[str, ...]) -> dict[str, int]:

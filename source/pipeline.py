@@ -95,12 +95,13 @@ class RunReport(LoadTotals):
         return "; ".join(parts)
 
 
-def run_hourly(settings: Settings, *, train: bool, command: str = "run") -> RunReport:
-    """One hourly run. Raw responses are landed even when the database is down."""
+def run_hourly(settings: Settings, *, train: bool, job: str = "pipeline") -> RunReport:
+    """One hourly run, in the ledger as `job`. Raw responses are landed even when the database
+    is down."""
     started = time.monotonic()
     report = RunReport(metals=settings.metals)
     with ExitStack() as held:
-        database, run_id = _open_ledger(settings, report, command, held)
+        database, run_id = _open_ledger(settings, report, job, held)
         return _run(settings, train, started, report, database, run_id)
 
 
@@ -140,7 +141,7 @@ def _record_outcome(settings, started, report, database, run_id) -> None:
         )
 
 
-def _open_ledger(settings: Settings, report: RunReport, command: str, held: ExitStack):
+def _open_ledger(settings: Settings, report: RunReport, job: str, held: ExitStack):
     """Database and run id, or (None, None) with the error noted when it is down. The run
     lock is taken first (held until `held` closes): a run still 'running' is then dead."""
     try:
@@ -148,7 +149,7 @@ def _open_ledger(settings: Settings, report: RunReport, command: str, held: Exit
         held.enter_context(database_run_lock(database))
         conn = database.connect()
         try:
-            return database, open_run(conn, command)
+            return database, open_run(conn, job)
         finally:
             conn.close()
     except DatabaseUnavailable as exc:
@@ -178,10 +179,6 @@ def _extract_and_load(settings: Settings, database: Database | None, report: Run
                 max_bytes=settings.max_response_bytes,
             ):
                 loader.submit(job)
-            if settings.demo and database is not None:
-                from source.demo import seed_demo_history
-
-                seed_demo_history(settings, database, client, loader.submit)
             report.fetch_errors = fetch_spot_prices(
                 client,
                 settings.metals,

@@ -93,7 +93,7 @@ def run_facts(cur, now: datetime) -> dict:
     last_success = _rows(
         cur,
         """SELECT max(finished_at) AS at FROM pipeline_runs
-            WHERE command = 'run' AND status IN ('success', 'partial')""",
+            WHERE command = 'pipeline' AND status IN ('success', 'partial')""",
     )[0]["at"]
     return {
         "recent": runs,
@@ -107,7 +107,7 @@ def failing_streaks(cur, metals: tuple[str, ...]) -> dict[str, int]:
     """How many of the latest hourly runs in a row each metal failed."""
     recent = _rows(
         cur,
-        """SELECT metals_failed FROM pipeline_runs WHERE command = 'run' AND finished_at IS
+        """SELECT metals_failed FROM pipeline_runs WHERE command = 'pipeline' AND finished_at IS
             NOT NULL ORDER BY run_id DESC LIMIT 24""",
     )
     streaks = {}

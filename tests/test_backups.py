@@ -255,8 +255,9 @@ def test_tools_that_would_not_restore_are_refused_with_what_to_install(tmp_path,
 
 
 def test_demo_option_works_before_or_after_the_command():
-    from source.backups.cli import build_parser
+    from source.commands.backups import BACKUPS
 
+    build_parser = BACKUPS.build_parser
     assert build_parser().parse_args(["--demo", "list"]).demo is True
     assert build_parser().parse_args(["list", "--demo"]).demo is True
     assert build_parser().parse_args(["list"]).demo is False

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from source.cli import build_parsers
+from source.commands.main import MAIN
 from source.config import ConfigError, load_settings
 from tests.conftest import REPO, MainRunner, base_env
 
@@ -26,7 +26,7 @@ def test_unknown_metal_is_a_usage_error(tmp_path):
 
 def test_every_command_has_help_and_the_main_help_names_them_all(tmp_path):
     runner = MainRunner(tmp_path, base_env())
-    commands = [name for name in build_parsers() if name != "run"]
+    commands = [name for name in MAIN.commands if name is not None]
     main_help = runner("--help")
     assert main_help.returncode == 0 and "example" in main_help.stdout
     for command in commands:

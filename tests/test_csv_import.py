@@ -135,7 +135,7 @@ def test_bad_lines_are_skipped_counted_and_named_by_line_number(run_main, databa
     ]:
         assert expected in log
     assert database.query("SELECT command, status, exit_code FROM pipeline_runs") == [
-        ("import-csv", "partial", 3)
+        ("import_csv", "partial", 3)
     ]
 
 

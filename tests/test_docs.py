@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from source.backups.cli import build_parser as backups_parser
-from source.cli import build_parsers
+from source.commands.backups import BACKUPS
+from source.commands.main import MAIN
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -43,12 +43,11 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
     """Every command a user can type, by the heading words it has in docs/cli.md."""
-    main = build_parsers()
-    commands = {"main.py": main.pop("run")}
-    commands.update({f"main.py {name}": parser for name, parser in main.items()})
-    backups = backups_parser()
-    commands["backups_main.py"] = backups
-    commands.update({f"backups_main.py {n}": p for n, p in _subparsers(backups).items()})
+    commands = {}
+    for program in (MAIN, BACKUPS):
+        parser = program.build_parser()
+        commands[program.prog] = parser
+        commands.update({f"{program.prog} {n}": p for n, p in _subparsers(parser).items()})
     return commands
 
 

@@ -272,6 +272,14 @@ def _quality_marks() -> str:
 """
 
 
+# The ledger's command column takes the job's name, as the metrics' `job` label does: the
+# hourly run was recorded as `run`, the CSV import as `import-csv`.
+_JOB_NAMES = """
+    UPDATE pipeline_runs SET command = 'pipeline' WHERE command = 'run';
+    UPDATE pipeline_runs SET command = 'import_csv' WHERE command = 'import-csv';
+"""
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "historic tables, analytics table, run ledger", _initial_schema()),
     (2, "model runs and price predictions", _MODEL_TABLES),
@@ -280,6 +288,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (5, "analyst views daily_ohlc and price_ranges", _analyst_views()),
     (6, "80% price intervals", _INTERVALS),
     (7, "quality marks; analyst views read good rows only", _quality_marks()),
+    (8, "one name per job in the run ledger", _JOB_NAMES),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Command line of backups_main.py: create (default), list, verify, restore, prune."""
+"""The commands of backups_main.py, each declared once beside its handler: create (the
+default), list, verify, restore, prune."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import argparse
 import logging
 import sys
 from datetime import UTC, datetime
-from functools import partial
 
 from source import monitoring
 from source.backups.catalog import (
@@ -19,12 +19,20 @@ from source.backups.catalog import (
     prune,
 )
 from source.backups.databases import open_for_backups
-from source.config import ConfigError, Settings, check_folder, load_settings
+from source.commands.registry import (
+    BACKUP_LOCK,
+    PIPELINE_LOCK,
+    CommandLine,
+    demo_option,
+    option,
+)
+from source.config import Settings
 from source.db_functions.run_lock import database_run_lock
-from source.entrypoint import run_lock, run_locked
-from source.errors import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
+from source.entrypoint import run_lock
+from source.errors import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK
+from source.report.text import _age
 
-log = logging.getLogger("backups_main")
+log = logging.getLogger("backup")
 
 EPILOG = """examples:
   python backups_main.py                 create a backup (verified, then pruned; copied to
@@ -41,68 +49,28 @@ exit codes: 0 ok, 1 failure (e.g. a backup does not verify), 2 usage/configurati
 75 another backup or restore holds the lock"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="backups_main.py",
-        description="Backups of the database (pg_dump) and the models, with checksums, "
-        "verification by restore, restore and retention.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--demo", action="store_true", help="act on the demo database")
-    # --demo is accepted after the command too (`list --demo`) without resetting it to False.
-    demo = argparse.ArgumentParser(add_help=False)
-    demo.add_argument(
-        "--demo", action="store_true", default=argparse.SUPPRESS, help="the demo database"
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=text, description=text, parents=[demo])
-
-    create = command("create", "create one backup, verify it, prune (the default)")
-    create.add_argument("--no-verify", action="store_true", help="skip the restore test")
-    command("list", "one line per backup: ID, age, size, where (local, remote), verified")
-    verify = command("verify", "checksums, a full read of the models, a test restore of the dump")
-    verify.add_argument("id", nargs="?", help="backup ID (default: the newest)")
-    verify.add_argument(
-        "--remote", action="store_true", help="verify the bucket's copy (BACKUP_S3_URL)"
-    )
-    restore = command("restore", "restore the database and the models from a verified backup")
-    restore.add_argument(
-        "id", help="backup ID as shown by list, or `latest`; fetched from the bucket when the "
-        "local copy is gone"
-    )
-    command("prune", "keep the newest BACKUP_KEEP backups; remove interrupted leftovers")
-    return parser
+BACKUPS = CommandLine(
+    prog="backups_main.py",
+    description="Backups of the database (pg_dump) and the models, with checksums, "
+    "verification by restore, restore and retention.",
+    epilog=EPILOG,
+    default="create",
+    options=(demo_option("act on the demo database"),),
+)
+# --demo is accepted after the command too (`list --demo`) without resetting it to False.
+DEMO = demo_option("the demo database")
+# create, verify and restore report as the backup job; the scheduled create pings.
+BACKUP_JOB = {"job": "backup", "monitored": True, "lock": BACKUP_LOCK}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = args.command or "create"
-    try:
-        settings = load_settings(demo=args.demo, require_api_key=False)
-        # Every command logs; all but list take the lock in BACKUP_DIR; restore also DATA_DIR's.
-        check_folder("LOG_DIR", settings.log_dir)
-        if command != "list":
-            check_folder("BACKUP_DIR", settings.backup_dir)
-        if command == "restore":
-            check_folder("DATA_DIR", settings.data_dir)
-    except ConfigError as exc:
-        print(f"backups_main.py: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if command == "list":
-        return _list(settings)
-    lock = settings.backup_dir / ".backup.lock"
-    return run_locked(
-        "backups_main.py", settings, lock, partial(COMMANDS[command], settings, args),
-        # create, verify and restore report as the backup job; the scheduled create pings
-        job="backup" if command in ("create", "verify", "restore") else None,
-        ping=command == "create",
-    )
-
-
-def _create(settings: Settings, args) -> int:
+@BACKUPS.command(
+    "create",
+    help="create one backup, verify it, prune (the default)",
+    options=(DEMO, option("--no-verify", action="store_true", help="skip the restore test")),
+    ping=True,
+    **BACKUP_JOB,
+)
+def create(settings: Settings, args: argparse.Namespace) -> int:
     from source.backups.create import create_backup
     from source.backups.verify import verify_backup
 
@@ -126,14 +94,14 @@ def _create(settings: Settings, args) -> int:
     return EXIT_OK
 
 
-def _age(created: datetime) -> str:
-    minutes = int((datetime.now(UTC) - created).total_seconds() // 60)
-    if minutes < 120:
-        return f"{minutes}m"
-    return f"{minutes // 60}h" if minutes < 48 * 60 else f"{minutes // 1440}d"
-
-
-def _list(settings: Settings) -> int:
+@BACKUPS.command(
+    "list",
+    help="one line per backup: ID, age, size, where (local, remote), verified",
+    options=(DEMO,),
+    job="backup",
+    logged=False,
+)
+def list_(settings: Settings, args: argparse.Namespace) -> int:
     local = {b.id: b for b in list_backups(settings.backup_dir)}
     remote, trouble = {}, None
     if settings.backup_s3_url:
@@ -144,8 +112,10 @@ def _list(settings: Settings) -> int:
         except RemoteError as exc:
             trouble = str(exc)
     if not local and not remote:
-        print(f"no backups in {settings.backup_dir}" + (f" or {settings.backup_s3_url}"
-                                                          if settings.backup_s3_url else ""))
+        print(
+            f"no backups in {settings.backup_dir}"
+            + (f" or {settings.backup_s3_url}" if settings.backup_s3_url else "")
+        )
     else:
         print(f"{'ID':<20} {'AGE':>6} {'SIZE':>10}  {'WHERE':<12} VERIFIED")
     for backup_id in sorted(set(local) | set(remote), reverse=True):
@@ -157,14 +127,16 @@ def _list(settings: Settings) -> int:
         if there:
             states.append("remote " + _state(there.verified, there.level, there.verified_at))
         size = (here or there).size_bytes
-        print(
-            f"{backup_id:<20} {_age((here or there).created_at):>6} {size / 1e6:>8.1f}MB  "
-            f"{where:<12} {'; '.join(states)}"
-        )
+        age = _age(_seconds_since((here or there).created_at))
+        print(f"{backup_id:<20} {age:>6} {size / 1e6:>8.1f}MB  {where:<12} {'; '.join(states)}")
     if trouble:
         print(f"backups_main.py: remote copies unknown: {trouble}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _seconds_since(created: datetime) -> float:
+    return (datetime.now(UTC) - created).total_seconds()
 
 
 def _state(verified: bool | None, level: str | None, verified_at: str | None) -> str:
@@ -173,7 +145,17 @@ def _state(verified: bool | None, level: str | None, verified_at: str | None) ->
     return f"{level} ({verified_at[:19]})" if verified else "FAILED"
 
 
-def _verify(settings: Settings, args) -> int:
+@BACKUPS.command(
+    "verify",
+    help="checksums, a full read of the models, a test restore of the dump",
+    options=(
+        DEMO,
+        option("id", nargs="?", help="backup ID (default: the newest)"),
+        option("--remote", action="store_true", help="verify the bucket's copy (BACKUP_S3_URL)"),
+    ),
+    **BACKUP_JOB,
+)
+def verify(settings: Settings, args: argparse.Namespace) -> int:
     from source.backups.verify import verify_backup
 
     if getattr(args, "remote", False):
@@ -234,13 +216,27 @@ def _remote_id(store, wanted: str | None) -> str:
     return ids[-1]
 
 
-def _restore(settings: Settings, args) -> int:
+@BACKUPS.command(
+    "restore",
+    help="restore the database and the models from a verified backup",
+    options=(
+        DEMO,
+        option(
+            "id",
+            help="backup ID as shown by list, or `latest`; fetched from the bucket when the "
+            "local copy is gone",
+        ),
+    ),
+    folders=(PIPELINE_LOCK.folder,),  # it also takes the hourly run's lock
+    **BACKUP_JOB,
+)
+def restore(settings: Settings, args: argparse.Namespace) -> int:
     from source.backups.restore import restore_backup
 
     wanted = checked_id(args.id)
     # No hourly run may write while the database is being replaced: this host's file lock
     # and the database's run lock, whose session the restore closes just before its swap.
-    with run_lock(settings.data_dir / ".pipeline.lock") as locked:
+    with run_lock(PIPELINE_LOCK.path(settings)) as locked:
         if not locked:
             print("backups_main.py: an hourly run holds the lock; try again", file=sys.stderr)
             return EXIT_LOCKED
@@ -298,10 +294,17 @@ def _restore_from_bucket(settings: Settings, database, wanted: str, session) -> 
     return backup_id
 
 
-def _prune(settings: Settings, args) -> int:
+@BACKUPS.command(
+    "prune",
+    help="keep the newest BACKUP_KEEP backups; remove interrupted leftovers",
+    options=(DEMO,),
+    job="backup",
+    lock=BACKUP_LOCK,
+)
+def prune_(settings: Settings, args: argparse.Namespace) -> int:
     removed = prune(settings.backup_dir, settings.backup_keep)
     print(f"pruned {len(removed)} backup(s); keeping at most {settings.backup_keep}")
     return EXIT_OK
 
 
-COMMANDS = {"create": _create, "verify": _verify, "restore": _restore, "prune": _prune}
+main = BACKUPS.main
