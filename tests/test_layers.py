@@ -26,7 +26,7 @@ SOURCE = Path(__file__).resolve().parent.parent / "source"
 # Each layer lists module prefixes; a module belongs to the first layer one of its prefixes
 # matches (longest prefix wins inside a layer).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("commands", ("source.cli", "source.commands")),
+    ("commands", ("source.commands",)),
     ("runner", ("source.entrypoint",)),
     (
         "jobs",
