@@ -49,3 +49,20 @@ def test_keys_hold_across_both_tables(database):
         database.query(OLD_ROW.format(table="gold_historic"), ("silver", 2.0, 2.5))
     database.query(OLD_ROW.format(table="commodities_price_data_analytics"), ("silver", 3.0, 3.5))
     assert database.scalar("SELECT count(*) FROM silver_historic") == 1
+
+
+def test_ledger_rows_of_an_older_database_take_the_job_names(database):
+    """Migration 8: the hourly run was recorded as `run`, the CSV import as `import-csv`; both
+    now carry their job's one name, as the metrics' `job` label does."""
+    conn = database.connect()
+    try:
+        apply_migrations(conn, up_to=7)
+        with conn, conn.cursor() as cur:
+            for command in ("run", "import-csv", "backfill", "train", "quality accept"):
+                cur.execute("INSERT INTO pipeline_runs (command) VALUES (%s)", (command,))
+        assert apply_migrations(conn) == [v for v, _, _ in MIGRATIONS if v > 7]
+    finally:
+        conn.close()
+    assert database.query("SELECT command FROM pipeline_runs ORDER BY run_id") == [
+        ("pipeline",), ("import_csv",), ("backfill",), ("train",), ("quality accept",)
+    ]
