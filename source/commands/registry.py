@@ -83,7 +83,8 @@ class Command:
     lock: Lock | None = None
     reads: ByArgs | None = None  # true: this call only reads, no lock, no lock folder
     folders: tuple[str, ...] = ()  # folders written besides LOG_DIR and the lock's
-    # True: the command fetches from the API (key required; --demo checks the feed's units).
+    # True: the command fetches from the API (key required; --demo checks the feed's units);
+    # a function of the arguments: the key is needed only then (status --api).
     api_key: bool | ByArgs = False
     check: Callable[[argparse.Namespace], None] | None = None  # ConfigError: exit 2
     settings: bool = True  # False: the handler gets None and runs bare
@@ -107,7 +108,9 @@ class CommandLine:
     default: str | None = None  # the command run when none is named (None: `name=None` one)
     options: tuple[Option, ...] = ()  # the program's own options (besides the default's)
     demo_feed: bool = False  # --demo also points the API at the local sandbox feed
-    quiet_pipe: bool = False  # a closed stdout ends a command quietly (exit 0)
+    # A closed stdout (`status | head`) ends a command quietly, exit 0. Not for backups: a
+    # create cut short there must not look done.
+    quiet_pipe: bool = False
     commands: dict[str | None, Command] = field(default_factory=dict)
 
     def command(self, name: str | None = None, **policy: Any) -> Callable[[Handler], Handler]:
