@@ -30,7 +30,6 @@ HISTORIC_COLUMNS = [
     "fetched_at",
     "raw_file",
 ]
-SOURCES = ("api", "backfill", "csv", "demo")
 
 
 def to_snake_case(name: str) -> str:
