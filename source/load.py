@@ -14,7 +14,7 @@ import pandas as pd
 import psycopg2
 
 from source.db_functions.connection import Database, DatabaseUnavailable
-from source.db_functions.loaders import UnitMismatch, upsert_prices
+from source.db_functions.loaders import UnitMismatch, UpsertCounts, upsert_prices
 from source.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,11 @@ class LoadTotals:
         return sum(o.updated for o in self.outcomes)
 
     @property
-    def rows_marked_suspect(self) -> int:
-        return sum(1 for o in self.outcomes for m in o.marks if m.verdict.mark != "ok")
+    def counts(self) -> UpsertCounts:
+        """The outcomes added up as one load's counts (`.suspects` is the rows marked)."""
+        return sum(
+            (UpsertCounts(o.inserted, o.updated, o.marks) for o in self.outcomes), UpsertCounts()
+        )
 
 
 # On SIGTERM the loader gets this long to finish the jobs already queued (Docker's stop waits

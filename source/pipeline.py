@@ -84,8 +84,8 @@ class RunReport(LoadTotals):
             f"{self.rows_inserted} row(s) inserted, {self.rows_updated} updated",
             f"{self.api_requests} API request(s)",
         ]
-        if self.rows_marked_suspect:
-            parts.append(f"{self.rows_marked_suspect} marked suspect")
+        if suspects := self.counts.suspects:
+            parts.append(f"{suspects} marked suspect")
         if self.metals_failed:
             parts.append("failed: " + ", ".join(self.metals_failed))
         if self.database_error:
