@@ -31,7 +31,6 @@ from source.files import (
     free_bytes,
     read_regular_file,
 )
-from source.load import LoadJob
 from source.log_setup import mask_secrets
 from source.metals_dev import (
     MalformedResponse,
@@ -41,6 +40,7 @@ from source.metals_dev import (
     parse_payload,
 )
 from source.transform import (
+    LoadJob,
     check_units,
     empty_frame,
     history_to_frame,

@@ -3,7 +3,9 @@
 Every response body is handed to a landing callback (raw JSON on disk) before it is parsed.
 Transient failures (connection errors, timeouts, HTTP 429 and 5xx) are retried with
 exponential backoff and jitter; API errors are not. The API key travels as a query
-parameter, so no URL is ever put into a message.
+parameter, so no URL is ever put into a message. Its errors (MetalsDevError and kin) are
+defined in source.errors, below the transforms that raise some of them, and imported from
+here by the client's callers.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ from tenacity import (
 )
 
 from source.config import DEFAULT_MAX_RESPONSE_BYTES
+from source.errors import (
+    ApiError,
+    AuthError,
+    MalformedResponse,
+    MetalsDevError,
+    QuotaExceeded,
+    ResponseTooLarge,
+    TransientError,
+    WrongUnits,  # noqa: F401 (raised by the transforms, caught by the client's callers)
+)
 from source.shutdown import STOP_REQUESTED
 
 log = logging.getLogger(__name__)
@@ -60,53 +72,6 @@ class Fetched:
     raw: RawResponse
     payload: dict
     landed_path: Path | None
-
-
-class MetalsDevError(Exception):
-    """A failed request for one metal; str() is a one-line message without the URL or key."""
-
-    def __init__(self, metal: str, endpoint: str, detail: str):
-        super().__init__(f"{metal}: GET {endpoint}: {detail}")
-        self.landed_path: Path | None = None  # where the offending body was landed, if it was
-        self.metal = metal
-        self.endpoint = endpoint
-        self.detail = detail
-
-
-class TransientError(MetalsDevError):
-    """Network trouble, HTTP 429 or 5xx: worth retrying."""
-
-    def __init__(self, metal: str, endpoint: str, detail: str, retry_after: float | None = None):
-        super().__init__(metal, endpoint, detail)
-        self.retry_after = retry_after
-
-
-class MalformedResponse(MetalsDevError):
-    """The body is not JSON, or lacks the fields the API documents."""
-
-
-class ResponseTooLarge(MalformedResponse):
-    """The body grew past the size limit while streaming in; the rest was never read."""
-
-
-class WrongUnits(MetalsDevError):
-    """The body is in another currency or unit than configured (e.g. copper's `mt`)."""
-
-
-class ApiError(MetalsDevError):
-    """The API answered `status: failure` (possibly inside HTTP 200)."""
-
-    def __init__(self, metal: str, endpoint: str, code: int | None, message: str):
-        super().__init__(metal, endpoint, f"API error {code}: {message}")
-        self.code = code
-
-
-class AuthError(ApiError):
-    """Error 1101: the API key is invalid; retrying cannot help."""
-
-
-class QuotaExceeded(ApiError):
-    """Error 1203: the monthly request quota is used up; no more requests this run."""
 
 
 def parse_payload(body: bytes, *, metal: str, endpoint: str, http_status: int = 200) -> dict:
