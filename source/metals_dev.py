@@ -59,7 +59,7 @@ _CHUNK_BYTES = 64 << 10  # read at a time while a body streams in
 class RawResponse:
     """One HTTP response exactly as received, with what is needed to replay it later."""
 
-    kind: str  # "spot", "timeseries" or "history" (sandbox only)
+    kind: str  # "spot", "timeseries", ...: the first word of the landed file's name
     metal: str  # the metal asked for, or "all"
     endpoint: str
     http_status: int
@@ -240,11 +240,6 @@ class MetalsDevClient:
         params = {"start_date": start, "end_date": end, "currency": currency, "unit": unit}
         return self.fetch("timeseries", "all", "/timeseries", params)
 
-    def history(self, metal: str, hours: int, currency: str = "USD") -> Fetched:
-        """GET /sandbox/history: hourly spot quotes; served only by the local sandbox (--demo)."""
-        params = {"metal": metal, "hours": hours, "currency": currency}
-        return self.fetch("history", metal, "/sandbox/history", params)
-
     def usage(self) -> dict:
         """GET /usage (outside /v1): plan, total, used, remaining. Not landed: not a price."""
         root = self.base_url.removesuffix("/v1")
@@ -254,7 +249,8 @@ class MetalsDevClient:
     # -- mechanics -------------------------------------------------------------------------
 
     def fetch(self, kind: str, metal: str, endpoint: str, params: dict) -> Fetched:
-        """Request with retries, land the body, then parse it (raising MetalsDevError)."""
+        """Request with retries, land the body, then parse it (raising MetalsDevError). The
+        endpoints above call it; the demo calls it for the sandbox's own /sandbox/history."""
         if self._halted is not None:
             raise type(self._halted)(
                 metal, endpoint, self._halted.code, "not sent: " + self._halted.detail
