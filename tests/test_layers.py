@@ -132,9 +132,13 @@ def violations() -> set[tuple[str, str]]:
             layer, package = layer_of(imported)
             if layer > own_layer or package == own_package:
                 continue
-            if layer == own_layer and package in BASE_ORDER and own_package in BASE_ORDER:
-                if BASE_ORDER.index(package) < BASE_ORDER.index(own_package):
-                    continue
+            if (
+                layer == own_layer
+                and package in BASE_ORDER
+                and own_package in BASE_ORDER
+                and BASE_ORDER.index(package) < BASE_ORDER.index(own_package)
+            ):
+                continue
             found.add((importer, imported))
     return found
 
