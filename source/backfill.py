@@ -120,8 +120,8 @@ class BackfillReport(LoadTotals):
             f"{self.api_requests} API request(s)",
             f"{self.rows_inserted} row(s) inserted, {self.rows_updated} updated",
         ]
-        if self.rows_marked_suspect:
-            parts.append(f"{self.rows_marked_suspect} marked suspect (see `main.py quality`)")
+        if suspects := self.counts.suspects:
+            parts.append(f"{suspects} marked suspect (see `main.py quality`)")
         if self.errors:
             parts.append("failed: " + ", ".join(sorted(self.errors)))
         return "; ".join(parts)

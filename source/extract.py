@@ -31,7 +31,6 @@ from source.files import (
     free_bytes,
     read_regular_file,
 )
-from source.load import LoadJob
 from source.log_setup import mask_secrets
 from source.metals_dev import (
     MalformedResponse,
@@ -41,9 +40,9 @@ from source.metals_dev import (
     parse_payload,
 )
 from source.transform import (
+    LoadJob,
     check_units,
     empty_frame,
-    history_to_frame,
     spot_to_frame,
     timeseries_days,
     timeseries_to_frames,
@@ -52,7 +51,7 @@ from source.transform import (
 log = logging.getLogger(__name__)
 
 INCOMING, LOADED, REJECTED = "incoming", "loaded", "rejected"
-ENDPOINTS = {"spot": "/metal/spot", "timeseries": "/timeseries", "history": "/sandbox/history"}
+ENDPOINTS = {"spot": "/metal/spot", "timeseries": "/timeseries"}  # the kinds a run replays
 _NAME = re.compile(r"^(?P<time>\d{8}T\d{12}Z)_(?P<kind>[a-z]+)_(?P<metal>[a-z]+)\.json$")
 _TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 T = TypeVar("T")
@@ -224,24 +223,25 @@ def _readable(metal: str, endpoint: str, convert: Callable[[], T]) -> T:
 
 
 def frames_from_payload(
-    kind: str,
     metal: str,
     payload: dict,
     *,
     fetched_at: datetime,
     raw_file: Path | None,
     source: str,
+    endpoint: str = ENDPOINTS["spot"],
+    to_frame: Callable[..., pd.DataFrame] = spot_to_frame,
 ) -> dict:
-    """Turn a landed spot or history payload into {metal: frame}."""
+    """Turn a spot payload into {metal: frame}; `to_frame` reads another payload of
+    spot-shaped quotes (the demo's sandbox history)."""
     common = {
-        "endpoint": ENDPOINTS[kind],
+        "endpoint": endpoint,
         "fetched_at": fetched_at,
         "raw_file": str(raw_file) if raw_file else None,
     }
-    to_frame = spot_to_frame if kind == "spot" else history_to_frame
     return _readable(
         metal,
-        ENDPOINTS[kind],
+        endpoint,
         lambda: {metal: to_frame(payload, metal=metal, source=source, **common)},
     )
 
@@ -295,7 +295,7 @@ def _jobs_of_landed(path: Path, body: bytes, kind: str, metal: str, fetched_at, 
             return []
         return [timeseries_job(payload, raw_file=path, fetched_at=fetched_at, replayed=True)]
     frames = frames_from_payload(
-        kind, metal, payload, fetched_at=fetched_at, raw_file=path, source=source
+        metal, payload, fetched_at=fetched_at, raw_file=path, source=source
     )
     return [LoadJob(m, f, [path], replayed=True) for m, f in frames.items()]
 
@@ -361,7 +361,6 @@ def fetch_spot_prices(
         try:
             fetched = client.spot(metal, currency)
             frame = frames_from_payload(
-                "spot",
                 metal,
                 fetched.payload,
                 fetched_at=fetched.raw.fetched_at,

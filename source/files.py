@@ -70,42 +70,52 @@ _KINDS = {
 }
 
 
+class _NotRegular(OSError):
+    """open_regular_file's refusal of something that is not a regular file (EINVAL); its
+    strerror says what it is."""
+
+
+def open_regular_file(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open that never follows a symbolic link, never blocks (a FIFO) and accepts only a
+    regular file: another user's link or FIFO where a lock, a private or a landed file belongs
+    must not redirect or block us. The one place for these checks. Raises OSError: ELOOP for
+    a link, EINVAL for anything else that is not a regular file, or what os.open raises
+    (EISDIR for a folder opened to write)."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, mode)
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)  # of what was opened: no check-then-open race
+        if kind != stat.S_IFREG:
+            raise _NotRegular(errno.EINVAL, _KINDS.get(kind, "not a regular file"), str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_regular_file(path: Path, max_bytes: int) -> bytes:
     """The bytes of a regular file of at most max_bytes, or NotARegularFile. A symbolic link
     is never followed and nothing is read from anything else (a pipe does not block)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular_file(path, os.O_RDONLY)
+    except _NotRegular as exc:
+        raise NotARegularFile(exc.strerror) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotARegularFile("a symbolic link (not followed)") from None
         raise NotARegularFile(f"cannot be opened: {exc.strerror}") from None
     try:
-        info = os.fstat(fd)  # of what was opened: no swap between a check and the open
-        if not stat.S_ISREG(info.st_mode):
-            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
-            raise NotARegularFile(kind)
-        if info.st_size > max_bytes:
-            raise FileTooLarge(f"{info.st_size} bytes, more than the {max_bytes} allowed")
-        chunks, size = [], 0
-        while chunk := os.read(fd, max_bytes + 1 - size):
+        size = os.fstat(fd).st_size
+        if size > max_bytes:
+            raise FileTooLarge(f"{size} bytes, more than the {max_bytes} allowed")
+        chunks, read = [], 0
+        while chunk := os.read(fd, max_bytes + 1 - read):
             chunks.append(chunk)
-            size += len(chunk)
-            if size > max_bytes:  # it grew after the fstat
+            read += len(chunk)
+            if read > max_bytes:  # it grew after the fstat
                 raise FileTooLarge(f"more than the {max_bytes} bytes allowed")
         return b"".join(chunks)
     finally:
         os.close(fd)
-
-
-def open_regular_file(path: Path, flags: int, mode: int = 0o600) -> int:
-    """os.open that never follows a symbolic link and accepts only a regular file: another
-    user's link or FIFO where a lock or private file belongs must not redirect or block us.
-    Raises OSError (ELOOP for a link, EISDIR for a folder, EINVAL for anything else)."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, mode)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    return fd
 
 
 def sha256_of(path: Path) -> str:

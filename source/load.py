@@ -7,26 +7,16 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-import pandas as pd
 import psycopg2
 
 from source.db_functions.connection import Database, DatabaseUnavailable
-from source.db_functions.loaders import UnitMismatch, upsert_prices
+from source.db_functions.loaders import UnitMismatch, UpsertCounts, upsert_prices
 from source.errors import first_line
+from source.transform import LoadJob
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadJob:
-    metal: str  # the metal, or "all" for a /timeseries window holding several
-    frame: pd.DataFrame
-    raw_files: list[Path] = field(default_factory=list)
-    replayed: bool = False
-    also: Callable | None = None  # more SQL for the same transaction, given the cursor
 
 
 @dataclass
@@ -53,8 +43,11 @@ class LoadTotals:
         return sum(o.updated for o in self.outcomes)
 
     @property
-    def rows_marked_suspect(self) -> int:
-        return sum(1 for o in self.outcomes for m in o.marks if m.verdict.mark != "ok")
+    def counts(self) -> UpsertCounts:
+        """The outcomes added up as one load's counts (`.suspects` is the rows marked)."""
+        return sum(
+            (UpsertCounts(o.inserted, o.updated, o.marks) for o in self.outcomes), UpsertCounts()
+        )
 
 
 # On SIGTERM the loader gets this long to finish the jobs already queued (Docker's stop waits

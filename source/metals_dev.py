@@ -3,7 +3,9 @@
 Every response body is handed to a landing callback (raw JSON on disk) before it is parsed.
 Transient failures (connection errors, timeouts, HTTP 429 and 5xx) are retried with
 exponential backoff and jitter; API errors are not. The API key travels as a query
-parameter, so no URL is ever put into a message.
+parameter, so no URL is ever put into a message. Its errors (MetalsDevError and kin) are
+defined in source.errors, below the transforms that raise some of them, and imported from
+here by the client's callers.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ from tenacity import (
 )
 
 from source.config import DEFAULT_MAX_RESPONSE_BYTES
+from source.errors import (
+    ApiError,
+    AuthError,
+    MalformedResponse,
+    MetalsDevError,
+    QuotaExceeded,
+    ResponseTooLarge,
+    TransientError,
+    WrongUnits,  # noqa: F401 (raised by the transforms, caught by the client's callers)
+)
 from source.shutdown import STOP_REQUESTED
 
 log = logging.getLogger(__name__)
@@ -47,7 +59,7 @@ _CHUNK_BYTES = 64 << 10  # read at a time while a body streams in
 class RawResponse:
     """One HTTP response exactly as received, with what is needed to replay it later."""
 
-    kind: str  # "spot", "timeseries" or "history" (sandbox only)
+    kind: str  # "spot", "timeseries", ...: the first word of the landed file's name
     metal: str  # the metal asked for, or "all"
     endpoint: str
     http_status: int
@@ -60,53 +72,6 @@ class Fetched:
     raw: RawResponse
     payload: dict
     landed_path: Path | None
-
-
-class MetalsDevError(Exception):
-    """A failed request for one metal; str() is a one-line message without the URL or key."""
-
-    def __init__(self, metal: str, endpoint: str, detail: str):
-        super().__init__(f"{metal}: GET {endpoint}: {detail}")
-        self.landed_path: Path | None = None  # where the offending body was landed, if it was
-        self.metal = metal
-        self.endpoint = endpoint
-        self.detail = detail
-
-
-class TransientError(MetalsDevError):
-    """Network trouble, HTTP 429 or 5xx: worth retrying."""
-
-    def __init__(self, metal: str, endpoint: str, detail: str, retry_after: float | None = None):
-        super().__init__(metal, endpoint, detail)
-        self.retry_after = retry_after
-
-
-class MalformedResponse(MetalsDevError):
-    """The body is not JSON, or lacks the fields the API documents."""
-
-
-class ResponseTooLarge(MalformedResponse):
-    """The body grew past the size limit while streaming in; the rest was never read."""
-
-
-class WrongUnits(MetalsDevError):
-    """The body is in another currency or unit than configured (e.g. copper's `mt`)."""
-
-
-class ApiError(MetalsDevError):
-    """The API answered `status: failure` (possibly inside HTTP 200)."""
-
-    def __init__(self, metal: str, endpoint: str, code: int | None, message: str):
-        super().__init__(metal, endpoint, f"API error {code}: {message}")
-        self.code = code
-
-
-class AuthError(ApiError):
-    """Error 1101: the API key is invalid; retrying cannot help."""
-
-
-class QuotaExceeded(ApiError):
-    """Error 1203: the monthly request quota is used up; no more requests this run."""
 
 
 def parse_payload(body: bytes, *, metal: str, endpoint: str, http_status: int = 200) -> dict:
@@ -275,11 +240,6 @@ class MetalsDevClient:
         params = {"start_date": start, "end_date": end, "currency": currency, "unit": unit}
         return self.fetch("timeseries", "all", "/timeseries", params)
 
-    def history(self, metal: str, hours: int, currency: str = "USD") -> Fetched:
-        """GET /sandbox/history: hourly spot quotes; served only by the local sandbox (--demo)."""
-        params = {"metal": metal, "hours": hours, "currency": currency}
-        return self.fetch("history", metal, "/sandbox/history", params)
-
     def usage(self) -> dict:
         """GET /usage (outside /v1): plan, total, used, remaining. Not landed: not a price."""
         root = self.base_url.removesuffix("/v1")
@@ -289,7 +249,8 @@ class MetalsDevClient:
     # -- mechanics -------------------------------------------------------------------------
 
     def fetch(self, kind: str, metal: str, endpoint: str, params: dict) -> Fetched:
-        """Request with retries, land the body, then parse it (raising MetalsDevError)."""
+        """Request with retries, land the body, then parse it (raising MetalsDevError). The
+        endpoints above call it; the demo calls it for the sandbox's own /sandbox/history."""
         if self._halted is not None:
             raise type(self._halted)(
                 metal, endpoint, self._halted.code, "not sent: " + self._halted.detail

@@ -16,7 +16,7 @@ from source.config import Settings
 from source.db_functions.connection import Database, DatabaseUnavailable
 from source.db_functions.migrations import connect_and_migrate
 from source.db_functions.run_lock import database_run_lock
-from source.db_functions.runs import close_run, open_run, status_for
+from source.db_functions.runs import RunRecord, close_recorded_run, open_run, status_for
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from source.extract import (
     fetch_spot_prices,
@@ -84,8 +84,8 @@ class RunReport(LoadTotals):
             f"{self.rows_inserted} row(s) inserted, {self.rows_updated} updated",
             f"{self.api_requests} API request(s)",
         ]
-        if self.rows_marked_suspect:
-            parts.append(f"{self.rows_marked_suspect} marked suspect")
+        if suspects := self.counts.suspects:
+            parts.append(f"{suspects} marked suspect")
         if self.metals_failed:
             parts.append("failed: " + ", ".join(self.metals_failed))
         if self.database_error:
@@ -243,22 +243,14 @@ def _record_for_monitors(settings: Settings, database: Database, report: RunRepo
 
 
 def _close_ledger(database: Database, run_id: int, report: RunReport) -> None:
-    try:
-        conn = database.connect()
-        try:
-            close_run(
-                conn,
-                run_id,
-                status=report.status,
-                exit_code=report.exit_code,
-                metals_ok=report.metals_ok,
-                metals_failed=report.metals_failed,
-                rows_inserted=report.rows_inserted,
-                rows_updated=report.rows_updated,
-                api_requests=report.api_requests,
-                message=report.summary(),
-            )
-        finally:
-            conn.close()
-    except Exception as exc:
-        log.error("could not record the run in pipeline_runs: %s", exc)
+    record = RunRecord(
+        status=report.status,
+        exit_code=report.exit_code,
+        rows_inserted=report.rows_inserted,
+        rows_updated=report.rows_updated,
+        api_requests=report.api_requests,
+        metals_ok=report.metals_ok,
+        metals_failed=report.metals_failed,
+        message=report.summary(),
+    )
+    close_recorded_run(database, run_id, record)

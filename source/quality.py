@@ -120,20 +120,29 @@ def inconsistency(quote: Quote) -> str | None:
     return None
 
 
+def is_jump(move: float, volatility: float, root_hours: float) -> bool:
+    """The rule, the one place it is written: a log return `move` over `root_hours` (the square
+    root of the hours it took) is a jump when it exceeds both JUMP_SIGMAS volatilities and
+    JUMP_FLOOR."""
+    size = abs(move)
+    return size > JUMP_FLOOR and size > JUMP_SIGMAS * volatility * root_hours
+
+
 def jump(state: State, quote: Quote) -> str | None:
     """The move from the last good price is implausible: a reason, else None."""
     previous = state.last_ok
     if previous is None:
         return None
     hours = max((quote.time - previous.time) / 3600, MIN_HOURS)
+    root = math.sqrt(hours)
     move = math.log(quote.price / previous.price)
-    sigmas = abs(move) / (state.volatility * math.sqrt(hours))
-    if sigmas > JUMP_SIGMAS and abs(move) > JUMP_FLOOR:
-        return (
-            f"jump {sigmas:.1f} sigma ({math.expm1(move):+.1%}) from {_money(previous.price)} "
-            f"in {_hours(hours)}"
-        )
-    return None
+    if not is_jump(move, state.volatility, root):
+        return None
+    sigmas = abs(move) / (state.volatility * root)
+    return (
+        f"jump {sigmas:.1f} sigma ({math.expm1(move):+.1%}) from {_money(previous.price)} "
+        f"in {_hours(hours)}"
+    )
 
 
 def _hours(hours: float) -> str:
@@ -172,10 +181,9 @@ def judge(quotes: list[Quote], state: State | None = None) -> tuple[dict[float, 
                 continue
         previous = state.last_ok
         if not state.pending and previous is not None:  # the short path
-            hours = (quote.time - previous.time) / 3600
-            root = sqrt(hours) if hours > MIN_HOURS else 1.0
+            root = sqrt(max((quote.time - previous.time) / 3600, MIN_HOURS))
             move = log(quote.price / previous.price)
-            if abs(move) <= JUMP_FLOOR or abs(move) <= JUMP_SIGMAS * state.volatility * root:
+            if not is_jump(move, state.volatility, root):
                 if quote.mark != OK or quote.decision != RULE or quote.reason is not None:
                     verdicts[quote.time] = verdict(quote, OK, RULE)
                 state.learn(quote, move / root)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from source.metals_dev import MalformedResponse, WrongUnits
+from source.errors import MalformedResponse, WrongUnits
 
 RATE_COLUMNS = [
     "rate_price",
@@ -30,7 +33,18 @@ HISTORIC_COLUMNS = [
     "fetched_at",
     "raw_file",
 ]
-SOURCES = ("api", "backfill", "csv", "demo")
+
+
+@dataclass
+class LoadJob:
+    """Rows for one load transaction and the raw files they came from: what extract hands
+    the load stage (the job that runs both passes it on; neither imports the other)."""
+
+    metal: str  # the metal, or "all" for a /timeseries window holding several
+    frame: pd.DataFrame
+    raw_files: list[Path] = field(default_factory=list)
+    replayed: bool = False  # landed by an earlier run
+    also: Callable | None = None  # more SQL for the same transaction, given the cursor
 
 
 def to_snake_case(name: str) -> str:

@@ -3,11 +3,13 @@ test, the local Metals.Dev sandbox, and a helper that runs main.py as a user wou
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import uuid
 import warnings
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -102,6 +104,14 @@ def database(pg_server) -> FreshDatabase:
 def sandbox():
     with SandboxServer(api_key=TEST_API_KEY, clock=lambda: SANDBOX_NOW) as server:
         yield server
+
+
+@contextmanager
+def held_lock(path: Path):
+    """Hold `path`'s flock the way another running command would (the entry point's locks)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def base_env(**extra: str) -> dict[str, str]:

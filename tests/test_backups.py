@@ -8,10 +8,9 @@ import sys
 import time
 
 import pytest
-from filelock import FileLock
 
 from source.files import sha256_of
-from tests.conftest import REPO
+from tests.conftest import REPO, held_lock
 
 TABLES = (
     "gold_historic",
@@ -204,7 +203,7 @@ def test_a_killed_backup_leaves_nothing_that_list_shows(loaded, tmp_path):
 def test_a_second_backup_while_one_runs_exits_75(loaded):
     lock = loaded.cwd / "backups" / ".backup.lock"
     lock.parent.mkdir()
-    with FileLock(lock):
+    with held_lock(lock):
         result = backups(loaded)
     assert result.returncode == 75
     assert not [p for p in lock.parent.iterdir() if p.is_dir()]

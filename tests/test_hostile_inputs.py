@@ -114,13 +114,14 @@ def test_depth_is_checked_without_recursion_and_strings_do_not_count():
 
 
 def test_a_landed_body_of_an_odd_shape_is_rejected_with_a_reason(run_main, database, sandbox):
-    name = "20260304T100000000000Z_history_gold.json"
-    (incoming(run_main) / name).write_bytes(b'{"status": "success", "quotes": [1, [2], "3"]}')
+    odd = json.loads(spot_body())
+    odd["rate"] = [1, [2], "3"]  # a list where the API sends an object
+    (incoming(run_main) / LANDED_NAME).write_bytes(json.dumps(odd).encode())
     result = run_main("--no-train", timeout=60)
     assert result.returncode == 0, result.stderr
     (line,) = result.stderr.splitlines()
-    assert f"replay of {name} failed: gold: GET /sandbox/history: " in line
-    assert [p.name for p in files(run_main.cwd, "rejected")] == [name]
+    assert f"replay of {LANDED_NAME} failed: gold: GET /metal/spot: missing field" in line
+    assert [p.name for p in files(run_main.cwd, "rejected")] == [LANDED_NAME]
     assert_clean_next_run(run_main, database)
 
 

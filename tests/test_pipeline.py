@@ -10,9 +10,8 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from filelock import FileLock
 
-from tests.conftest import REPO, TEST_API_KEY
+from tests.conftest import REPO, TEST_API_KEY, held_lock
 
 METALS = ("gold", "silver", "platinum", "palladium")
 ONE_ROW_EACH = {"gold": 1, "silver": 1, "platinum": 1, "palladium": 1, "analytics": 4}
@@ -172,7 +171,7 @@ def test_database_down_keeps_responses_and_the_next_run_loads_them(run_main, dat
 def test_a_second_run_while_one_holds_the_lock_exits_75(run_main, database):
     lock_path = run_main.cwd / "source" / "data" / ".pipeline.lock"
     lock_path.parent.mkdir(parents=True)
-    with FileLock(lock_path):
+    with held_lock(lock_path):
         result = run_main("--no-train")
     assert result.returncode == 75
     assert "another run holds the lock" in result.stderr

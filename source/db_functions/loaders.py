@@ -25,7 +25,6 @@ _CHANGED = "({}) IS DISTINCT FROM ({})".format(
 )
 # Bulk sources (daily backfill, vendor CSV) fill gaps: they never replace a row that came
 # from another source, e.g. a full spot quote with ask and bid at the same timestamp.
-BULK_SOURCES = ("backfill", "csv")
 _KEEP_RICHER = "(t.source = EXCLUDED.source OR EXCLUDED.source NOT IN ('backfill', 'csv'))"
 
 

@@ -133,11 +133,6 @@ def decide(cur, metal: str, time: datetime, accept: bool) -> tuple[MarkChange, l
     return change, assess_metal(cur, metal, time)
 
 
-def undecided(cur, metals: tuple[str, ...]) -> list[dict]:
-    """Suspect rows still waiting for the next quotes, oldest first."""
-    return _marked(cur, metals, "quality_decision = 'pending'")
-
-
 def flagged(cur, metals: tuple[str, ...]) -> list[dict]:
     """Every row the rules or a person ever took a second look at: suspect and rejected ones,
     and those confirmed or accepted since; oldest first per metal."""

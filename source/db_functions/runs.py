@@ -101,14 +101,20 @@ def _closing_run(database, run_id: int):
         raise
     finally:
         with shutdown.shielded():  # a second signal must not cut the ledger short
-            try:
-                conn = database.connect()
-                try:
-                    close_run(conn, run_id, **asdict(record))
-                finally:
-                    conn.close()
-            except Exception as exc:  # the outcome on stderr and in the log still stands
-                log.error("could not record the run in pipeline_runs: %s", exc)
+            close_recorded_run(database, run_id, record)
+
+
+def close_recorded_run(database, run_id: int, record: RunRecord) -> None:
+    """Close the ledger row with what the record says, on a connection of its own; a failure
+    is logged, not raised (the outcome on stderr and in the log still stands)."""
+    try:
+        conn = database.connect()
+        try:
+            close_run(conn, run_id, **asdict(record))
+        finally:
+            conn.close()
+    except Exception as exc:
+        log.error("could not record the run in pipeline_runs: %s", exc)
 
 
 def _record_failure(record: RunRecord, exc: BaseException) -> None:
