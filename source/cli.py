@@ -453,19 +453,23 @@ def _report_bad_lines(report) -> None:
 
 
 def _status(settings: Settings, *, as_json: bool, api: bool, now: datetime) -> int:
+    from source.extract import api_usage
     from source.report.text import render_json, render_text
-    from source.status import collect
+    from source.status import gather_status, open_for_reading
 
-    facts = collect(settings, now, api=api)
+    database = open_for_reading(settings)  # an empty database is said before any request
+    usage = api_usage(settings) if api else None
+    facts = gather_status(settings, database, now, usage)
     print(render_json(facts) if as_json else render_text(facts))
-    return EXIT_OK if facts["healthy"] else EXIT_FAILURE
+    return EXIT_OK if facts.healthy else EXIT_FAILURE
 
 
 def _report(settings: Settings, *, out: Path, now: datetime) -> int:
+    from source.report.history import price_history
     from source.report.html import write_report
-    from source.status import collect, price_history
+    from source.status import collect
 
-    facts = collect(settings, now, api=False)
+    facts = collect(settings, now)
     index = write_report(facts, price_history(settings, now), out, now=now)
     print(f"report written to {index}")
     return EXIT_OK

@@ -82,12 +82,9 @@ BASE_ORDER = (
 KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("source.backups.cli", "source.entrypoint"),
     ("source.backups.cli", "source.monitoring"),
-    ("source.monitoring.job", "source.status"),
     ("source.extract", "source.load"),
     ("source.transform", "source.metals_dev"),
     ("source.pipeline", "source.demo"),
-    ("source.monitoring.job", "source.backups.catalog"),
-    ("source.monitoring.job", "source.backups.offsite"),
 }
 
 
