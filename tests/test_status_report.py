@@ -142,6 +142,24 @@ def test_status_on_an_empty_database_says_so(run_main, sandbox):
     assert sandbox.requests == []
 
 
+def test_readers_never_migrate_a_schema_behind_and_say_so(run_main, database, sandbox):
+    conn = database.connect()
+    try:
+        apply_migrations(conn, up_to=6)
+    finally:
+        conn.close()
+    for command in (["status"], ["status", "--json"], ["report"], ["quality"]):
+        result = run_main(*command, METALS_DEV_API_KEY="")
+        assert result.returncode == 1, command
+        assert result.stderr.splitlines() == [
+            f"main.py: database {database.name} lacks schema migration(s) 7: status, report "
+            "and quality only read; the next writing command (`python main.py`, backfill, "
+            "import-csv, train) migrates it"
+        ], command
+    assert database.scalar("SELECT max(version) FROM schema_migrations") == 6
+    assert sandbox.requests == []
+
+
 def test_status_with_the_database_down_is_one_line(run_main):
     result = run_main("status", PGHOST="127.0.0.1", PGPORT="1")
     assert result.returncode == 1
