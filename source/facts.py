@@ -75,13 +75,13 @@ class ForecastFacts:
     metal: str
     target: str
     horizon: int
-    origin_time: str | None
-    predicted_value: float | None
-    lower: float | None
+    origin_time: str
+    predicted_value: float
+    lower: float | None  # None: made before intervals were
     upper: float | None
-    last_value: float | None
+    last_value: float
     frequency: str  # hourly or daily: what a step of `horizon` is
-    target_time: str | None  # the trading hour (or weekday) it is for
+    target_time: str  # the trading hour (or weekday) it is for
     stale: bool  # quotes at or after its run's first target time exist
 
 

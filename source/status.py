@@ -208,7 +208,10 @@ def forecast_facts(cur, newest: dict[str, datetime | None]) -> list[ForecastFact
         latest = newest.get(row["metal"])
         # The forecasts of one run go stale together: when its first target time has a quote.
         stale = latest is not None and firsts[(row["metal"], row["target"])] <= latest
-        times = {"origin_time": _iso(row["origin_time"]), "target_time": _iso(row["target_time"])}
+        times = {
+            "origin_time": row["origin_time"].isoformat(),
+            "target_time": row["target_time"].isoformat(),
+        }
         forecasts.append(ForecastFacts(**{**row, **times}, stale=stale))
     return forecasts
 
