@@ -453,12 +453,15 @@ def _report_bad_lines(report) -> None:
 
 
 def _status(settings: Settings, *, as_json: bool, api: bool, now: datetime) -> int:
-    from source.extract import api_usage
     from source.report.text import render_json, render_text
     from source.status import gather_status, open_for_reading
 
     database = open_for_reading(settings)  # an empty database is said before any request
-    usage = api_usage(settings) if api else None
+    usage = None
+    if api:
+        from source.extract import api_usage
+
+        usage = api_usage(settings)
     facts = gather_status(settings, database, now, usage)
     print(render_json(facts) if as_json else render_text(facts))
     return EXIT_OK if facts.healthy else EXIT_FAILURE
