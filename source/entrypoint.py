@@ -17,7 +17,7 @@ from source.config import Settings
 from source.errors import EXIT_FAILURE, EXIT_LOCKED, ReportableError
 from source.files import open_regular_file
 from source.log_setup import configure_logging, redact
-from source.monitoring import monitored, record
+from source.monitoring import JobRecord, monitored, record
 
 log = logging.getLogger("entrypoint")
 PRIVATE_UMASK = 0o077
@@ -74,10 +74,31 @@ def run_locked(
     log_path = configure_logging(settings.log_dir, settings.secrets)
     shutdown.install()  # SIGTERM: finish what is in flight, record it, exit 143
     with monitored(settings, job, ping=ping) as watched:
-        code = _run_step(prog, settings, lock_path, step, log_path)
-        if watched is not None:
-            watched.exit_code = code
-        return code
+        try:
+            code = _run_step(prog, settings, lock_path, step, log_path)
+            if watched is not None:
+                watched.exit_code = code
+            return code
+        finally:  # SIGTERM included: the monitors still see the catalogue and the models
+            if watched is not None:
+                _add_side_facts(settings, watched)
+
+
+def _add_side_facts(settings: Settings, watched: JobRecord) -> None:
+    """What the monitors show beside the job's own record: the backup catalogue after a
+    backup job, the models' skill after a job changed them. Best effort, like the monitors."""
+    from datetime import UTC, datetime
+
+    from source.ml.registry import model_facts
+    from source.status import backup_facts
+
+    try:
+        if watched.job == "backup":
+            watched.backups = backup_facts(settings, datetime.now(UTC))
+        if watched.models_changed:
+            watched.models = model_facts(settings.models_dir, settings.metals)
+    except (OSError, ValueError) as exc:
+        log.warning("monitoring: could not read the backups or the models: %s", exc)
 
 
 def _run_step(

@@ -24,6 +24,7 @@ import pandas as pd
 from source.config import DEFAULT_MAX_RESPONSE_BYTES, KNOWN_METALS, MIB, Settings
 from source.db_functions.coverage import record_coverage
 from source.errors import ReportableError, first_line
+from source.facts import ApiUsage
 from source.files import (
     FileTooLarge,
     NotARegularFile,
@@ -390,3 +391,22 @@ def fetch_spot_prices(
                 shown = error if isinstance(error, MetalsDevError) else repr(error)
                 log.error("%s: fetch failed: %s", metal, shown)
     return errors
+
+
+def api_usage(settings: Settings) -> ApiUsage | None:
+    """The API's own /usage answer (`status --api`), or None, with the reason logged, when it
+    cannot be had."""
+    client = make_client(settings)
+    try:
+        answer = client.usage()
+    except MetalsDevError as exc:
+        log.warning("API usage unavailable: %s", exc)
+        return None
+    finally:
+        client.close()
+    return ApiUsage(
+        plan=answer.get("plan"),
+        total=answer.get("total"),
+        used=answer.get("used"),
+        remaining=answer.get("remaining"),
+    )

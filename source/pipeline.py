@@ -239,7 +239,12 @@ def _record_for_monitors(settings: Settings, database: Database, report: RunRepo
         log.warning("monitoring: could not read the run's facts: %s", exc)
         return
     quota = any(isinstance(e, QuotaExceeded) for e in report.fetch_errors.values())
-    monitoring.record(**facts, quota_exhausted=quota)
+    monitoring.record(
+        quotes=facts.quotes,
+        streaks=facts.streaks,
+        requests_this_month=facts.requests_this_month,
+        quota_exhausted=quota,
+    )
 
 
 def _close_ledger(database: Database, run_id: int, report: RunReport) -> None:

@@ -74,7 +74,8 @@ def test_demo_responses_land_apart_from_real_ones(demo_runs, demo_dir):
 
 
 def test_demo_leaves_eight_verified_models_and_their_forecasts(demo_runs, demo_dir):
-    from source.ml.registry import load_model, read_metadata
+    from source.ml.registry import read_metadata
+    from tests.test_models import load_checked
 
     models_dir = demo_dir / "trained_models" / "demo"
     for target in ("rate_price", "rate_ask"):
@@ -84,7 +85,7 @@ def test_demo_leaves_eight_verified_models_and_their_forecasts(demo_runs, demo_d
             assert (meta["metal"], meta["target"], meta["horizons"]) == (metal, target, [1, 6, 24])
             assert meta["rows_used"] >= 24 * 60
             assert meta["metrics"]["1"]["naive_mae"] > 0
-            load_model(models_dir, target, metal)  # checksum matches
+            load_checked(models_dir, target, metal)  # checksum matches
     predictions = query_demo_database(
         demo_dir / "pgdata",
         "SELECT count(*), count(DISTINCT (metal, target)) FROM price_predictions",

@@ -131,3 +131,41 @@ def test_relative_links_point_to_files_and_headings_that_exist(page):
 def test_the_readme_links_every_docs_page():
     text = README.read_text()
     assert [p.name for p in PAGES[1:] if f"docs/{p.name}" not in text] == []
+
+
+def _fact_classes(cls, seen: dict | None = None) -> dict[str, type]:
+    """The dataclass and every dataclass its fields hold (in lists, dicts, optionals)."""
+    import dataclasses
+    import typing
+
+    seen = {} if seen is None else seen
+    seen[cls.__name__] = cls
+    pending = list(typing.get_type_hints(cls).values())
+    while pending:
+        kind = pending.pop()
+        pending.extend(typing.get_args(kind))
+        if dataclasses.is_dataclass(kind) and kind.__name__ not in seen:
+            _fact_classes(kind, seen)
+    return seen
+
+
+def test_every_status_fact_is_in_its_doc():
+    """Each JSON key of `status --json` (a field of source/facts.py's dataclasses) is listed in
+    docs/status.md, in the section named after its dataclass."""
+    import dataclasses
+
+    from source.facts import StatusFacts
+
+    sections = _sections((REPO / "docs" / "status.md").read_text())
+    missing = []
+    for name, cls in sorted(_fact_classes(StatusFacts).items()):
+        body = next((b for h, b in sections.items() if f"(`{name}`)" in h), None)
+        if body is None:
+            missing.append(f"no section for {name}")
+            continue
+        missing += [
+            f"{name}.{f.name}"
+            for f in dataclasses.fields(cls)
+            if f.metadata.get("json", True) and f"`{f.name}`" not in body
+        ]
+    assert not missing, f"docs/status.md lacks: {missing}"

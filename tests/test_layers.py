@@ -78,14 +78,6 @@ BASE_ORDER = (
     "source.progress",
 )
 
-# Imports that break the rule today, each to be removed by the change that fixes it.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    ("source.monitoring.job", "source.status"),
-    ("source.monitoring.job", "source.backups.catalog"),
-    ("source.monitoring.job", "source.backups.offsite"),
-}
-
-
 def module_name(path: Path) -> str:
     parts = path.relative_to(SOURCE.parent).with_suffix("").parts
     if parts[-1] == "__init__":
@@ -147,15 +139,8 @@ def test_every_module_has_a_layer():
 
 
 def test_imports_run_down_the_layers_only():
-    new = violations() - KNOWN_VIOLATIONS
+    new = violations()
     assert not new, "imports that run up or across the layers:\n" + "\n".join(
         f"  {a} imports {b}" for a, b in sorted(new)
     )
 
-
-def test_known_violations_are_still_there():
-    """A fixed violation leaves the list, so the list only ever shrinks."""
-    fixed = KNOWN_VIOLATIONS - violations()
-    assert not fixed, "no longer violations, remove them from KNOWN_VIOLATIONS:\n" + "\n".join(
-        f"  {a} imports {b}" for a, b in sorted(fixed)
-    )

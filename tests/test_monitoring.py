@@ -220,6 +220,23 @@ def test_a_run_stopped_by_sigterm_still_reports_143(run_main, metrics_dir, sandb
     assert [path for path, _ in pings.pings] == ["/ping/0b1e5c2d/start", "/ping/0b1e5c2d/143"]
 
 
+def test_a_misspelt_fact_is_refused_not_dropped():
+    from source.monitoring import JobRecord, record
+    from source.monitoring.job import _CURRENT
+
+    current = JobRecord("pipeline", 0.0)
+    token = _CURRENT.set(current)
+    try:
+        record(rows_inserted=4, summary="ok")
+        with pytest.raises(TypeError):
+            record(rows_insertd=5)  # type: ignore[call-arg]
+    finally:
+        _CURRENT.reset(token)
+    assert (current.rows_inserted, current.summary) == (4, "ok")
+    record(rows_inserted=9)  # outside a monitored job: nothing happens
+    assert current.rows_inserted == 4
+
+
 def test_the_textfile_is_replaced_atomically(tmp_path):
     from prometheus_client import CollectorRegistry, Gauge
 

@@ -351,7 +351,7 @@ def test_the_chart_shows_old_history_and_says_how_old(run_main, database, tmp_pa
         assert f"{metal}: last quote 2026-01-17 16:00 UTC," in page
         assert "days ago; the last 7 days of quotes before it" in page
     from source.config import load_settings
-    from source.status import price_history
+    from source.report.history import price_history
 
     settings = load_settings({**run_main.env}, require_api_key=False, env_file=Path("/none"))
     history = price_history(settings, datetime.now(UTC))

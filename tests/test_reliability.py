@@ -182,7 +182,8 @@ def test_a_run_on_another_host_holding_the_database_lock_makes_this_one_exit_75(
     other_host.autocommit = True
     with other_host.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_KEY,))
-        cur.execute("INSERT INTO pipeline_runs (command) VALUES ('pipeline')")  # its live ledger row
+        # its live ledger row
+        cur.execute("INSERT INTO pipeline_runs (command) VALUES ('pipeline')")
         result = run_main("--no-train")
         backfill = run_main("backfill", "--start", "2024-01-01", "--end", "2024-01-02")
     other_host.close()

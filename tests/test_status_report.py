@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import psycopg2
 import pytest
 
-from source.db_functions.migrations import apply_migrations
+from source.db_functions.migrations import MIGRATIONS, apply_migrations
 
 METALS = ("gold", "silver", "platinum", "palladium")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -139,6 +139,25 @@ def test_status_on_an_empty_database_says_so(run_main, sandbox):
         f"main.py: database {run_main.env['PGDATABASE']} is empty: no run has loaded anything "
         "yet (try `python main.py`, or `--demo`)"
     ]
+    assert sandbox.requests == []
+
+
+def test_readers_never_migrate_a_schema_behind_and_say_so(run_main, database, sandbox):
+    conn = database.connect()
+    try:
+        apply_migrations(conn, up_to=6)
+    finally:
+        conn.close()
+    missing = ", ".join(str(version) for version, _, _ in MIGRATIONS if version > 6)
+    for command in (["status"], ["status", "--json"], ["report"], ["quality"]):
+        result = run_main(*command, METALS_DEV_API_KEY="")
+        assert result.returncode == 1, command
+        assert result.stderr.splitlines() == [
+            f"main.py: database {database.name} lacks schema migration(s) {missing}: status, "
+            "report and quality only read; the next writing command (`python main.py`, backfill, "
+            "import-csv, train) migrates it"
+        ], command
+    assert database.scalar("SELECT max(version) FROM schema_migrations") == 6
     assert sandbox.requests == []
 
 

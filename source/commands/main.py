@@ -373,18 +373,24 @@ def backtest(settings: None, args: argparse.Namespace) -> int:
     "  python main.py status --api        also ask the API how much of the plan is used",
     options=(
         *SANDBOX,
-        option("--json", action="store_true", help="one JSON object (keys: docs/operations.md)"),
+        option("--json", action="store_true", help="one JSON object (keys: docs/status.md)"),
         option("--api", action="store_true", help="include the API's own /usage"),
     ),
     api_key=lambda args: args.api,
 )
 def status(settings: Settings, args: argparse.Namespace) -> int:
     from source.report.text import render_json, render_text
-    from source.status import collect
+    from source.status import gather_status, open_for_reading
 
-    facts = collect(settings, args.now, api=args.api)
+    database = open_for_reading(settings)  # an empty database is said before any request
+    usage = None
+    if args.api:
+        from source.extract import api_usage
+
+        usage = api_usage(settings)
+    facts = gather_status(settings, database, args.now, usage)
     print(render_json(facts) if args.json else render_text(facts))
-    return EXIT_OK if facts["healthy"] else EXIT_FAILURE
+    return EXIT_OK if facts.healthy else EXIT_FAILURE
 
 
 @MAIN.command(
@@ -403,12 +409,13 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
     ),
 )
 def report(settings: Settings, args: argparse.Namespace) -> int:
+    from source.report.history import price_history
     from source.report.html import write_report
-    from source.status import collect, price_history
+    from source.status import collect
 
     # The demo's report lives apart, like its data: neither overwrites the other.
     default = Path("reports") / ("demo" if args.demo else "") / args.now.strftime("%Y-%m-%d")
-    facts = collect(settings, args.now, api=False)
+    facts = collect(settings, args.now)
     index = write_report(
         facts, price_history(settings, args.now), args.out or default, now=args.now
     )

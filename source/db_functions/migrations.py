@@ -292,6 +292,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 ]
 
 
+def pending_migrations(cur) -> list[int]:
+    """The versions this database lacks, without changing it (all of them before the first
+    migration)."""
+    cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return [version for version, _, _ in MIGRATIONS]
+    cur.execute("SELECT version FROM schema_migrations")
+    done = {row[0] for row in cur.fetchall()}
+    return [version for version, _, _ in MIGRATIONS if version not in done]
+
+
 def apply_migrations(conn, up_to: int | None = None) -> list[int]:
     """Apply pending migrations (up to a version) in one transaction; return those applied."""
     with conn, conn.cursor() as cur:

@@ -1,7 +1,8 @@
-"""Model files: `<models_dir>/model_<target>/<metal>.joblib` plus `<metal>.json` metadata.
+"""Model files: `<models_dir>/model_<target>/<metal>.joblib` plus `<metal>.json` metadata,
+and the model facts status, the report and the metrics show, read from that metadata.
 
-Both are written atomically. The metadata carries the joblib file's sha256, and a file whose
-checksum does not match is refused before it is unpickled.
+Both are written atomically. The metadata carries the joblib file's sha256, for whoever
+unpickles a model to check first (a file that does not match is not to be unpickled).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import joblib
 
+from source.facts import HorizonSkill, ModelFacts
 from source.files import atomic_write, sha256_of
+
+TARGETS = ("rate_price", "rate_ask")  # the columns a model is trained for, per metal
 
 
 class ModelIntegrityError(Exception):
@@ -56,16 +60,38 @@ def read_metadata(models_dir: Path, target: str, metal: str) -> dict:
         raise ModelIntegrityError(f"{meta_path}: unreadable metadata ({exc})") from None
 
 
-def load_model(models_dir: Path, target: str, metal: str):
-    """Unpickle a model only after its sha256 matches the metadata."""
-    model_path, meta_path = model_paths(models_dir, target, metal)
-    expected = read_metadata(models_dir, target, metal).get("sha256")
-    if not model_path.is_file():
-        raise ModelIntegrityError(f"{model_path}: missing")
-    actual = sha256_of(model_path)
-    if actual != expected:
-        raise ModelIntegrityError(
-            f"{model_path}: sha256 {actual[:12]}… does not match {meta_path.name} "
-            f"({str(expected)[:12]}…); refusing to load it"
-        )
-    return joblib.load(model_path)
+def model_facts(models_dir: Path, metals: tuple[str, ...]) -> list[ModelFacts]:
+    """Skill per metal, target and horizon, from the models' metadata files (no model is
+    unpickled, no scikit-learn imported); a model without readable metadata is untrained."""
+    models = []
+    for metal in metals:
+        for target in TARGETS:
+            try:
+                meta = read_metadata(models_dir, target, metal)
+            except ModelIntegrityError:
+                models.append(ModelFacts(metal, target, trained=False))
+                continue
+            chosen = meta.get("chosen", {})
+            skill = {
+                str(horizon): HorizonSkill(
+                    mase=m.get("mase"),
+                    direction_accuracy=m.get("direction_accuracy"),
+                    beats_naive=m.get("mase") is not None and m["mase"] < 1,
+                    chosen=chosen.get(horizon),
+                    interval_coverage=m.get("interval_coverage"),
+                    interval_score_ratio=m.get("interval_score_ratio"),
+                )
+                for horizon, m in meta.get("metrics", {}).items()
+            }
+            models.append(
+                ModelFacts(
+                    metal,
+                    target,
+                    trained=True,
+                    trained_at=meta.get("trained_at"),
+                    rows_used=meta.get("rows_used"),
+                    frequency=meta.get("frequency", "hourly"),
+                    by_horizon=skill,
+                )
+            )
+    return models

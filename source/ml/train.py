@@ -24,12 +24,10 @@ from source.ml.evaluation import MIN_ROWS, Dataset, NotEnoughData, fit_final, wa
 from source.ml.features import HORIZONS, warmup_rows
 from source.ml.intervals import LEVEL
 from source.ml.models import GBM_MAX_ROWS, SHRINKAGE
-from source.ml.registry import library_versions, save_model
+from source.ml.registry import TARGETS, library_versions, save_model
 from source.ml.sampling import DAILY, HOURLY, training_rows
 
 log = logging.getLogger(__name__)
-
-TARGETS = ("rate_price", "rate_ask")
 
 
 def read_history(conn, metal: str) -> pd.DataFrame:

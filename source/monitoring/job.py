@@ -1,6 +1,7 @@
 """A job's record while it runs, and what happens to it at the end: metrics written or pushed,
-the healthcheck pinged. Steps add what they know with `record(...)`; nothing here touches the
-database."""
+the healthcheck pinged. Steps add what they know with `record(...)`, the runner what lies
+outside the job (the backup catalogue, the models' skill); nothing here touches the database,
+the backups or the models."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from source.config import Settings
 from source.errors import EXIT_FAILURE
+from source.facts import BackupFacts, ModelFacts
 from source.log_setup import redact
 from source.monitoring import metrics, pings
 
@@ -43,6 +45,10 @@ class JobRecord:
     monthly_quota: int | None = None
     quota_exhausted: bool = False
     models_changed: bool = False
+    # Given by the runner at the end: the catalogue after a backup job, the skill of the
+    # models after a job changed them.
+    backups: BackupFacts | None = None
+    models: list[ModelFacts] | None = None
     failed_monitors: set[str] = field(default_factory=set)
 
 
@@ -54,11 +60,37 @@ def active() -> bool:
     return _CURRENT.get() is not None
 
 
-def record(**facts) -> None:
-    """Add facts to the running job's record; nothing happens outside a monitored job."""
+def record(
+    *,
+    summary: str | None = None,
+    rows_inserted: int | None = None,
+    api_requests: int | None = None,
+    metals_failed: tuple[str, ...] | None = None,
+    quotes: dict[str, float] | None = None,
+    streaks: dict[str, int] | None = None,
+    requests_this_month: int | None = None,
+    quota_exhausted: bool | None = None,
+    models_changed: bool | None = None,
+) -> None:
+    """Add what a step learnt to the running job's record (a name it does not know is a
+    TypeError); those left out (None) stay as they are. Nothing happens outside a monitored
+    job."""
     current = _CURRENT.get()
-    if current is not None:
-        for name, value in facts.items():
+    if current is None:
+        return
+    given = {
+        "summary": summary,
+        "rows_inserted": rows_inserted,
+        "api_requests": api_requests,
+        "metals_failed": metals_failed,
+        "quotes": quotes,
+        "streaks": streaks,
+        "requests_this_month": requests_this_month,
+        "quota_exhausted": quota_exhausted,
+        "models_changed": models_changed,
+    }
+    for name, value in given.items():
+        if value is not None:
             setattr(current, name, value)
 
 
@@ -108,40 +140,29 @@ def deliver(settings: Settings, current: JobRecord, now: float) -> None:
         pool.submit(_ping, settings, current, current.exit_code)
 
 
-def _add_side_metrics(registry: CollectorRegistry, settings: Settings, current: JobRecord):
+def _add_side_metrics(registry: CollectorRegistry, current: JobRecord) -> None:
     """Backup jobs also report the backup catalogue: the newest backup's time, state, size."""
-    if current.job == "backup":
-        from source.backups.catalog import list_backups
-        from source.backups.offsite import is_offsite
-
-        backups = list_backups(settings.backup_dir)
-        offsite = is_offsite(backups[-1]) if backups and settings.backup_s3_url else None
-        metrics.backup_metrics(registry, backups, offsite)
-
-
-def _add_model_metrics(registry: CollectorRegistry, settings: Settings) -> CollectorRegistry:
-    from source.status import model_facts  # reads the models' metadata files only
-
-    metrics.model_metrics(registry, model_facts(settings))
-    return registry
+    if current.backups is not None:
+        metrics.backup_metrics(registry, current.backups)
 
 
 def _write_textfiles(settings: Settings, current: JobRecord, now: float) -> None:
     directory = settings.metrics_dir
     previous = metrics.read_previous(directory / f"{metrics.PREFIX}_{current.job}.prom")
     registry = metrics.job_registry(current, now, previous)
-    _add_side_metrics(registry, settings, current)
+    _add_side_metrics(registry, current)
     metrics.write_textfile(directory, current.job, registry)
-    if current.models_changed:  # one file for the models, whichever job trained them
-        models = _add_model_metrics(CollectorRegistry(), settings)
+    if current.models is not None:  # one file for the models, whichever job trained them
+        models = CollectorRegistry()
+        metrics.model_metrics(models, current.models)
         metrics.write_textfile(directory, "models", models)
 
 
 def _push(settings: Settings, current: JobRecord, now: float) -> None:
     registry = metrics.job_registry(current, now)
-    _add_side_metrics(registry, settings, current)
-    if current.models_changed:
-        _add_model_metrics(registry, settings)
+    _add_side_metrics(registry, current)
+    if current.models is not None:
+        metrics.model_metrics(registry, current.models)
     metrics.push(settings.pushgateway_url, current.job, registry)
 
 

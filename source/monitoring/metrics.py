@@ -10,6 +10,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
+from source.facts import BackupFacts, ModelFacts
+
 PREFIX = "commodities"
 LAST_SUCCESS = f"{PREFIX}_job_last_success_timestamp_seconds"
 QUOTE_TIME = f"{PREFIX}_metal_last_quote_timestamp_seconds"
@@ -85,17 +87,15 @@ def _metal_metrics(registry: CollectorRegistry, record, previous: Previous) -> N
         )
 
 
-def backup_metrics(
-    registry: CollectorRegistry, backups: list, offsite: bool | None = None
-) -> None:
+def backup_metrics(registry: CollectorRegistry, backups: BackupFacts) -> None:
     """The newest backup's time, verification and size, from the backup catalogue; whether
     it has a copy off the host, when a bucket is configured."""
-    _gauge(registry, f"{PREFIX}_backups", "Backups kept.").set(len(backups))
-    if not backups:
+    _gauge(registry, f"{PREFIX}_backups", "Backups kept.").set(backups.count)
+    newest = backups.newest
+    if newest is None:
         return
-    newest = backups[-1]
     _gauge(registry, f"{PREFIX}_backup_newest_timestamp_seconds", "Newest backup's time.").set(
-        newest.created_at.timestamp()
+        newest.created_at
     )
     _gauge(
         registry, f"{PREFIX}_backup_newest_verified", "1 if the newest backup verified, else 0."
@@ -103,14 +103,14 @@ def backup_metrics(
     _gauge(registry, f"{PREFIX}_backup_newest_size_bytes", "Newest backup's size.").set(
         newest.size_bytes
     )
-    if offsite is not None:
+    if newest.offsite is not None:
         _gauge(
             registry, f"{PREFIX}_backup_newest_offsite", "1 if the newest backup has a checked "
             "copy in the bucket (BACKUP_S3_URL), else 0."
-        ).set(1 if offsite else 0)
+        ).set(1 if newest.offsite else 0)
 
 
-def model_metrics(registry: CollectorRegistry, models: list[dict]) -> None:
+def model_metrics(registry: CollectorRegistry, models: list[ModelFacts]) -> None:
     """Skill and interval coverage per metal, target and horizon, from the models' metadata."""
     labels = ["metal", "target", "horizon"]
     mase = _gauge(registry, f"{PREFIX}_model_mase", "Walk-forward MAE / naive MAE.", labels)
@@ -118,12 +118,12 @@ def model_metrics(registry: CollectorRegistry, models: list[dict]) -> None:
         registry, f"{PREFIX}_model_interval_coverage", "Share inside the 80% interval.", labels
     )
     for model in models:
-        for horizon, skill in (model.get("by_horizon") or {}).items():
-            key = {"metal": model["metal"], "target": model["target"], "horizon": str(horizon)}
-            if skill.get("mase") is not None:
-                mase.labels(**key).set(skill["mase"])
-            if skill.get("interval_coverage") is not None:
-                coverage.labels(**key).set(skill["interval_coverage"])
+        for horizon, skill in model.by_horizon.items():
+            key = {"metal": model.metal, "target": model.target, "horizon": str(horizon)}
+            if skill.mase is not None:
+                mase.labels(**key).set(skill.mase)
+            if skill.interval_coverage is not None:
+                coverage.labels(**key).set(skill.interval_coverage)
 
 
 def _key(name: str, labels: dict) -> tuple[str, tuple[tuple[str, str], ...]]:

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from source.facts import ForecastFacts  # noqa: E402
 from source.report.text import age_parts  # noqa: E402
 
 SIZE, DPI = (10, 4.6), 100  # 1000 x 460 px
@@ -34,16 +35,16 @@ def age_text(newest, now) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
-def forecast_points(forecasts: list[dict]) -> pd.DataFrame:
+def forecast_points(forecasts: list[ForecastFacts]) -> pd.DataFrame:
     """(time, value, lower, upper, horizon, step) per forecast, at the time it is for."""
     rows = [
         {
-            "time": pd.Timestamp(f["target_time"]),
-            "value": f["predicted_value"],
-            "horizon": f["horizon"],
-            "step": "d" if f["frequency"] == "daily" else "h",
-            "lower": f.get("lower"),
-            "upper": f.get("upper"),
+            "time": pd.Timestamp(f.target_time),
+            "value": f.predicted_value,
+            "horizon": f.horizon,
+            "step": "d" if f.frequency == "daily" else "h",
+            "lower": f.lower,
+            "upper": f.upper,
         }
         for f in forecasts
     ]
@@ -122,11 +123,11 @@ def _marked_points(axes, marked: pd.DataFrame, limits: tuple[float, float]) -> N
             label = None
 
 
-def _forecast(axes, forecasts: list[dict], stale: bool) -> list[float]:
+def _forecast(axes, forecasts: list[ForecastFacts], stale: bool) -> list[float]:
     """The forecast line from its origin through each horizon, its 80% band; the values."""
     points = forecast_points(forecasts)
-    origin = pd.Timestamp(forecasts[0]["origin_time"])
-    last = float(forecasts[0]["last_value"])
+    origin = pd.Timestamp(forecasts[0].origin_time)
+    last = float(forecasts[0].last_value)
     colour = STALE if stale else FORECAST
     made = f"made {origin:%Y-%m-%d %H:%M} UTC"
     label = (f"STALE forecast ({made})" if stale else f"forecast ({made}): ") + (
@@ -176,12 +177,12 @@ def draw_chart(
     currency: str,
     unit: str,
     history,
-    forecasts: list[dict],
+    forecasts: list[ForecastFacts],
     now,
     synthetic: bool = False,
 ) -> Path:
-    """The recent view. history: a status.PriceHistory with at least one quote; forecasts:
-    rate_price ones of the latest origin (with target_time and stale, as status gives)."""
+    """The recent view. history: a report.history.PriceHistory with at least one quote;
+    forecasts: rate_price ones of the latest origin (with target_time and stale)."""
     with warnings.catch_warnings():  # nothing from matplotlib may reach the console
         warnings.simplefilter("ignore")
         return _draw_recent(path, metal, currency, unit, history, forecasts, now, synthetic)
@@ -204,10 +205,10 @@ def _draw_recent(path, metal, currency, unit, history, forecasts, now, synthetic
     end = pd.Timestamp(history.newest)
     # A forecast is drawn where it belongs: made within the view (a stale one greyed out);
     # one made long before the view would only stretch it (the table beside says it).
-    if forecasts and pd.Timestamp(forecasts[0]["origin_time"]) >= start:
-        stale = any(f["stale"] for f in forecasts)
+    if forecasts and pd.Timestamp(forecasts[0].origin_time) >= start:
+        stale = any(f.stale for f in forecasts)
         values += _forecast(axes, forecasts, stale)
-        end = max(end, *(pd.Timestamp(f["target_time"]) for f in forecasts))
+        end = max(end, *(pd.Timestamp(f.target_time) for f in forecasts))
     if values or len(history.marked):
         limits = _limits(values or list(history.marked["rate_price"]))
         axes.set_ylim(*limits)

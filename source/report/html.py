@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from source.facts import SOURCES, ForecastFacts, StatusFacts
 from source.report.charts import age_text, draw_chart, draw_long_view
+from source.report.history import PriceHistory
 from source.report.text import _age, _number, horizon_text, price_forecasts
 
 STYLE = """
@@ -39,19 +41,19 @@ def _when(iso: str | None) -> str:
     return escape(iso[:16].replace("T", " ")) if iso else "-"
 
 
-def _prices(facts: dict) -> str:
+def _prices(facts: StatusFacts) -> str:
     rows = [
         [
-            escape(m["metal"]),
-            escape(f"{m['currency']}/{m['unit']}" if m.get("currency") else "-"),
-            _number(m["latest_price"]),
-            _number(m["latest_ask"]),
-            _when(m["quote_time"]),
-            _age(m["quote_age_seconds"]),
-            f"{m['rows']:,}",
-            " / ".join(str(m["rows_by_source"][s]) for s in ("api", "backfill", "csv", "demo")),
+            escape(m.metal),
+            escape(f"{m.currency}/{m.unit}" if m.currency else "-"),
+            _number(m.latest_price),
+            _number(m.latest_ask),
+            _when(m.quote_time),
+            _age(m.quote_age_seconds),
+            f"{m.rows:,}",
+            " / ".join(str(m.rows_by_source[s]) for s in SOURCES),
         ]
-        for m in facts["metals"]
+        for m in facts.metals
     ]
     return _table(
         [
@@ -68,49 +70,49 @@ def _prices(facts: dict) -> str:
     )
 
 
-def _ranges(facts: dict) -> str:
+def _ranges(facts: StatusFacts) -> str:
     rows = [
         [
-            escape(r["metal"]),
-            escape(r["period"]),
-            _number(r["high"]),
-            _when(r["high_at"]),
-            _number(r["low"]),
-            _when(r["low_at"]),
+            escape(r.metal),
+            escape(r.period),
+            _number(r.high),
+            _when(r.high_at),
+            _number(r.low),
+            _when(r.low_at),
         ]
-        for r in facts["ranges"]
-        if r["high"] is not None
+        for r in facts.ranges
+        if r.high is not None
     ]
     if not rows:
         return "<p>No quotes today, yesterday, this week or in the last 7 days.</p>"
     return _table(["metal", "period", "high", "at (UTC)", "low", "at (UTC)"], rows)
 
 
-def _models(facts: dict) -> str:
+def _models(facts: StatusFacts) -> str:
     """One row per model and horizon: narrow enough for any window."""
-    if not any(model["trained"] for model in facts["models"]):
+    if not any(model.trained for model in facts.models):
         return (
             "<p>No model trained yet: each hourly run trains once a metal has enough history "
             "(or <code>python main.py train</code>).</p>"
         )
     rows = []
-    for model in facts["models"]:
-        name = escape(f"{model['metal']} {model['target']}")
-        if not model["trained"]:
+    for model in facts.models:
+        name = escape(f"{model.metal} {model.target}")
+        if not model.trained:
             rows.append([name, "not trained yet"] + [""] * 6)
             continue
-        for horizon, skill in model["by_horizon"].items():
-            mark = ' class="good"' if skill["beats_naive"] else ""
+        for horizon, skill in model.by_horizon.items():
+            mark = ' class="good"' if skill.beats_naive else ""
             rows.append(
                 [
                     name,
                     escape(f"+{horizon}"),
-                    f"<span{mark}>{_number(skill['mase'], 3)}</span>",
-                    _number(skill["direction_accuracy"], 2),
-                    _number(skill.get("interval_coverage"), 2),
-                    escape(model["frequency"]),
-                    _number(model["rows_used"], 0),
-                    _when(model["trained_at"]),
+                    f"<span{mark}>{_number(skill.mase, 3)}</span>",
+                    _number(skill.direction_accuracy, 2),
+                    _number(skill.interval_coverage, 2),
+                    escape(model.frequency),
+                    _number(model.rows_used, 0),
+                    _when(model.trained_at),
                 ]
             )
     return _table(
@@ -120,18 +122,18 @@ def _models(facts: dict) -> str:
     )
 
 
-def _forecasts(facts: dict) -> str:
+def _forecasts(facts: StatusFacts) -> str:
     """The latest rate_price forecasts with their 80% bounds and when they were made."""
     rows = [
         [
-            escape(f["metal"]),
+            escape(f.metal),
             escape(horizon_text(f)),
-            _when(f["target_time"]),
-            _number(f["predicted_value"]),
-            _number(f["lower"]),
-            _number(f["upper"]),
-            _when(f["origin_time"]),
-            '<span class="stale">STALE: newer quotes exist</span>' if f["stale"] else "current",
+            _when(f.target_time),
+            _number(f.predicted_value),
+            _number(f.lower),
+            _number(f.upper),
+            _when(f.origin_time),
+            '<span class="stale">STALE: newer quotes exist</span>' if f.stale else "current",
         ]
         for f in price_forecasts(facts)
     ]
@@ -144,46 +146,46 @@ def _forecasts(facts: dict) -> str:
     )
 
 
-def _runs(facts: dict) -> str:
+def _runs(facts: StatusFacts) -> str:
     rows = [
         [
-            f"#{run['run_id']}",
-            _when(run["started_at"]),
-            escape(run["command"]),
-            escape(run["status"]),
-            "-" if run["duration_seconds"] is None else f"{run['duration_seconds']:.0f} s",
-            str(run["api_requests"]),
-            escape(", ".join(run["metals_failed"]) or "-"),
+            f"#{run.run_id}",
+            _when(run.started_at),
+            escape(run.command),
+            escape(run.status),
+            "-" if run.duration_seconds is None else f"{run.duration_seconds:.0f} s",
+            str(run.api_requests),
+            escape(", ".join(run.metals_failed) or "-"),
         ]
-        for run in facts["runs"]["recent"]
+        for run in facts.runs.recent
     ]
     return _table(
         ["run", "started (UTC)", "command", "outcome", "took", "requests", "failed"], rows
     )
 
 
-def _backups(facts: dict) -> str:
-    newest = facts["backups"]["newest"]
+def _backups(facts: StatusFacts) -> str:
+    newest = facts.backups.newest
     if newest is None:
         return "<p>No backup yet.</p>"
-    state = newest["level"] if newest["verified"] else "NOT verified"
+    state = newest.level if newest.verified else "NOT verified"
     where = {True: ", copied off the host", False: ", NOT off the host", None: ""}
     return (
-        f"<p>{facts['backups']['count']} backup(s); newest <code>{escape(newest['id'])}</code>, "
-        f"{_age(newest['age_seconds'])} old, {escape(state)}{where[newest.get('offsite')]}.</p>"
+        f"<p>{facts.backups.count} backup(s); newest <code>{escape(newest.id)}</code>, "
+        f"{_age(newest.age_seconds)} old, {escape(state or '')}{where[newest.offsite]}.</p>"
     )
 
 
-def _quality(facts: dict) -> str:
-    marks = facts.get("quality") or {}
+def _quality(facts: StatusFacts) -> str:
+    marks = facts.quality
     text = (
-        f"<p>{marks.get('suspect', 0)} suspect and {marks.get('rejected', 0)} rejected quote(s) "
+        f"<p>{marks.suspect} suspect and {marks.rejected} rejected quote(s) "
         "are kept but left out of the models, the views and the chart lines "
         "(<code>python main.py quality</code> lists them).</p>"
     )
     rows = [
-        [escape(r["metal"]), _number(r["price"]), _when(r["time"]), escape(r["reason"] or "")]
-        for r in marks.get("undecided", [])
+        [escape(q.metal), _number(q.price), _when(q.time), escape(q.reason or "")]
+        for q in marks.undecided
     ]
     if rows:
         text += "<p>Waiting for the next quotes:</p>" + _table(
@@ -192,14 +194,14 @@ def _quality(facts: dict) -> str:
     return text
 
 
-def _verdict(facts: dict) -> str:
-    if facts["healthy"]:
+def _verdict(facts: StatusFacts) -> str:
+    if facts.healthy:
         return '<div class="ok">Healthy: nothing needs a look.</div>'
-    items = "".join(f"<li>{escape(w)}</li>" for w in facts["warnings"])
+    items = "".join(f"<li>{escape(w)}</li>" for w in facts.warnings)
     return f'<div class="warn"><strong>Needs a look:</strong><ul>{items}</ul></div>'
 
 
-def _caption(metal: str, history, now, forecasts: list[dict]) -> str:
+def _caption(metal: str, history: PriceHistory, now, forecasts: list[ForecastFacts]) -> str:
     marked = history.marked
     notes = [
         f"{(marked['quality'] == mark).sum()} {mark} quote(s) marked, not used"
@@ -208,9 +210,9 @@ def _caption(metal: str, history, now, forecasts: list[dict]) -> str:
     ]
     if history.quotes < 24:
         notes.insert(0, f"{history.quotes} quote{'s' if history.quotes != 1 else ''} so far")
-    if forecasts and forecasts[0]["stale"]:
+    if forecasts and forecasts[0].stale:
         notes.append(
-            f"the latest forecast, made {_when(forecasts[0]['origin_time'])} UTC, is stale "
+            f"the latest forecast, made {_when(forecasts[0].origin_time)} UTC, is stale "
             "(newer quotes exist; see Forecasts)"
         )
     shown = "the last 7 days of quotes" if history.resolution == "hourly" else (
@@ -240,18 +242,18 @@ def _figure(src: str, alt: str, caption: str) -> str:
     )
 
 
-def _charts(facts: dict, history: dict, out: Path, now) -> str:
+def _charts(facts: StatusFacts, history: dict[str, PriceHistory], out: Path, now) -> str:
     """Per metal: the recent view and, for a long history, the whole of it; or a card."""
     parts = []
-    synthetic = bool(facts.get("demo"))
-    for metal_facts in facts["metals"]:
-        metal, seen = metal_facts["metal"], history[metal_facts["metal"]]
+    synthetic = facts.demo
+    for metal_facts in facts.metals:
+        metal, seen = metal_facts.metal, history[metal_facts.metal]
         if seen.newest is None:
             parts.append(_no_rows_card(metal))
             continue
-        currency = metal_facts["currency"] or facts["currency"]
-        unit = metal_facts["unit"] or facts["unit"]
-        forecasts = [f for f in price_forecasts(facts) if f["metal"] == metal]
+        currency = metal_facts.currency or facts.currency
+        unit = metal_facts.unit or facts.unit
+        forecasts = [f for f in price_forecasts(facts) if f.metal == metal]
         chart = draw_chart(out / f"{metal}.png", metal=metal, currency=currency, unit=unit,
                            history=seen, forecasts=forecasts, now=now, synthetic=synthetic)
         parts.append(_figure(chart.name, f"{metal} recent prices and forecasts",
@@ -266,26 +268,28 @@ def _charts(facts: dict, history: dict, out: Path, now) -> str:
     return "".join(parts)
 
 
-def write_report(facts: dict, history: dict, out: Path, now=None) -> Path:
+def write_report(
+    facts: StatusFacts, history: dict[str, PriceHistory], out: Path, now=None
+) -> Path:
     """Write the charts and index.html into `out`; return the page's path."""
     out.mkdir(parents=True, exist_ok=True)
     figures = _charts(facts, history, out, now)
-    api = f"{facts['runs']['api_requests_this_month']:,} API request(s) this month (counted here)"
+    api = f"{facts.runs.api_requests_this_month:,} API request(s) this month (counted here)"
     synthetic = (
         '<p class="synthetic"><strong>Demo: SYNTHETIC prices</strong> from the local sandbox '
-        "feed, in their own database. Not market data.</p>" if facts.get("demo") else ""
+        "feed, in their own database. Not market data.</p>" if facts.demo else ""
     )
-    notes = "".join(f'<p class="meta">Note: {escape(n)}</p>' for n in facts.get("notes", []))
+    notes = "".join(f'<p class="meta">Note: {escape(n)}</p>' for n in facts.notes)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Commodities pipeline{" demo (synthetic)" if facts.get("demo") else ""} — \
-{escape(facts["database"])}</title>
+<title>Commodities pipeline{" demo (synthetic)" if facts.demo else ""} — \
+{escape(facts.database)}</title>
 <style>{STYLE}</style></head>
 <body>
 <h1>Commodities pipeline</h1>
-<p class="meta">Database <code>{escape(facts["database"])}</code> · generated
-{_when(facts["generated_at"])} UTC · {api}</p>
+<p class="meta">Database <code>{escape(facts.database)}</code> · generated
+{_when(facts.generated_at)} UTC · {api}</p>
 {synthetic}{notes}{_verdict(facts)}
 <h2>Latest prices</h2>{_prices(facts)}
 <h2>Charts</h2>{figures}
