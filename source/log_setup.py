@@ -156,10 +156,22 @@ class JsonFormatter(logging.Formatter):
         self.first_line = first_line  # the console: tracebacks stay in the file
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = redact(record.getMessage(), self.secrets)
         if self.first_line:
             message = message.splitlines()[0] if message else message
-        return redact(json.dumps(json_fields(record, message), default=str), self.secrets)
+        line = json.dumps(json_fields(record, message), default=str)
+        masked = mask_secrets(line, self.secrets)
+        if masked != line and not _parses(masked):  # a mask ate half of an escape
+            masked = json.dumps(json_fields(record, MASK + " (line withheld: it held a secret)"))
+        return masked
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def json_fields(record: logging.LogRecord, message: str) -> dict[str, object]:

@@ -106,6 +106,7 @@ def test_a_secret_in_a_message_is_masked_in_the_json_line(tmp_path, restored_log
         logging.getLogger("test").warning(
             "calling https://api.example/v1?api_key=%s with key %s", "other-key", SECRET
         )
+        logging.getLogger("test").error('quoted: "https://api.example/v1?api_key=other-key"')
         print(f"main.py: failed with {SECRET}", file=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.flush()
