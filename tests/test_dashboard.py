@@ -234,7 +234,8 @@ def prometheus(textfiles, tmp_path_factory):
     exporter_binary = tool("prometheus-node-exporter", "node_exporter")
     prometheus_binary = tool("prometheus")
     root = tmp_path_factory.mktemp("prometheus")
-    exporter_port, port = free_port(), free_port()
+    exporter_port = free_port()
+    port = next(p for p in iter(free_port, None) if p != exporter_port)
     config = root / "prometheus.yml"
     config.write_text(json.dumps(prometheus_config(exporter_port, port)))  # JSON is YAML
     exporter = Server(
