@@ -25,6 +25,7 @@ from source.extract import (
     timeseries_job,
 )
 from source.load import LoadOutcome, LoadTotals, QueueLoader
+from source.log_setup import in_this_context
 from source.metals_dev import AuthError, MetalsDevClient, MetalsDevError, QuotaExceeded
 from source.progress import progress_bar
 
@@ -165,7 +166,7 @@ def fetch_windows(
     errors: dict[str, Exception] = {}
     workers = max(1, min(MAX_CONCURRENT_WINDOWS, len(windows)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill") as pool:
-        futures = {pool.submit(fetch_one, window): window for window in windows}
+        futures = {pool.submit(in_this_context(fetch_one), window): window for window in windows}
         for future in as_completed(futures):
             error = future.exception()
             if error is not None:

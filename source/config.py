@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 KNOWN_METALS = ("gold", "silver", "platinum", "palladium")
+LOG_FORMATS = ("text", "json")
 # Monitor URLs count as secrets: a healthchecks.io ping URL is its own key, and a Pushgateway
 # URL may carry credentials. Never logged; each may come from NAME_FILE too.
 SECRET_NAMES = (
@@ -36,6 +37,7 @@ VARIABLES = (
     "PG_BIN_DIR",
     "DATA_DIR",
     "LOG_DIR",
+    "LOG_FORMAT",
     "MODELS_DIR",
     "BACKUP_DIR",
     "BACKUP_KEEP",
@@ -116,6 +118,7 @@ class Settings:
     backup_keep_remote: int = 56  # two weeks at four a day
     s3: S3Access = field(default_factory=lambda: S3Access(), repr=False)
     demo: bool = False
+    log_format: str = "text"  # or "json": one JSON object a line, for a log shipper
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -266,7 +269,14 @@ def load_settings(
             profile=env.get("AWS_PROFILE") or None,
         ),
         demo=demo,
+        log_format=_log_format(env.get("LOG_FORMAT") or "text"),
     )
+
+
+def _log_format(value: str) -> str:
+    if value.lower() not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {value!r}")
+    return value.lower()
 
 
 def _base_url(value: str) -> str:

@@ -20,6 +20,7 @@ import psycopg2
 from source.db_functions.loaders import UpsertCounts
 from source.db_functions.staging import BulkWriter
 from source.errors import EXIT_USAGE, ReportableError, first_line
+from source.log_setup import in_this_context
 from source.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ def _import(conn, path, metal, layout, currency, unit, strict, chunk_rows) -> Im
             report.bad_lines.extend(bad[: MAX_BAD_LINES_KEPT - len(report.bad_lines)])
             if in_flight is not None:
                 in_flight.result()  # raises what the writer raised
-            in_flight = copier.submit(writer.write, good)
+            in_flight = copier.submit(in_this_context(writer.write), good)
             bar.update(position - bar.n)
         if in_flight is not None:
             in_flight.result()

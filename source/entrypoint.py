@@ -16,7 +16,7 @@ from source import shutdown
 from source.config import Settings
 from source.errors import EXIT_FAILURE, EXIT_LOCKED, ReportableError
 from source.files import open_regular_file
-from source.log_setup import configure_logging, redact
+from source.log_setup import configure_logging, log_fields, redact
 from source.monitoring import JobRecord, monitored, record
 
 log = logging.getLogger("entrypoint")
@@ -71,9 +71,9 @@ def run_locked(
     # Backups hold the whole database and raw files the API's answers: whatever the umask,
     # everything this process (and pg_dump, its child) creates is 0600 files / 0700 folders.
     os.umask(PRIVATE_UMASK)
-    log_path = configure_logging(settings.log_dir, settings.secrets)
+    log_path = configure_logging(settings.log_dir, settings.secrets, fmt=settings.log_format)
     shutdown.install()  # SIGTERM: finish what is in flight, record it, exit 143
-    with monitored(settings, job, ping=ping) as watched:
+    with log_fields(job=job), monitored(settings, job, ping=ping) as watched:
         try:
             code = _run_step(prog, settings, lock_path, step, log_path)
             if watched is not None:

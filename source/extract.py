@@ -32,7 +32,7 @@ from source.files import (
     free_bytes,
     read_regular_file,
 )
-from source.log_setup import mask_secrets
+from source.log_setup import in_this_context, log_fields, mask_secrets
 from source.metals_dev import (
     MalformedResponse,
     MetalsDevClient,
@@ -343,6 +343,14 @@ def replay_landed(
     return jobs
 
 
+def _with_metal(fetch: Callable[[str], None]) -> Callable[[str], None]:
+    def run(metal: str) -> None:
+        with log_fields(metal=metal):
+            fetch(metal)
+
+    return run
+
+
 def fetch_spot_prices(
     client: MetalsDevClient,
     metals: tuple[str, ...],
@@ -383,13 +391,17 @@ def fetch_spot_prices(
 
     errors: dict[str, Exception] = {}
     with ThreadPoolExecutor(max_workers=len(metals), thread_name_prefix="fetch") as pool:
-        futures = {metal: pool.submit(fetch_one, metal) for metal in metals}
+        # Each fetch thread logs with the run's fields (job, run id) and its own metal.
+        futures = {
+            metal: pool.submit(in_this_context(_with_metal(fetch_one)), metal) for metal in metals
+        }
         for metal, future in futures.items():
             error = future.exception()
             if error is not None:
                 errors[metal] = error
                 shown = error if isinstance(error, MetalsDevError) else repr(error)
-                log.error("%s: fetch failed: %s", metal, shown)
+                with log_fields(metal=metal):
+                    log.error("%s: fetch failed: %s", metal, shown)
     return errors
 
 

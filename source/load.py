@@ -14,6 +14,7 @@ import psycopg2
 from source.db_functions.connection import Database, DatabaseUnavailable
 from source.db_functions.loaders import UnitMismatch, UpsertCounts, upsert_prices
 from source.errors import first_line
+from source.log_setup import in_this_context, log_fields
 from source.transform import LoadJob
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,10 @@ class QueueLoader:
         # Waited on instead of Thread.join: a signal interrupting join() in Python 3.11 can
         # mark a running thread as stopped (the loader would then write after the ledger).
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
+        # The loader logs with the run's fields (job, run id), each job with its metal.
+        self._thread = threading.Thread(
+            target=in_this_context(self._run), name="loader", daemon=True
+        )
 
     def __enter__(self) -> QueueLoader:
         self._thread.start()
@@ -140,11 +144,12 @@ class QueueLoader:
     def _run(self) -> None:
         try:
             while (job := self.queue.get()) is not self._DONE and not self._cancelled.is_set():
-                outcome = self._load(job)
-                if self._cancelled.is_set() and outcome.error:
-                    break  # cancelled mid-load: nothing committed, the file stays landed
-                self.outcomes.append(outcome)
-                self._after(job, outcome)
+                with log_fields(metal=None if job.metal == "all" else job.metal):
+                    outcome = self._load(job)
+                    if self._cancelled.is_set() and outcome.error:
+                        break  # cancelled mid-load: nothing committed, the file stays landed
+                    self.outcomes.append(outcome)
+                    self._after(job, outcome)
         finally:
             if self._conn is not None:
                 self._conn.close()

@@ -1,11 +1,20 @@
-"""Logging: a file per UTC day in LOG_DIR (later runs append), stderr, secrets masked."""
+"""Logging: a file per UTC day in LOG_DIR (later runs append), stderr, secrets masked; as
+text, or with LOG_FORMAT=json one JSON object a line carrying the job, the run's
+`pipeline_runs` id and the metal, for a log shipper."""
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import io
+import json
 import logging
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -106,6 +115,109 @@ def _capped(message: str) -> str:
 
 logging.Formatter.converter = time.gmtime  # log times are UTC, like the file name
 
+# What every line says it belongs to: job, run_id (the pipeline_runs row), metal. One dict per
+# scope; the run id is written into the scope's dict, so threads started from it see it too.
+_FIELDS: ContextVar[dict[str, object] | None] = ContextVar("log_fields", default=None)
+
+
+@contextmanager
+def log_fields(**fields: object) -> Iterator[None]:
+    """Lines logged inside carry these fields (added to the enclosing scope's)."""
+    token = _FIELDS.set({**(_FIELDS.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _FIELDS.reset(token)
+
+
+def bind_run_id(run_id: int) -> None:
+    """The ledger row is open: every later line of this job carries its id."""
+    fields = _FIELDS.get()
+    if fields is None:
+        _FIELDS.set({"run_id": run_id})
+    else:
+        fields["run_id"] = run_id
+
+
+def in_this_context(function: Callable) -> Callable:
+    """`function` to run in another thread with this thread's context (log fields included):
+    a new thread, or an executor's, starts with an empty one. One copy per call."""
+    return functools.partial(contextvars.copy_context().run, function)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, job, run_id, the
+    metal where there is one, the pid. The message was masked by RedactingFilter; the rendered
+    line is masked again, whatever escaping the encoder chose."""
+
+    def __init__(self, secrets: tuple[str, ...] = (), *, first_line: bool = False):
+        super().__init__()
+        self.secrets = secrets
+        self.first_line = first_line  # the console: tracebacks stay in the file
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = redact(record.getMessage(), self.secrets)
+        if self.first_line:
+            message = message.splitlines()[0] if message else message
+        line = json.dumps(json_fields(record, message), default=str)
+        masked = mask_secrets(line, self.secrets)
+        if masked != line and not _parses(masked):  # a mask ate half of an escape
+            masked = json.dumps(json_fields(record, MASK + " (line withheld: it held a secret)"))
+        return masked
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def json_fields(record: logging.LogRecord, message: str) -> dict[str, object]:
+    fields = _FIELDS.get() or {}
+    line: dict[str, object] = {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        "level": record.levelname,
+        "logger": record.name,
+        "message": message,
+        "job": fields.get("job"),
+        "run_id": fields.get("run_id"),
+    }
+    if fields.get("metal"):
+        line["metal"] = fields["metal"]
+    line["pid"] = record.process
+    return line
+
+
+class JsonLinesStderr(io.TextIOBase):
+    """Stands for sys.stderr under LOG_FORMAT=json: a line printed there (a command's one-line
+    outcome or error) goes out as a JSON object too, so stderr is JSON throughout."""
+
+    def __init__(self, stream, secrets: tuple[str, ...]):
+        super().__init__()
+        self.stream = stream
+        self.formatter = JsonFormatter(secrets)
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False  # no progress bar drawn between JSON lines
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                record = logging.LogRecord("console", logging.WARNING, "", 0, line, None, None)
+                self.stream.write(self.formatter.format(record) + "\n")
+        self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
 
 class FirstLineFormatter(logging.Formatter):
     """The console shows a record's first line; tracebacks stay in the log file."""
@@ -140,18 +252,30 @@ class DailyFileHandler(logging.FileHandler):
         super().emit(record)
 
 
-def configure_logging(log_dir: Path, secrets: tuple[str, ...] = (), *, quiet: bool = False) -> Path:
-    """Route all logging to the daily file (and stderr unless quiet); return today's log path."""
-    formatter = logging.Formatter(LOG_FORMAT)
+def configure_logging(
+    log_dir: Path, secrets: tuple[str, ...] = (), *, quiet: bool = False, fmt: str = "text"
+) -> Path:
+    """Route all logging to the daily file (and stderr unless quiet), as text or JSON lines;
+    return today's log path."""
+    if fmt == "json":
+        formatter: logging.Formatter = JsonFormatter(secrets)
+        console_formatter: logging.Formatter = JsonFormatter(secrets, first_line=True)
+        stderr = sys.stderr.stream if isinstance(sys.stderr, JsonLinesStderr) else sys.stderr
+        sys.stderr = JsonLinesStderr(stderr, secrets)
+    else:
+        formatter, console_formatter = logging.Formatter(LOG_FORMAT), FirstLineFormatter(LOG_FORMAT)
+        if isinstance(sys.stderr, JsonLinesStderr):
+            sys.stderr = sys.stderr.stream
+        stderr = sys.stderr
     file_handler = DailyFileHandler(log_dir)
     handlers: list[logging.Handler] = [file_handler]
     if not quiet:
-        console = logging.StreamHandler(sys.stderr)
+        console = logging.StreamHandler(stderr)
         # Tracebacks marked file_only stay in the log file; the console gets one line.
         console.addFilter(lambda record: not getattr(record, "file_only", False))
         # At a terminal, show progress; under cron (no TTY) only warnings and errors, so that
         # cron mails only when something needs a look. The file always gets INFO.
-        console.setLevel(logging.INFO if sys.stderr.isatty() else logging.WARNING)
+        console.setLevel(logging.INFO if stderr.isatty() else logging.WARNING)
         handlers.append(console)
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -159,9 +283,7 @@ def configure_logging(log_dir: Path, secrets: tuple[str, ...] = (), *, quiet: bo
         handler.close()
     redacting = RedactingFilter(secrets)
     for handler in handlers:
-        handler.setFormatter(
-            formatter if handler is file_handler else FirstLineFormatter(LOG_FORMAT)
-        )
+        handler.setFormatter(formatter if handler is file_handler else console_formatter)
         handler.addFilter(redacting)
         root.addHandler(handler)
     root.setLevel(logging.INFO)

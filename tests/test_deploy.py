@@ -1,7 +1,9 @@
 """Deployment files, checked with real linters (no Docker engine here), and the cron scripts
 run for real against a recording fake `docker` on PATH."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -312,3 +314,50 @@ def test_requirements_lock_is_derived_from_poetry_lock():
         sys.path.pop(0)
     fix = "python scripts/requirements_from_poetry.py"
     assert (REPO / "requirements.lock").read_text() == render(), f"out of date: run {fix}"
+
+
+def test_the_monitoring_profile_gives_prometheus_alerts_and_the_dashboard(tmp_path):
+    from tests.docker.engine import _compose_plugin
+
+    # `docker compose --profile monitoring config`, with Compose's own loader (compose-go)
+    result = run(
+        str(_compose_plugin()), "--project-directory", str(REPO), "-f",
+        str(REPO / "docker-compose.yml"), "--env-file", os.devnull, "--profile", "monitoring",
+        "config", "--format", "json",
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    monitoring = {"node-exporter", "prometheus", "grafana"}
+    assert monitoring <= set(services)
+    plain = YAML(typ="safe").load((REPO / "docker-compose.yml").read_text())["services"]
+    for name in monitoring:
+        assert plain[name]["profiles"] == ["monitoring"]  # `up` alone starts none of them
+        image = services[name]["image"]
+        assert "@sha256:" in image or re.search(r":v?\d+\.\d+\.\d+$", image), image
+        for port in services[name].get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", (name, port)
+    mounts = {name: {m["target"]: m for m in services[name]["volumes"]} for name in monitoring}
+    # node_exporter reads the jobs' METRICS_DIR volume ...
+    textfile = mounts["node-exporter"]["/textfile"]
+    assert (textfile["type"], textfile["source"], textfile["read_only"]) == (
+        "volume", "metrics", True
+    )
+    assert "--collector.textfile.directory=/textfile" in services["node-exporter"]["command"]
+    # ... Prometheus scrapes it by service name, keeping the jobs' label, with the rules loaded
+    config = YAML(typ="safe").load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    for target, path in (
+        ("/etc/prometheus/prometheus.yml", "deploy/prometheus/prometheus.yml"),
+        ("/etc/prometheus/alerts.yml", "deploy/prometheus/alerts.yml"),
+    ):
+        assert Path(mounts["prometheus"][target]["source"]) == REPO / path
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    (node,) = [job for job in config["scrape_configs"] if job["job_name"] == "node"]
+    assert node["honor_labels"] is True
+    assert node["static_configs"] == [{"targets": ["node-exporter:9100"]}]
+    # ... and Grafana gets the provisioning files, the dashboard and the profile's Prometheus.
+    for target, path in (
+        ("/etc/grafana/provisioning", "deploy/grafana/provisioning"),
+        ("/var/lib/grafana/dashboards", "deploy/grafana/dashboards"),
+    ):
+        assert Path(mounts["grafana"][target]["source"]) == REPO / path
+    assert "grafana_admin_password" in {s["source"] for s in services["grafana"]["secrets"]}

@@ -2,6 +2,7 @@
 commands as the compose file, no inlined secret, the security settings, and entry points that
 write nowhere but their mounted paths."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -75,6 +76,8 @@ def test_kustomizations_list_every_manifest():
     )
     overlay = YAML(typ="safe").load((K8S / "overlays/with-postgres/kustomization.yaml").read_text())
     assert overlay["resources"] == ["../../base", "postgres.yaml"]
+    overlay = YAML(typ="safe").load((K8S / "overlays/monitoring/kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../../base", "prometheusrule.yaml"]
 
 
 def test_the_containers_run_the_commands_the_compose_file_runs():
@@ -202,3 +205,55 @@ def test_the_entry_points_write_nowhere_but_the_mounted_paths(tmp_path, database
         for path in [app, *app.rglob("*")]:
             path.chmod(path.stat().st_mode | 0o200)
         os.sync()
+
+
+MONITORING = K8S / "overlays" / "monitoring"
+
+
+def test_the_monitoring_overlay_copies_are_generated_from_their_sources():
+    # kustomize reads no file outside the overlay: the rules and the dashboard are copies.
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from monitoring_overlay import rendered
+    finally:
+        sys.path.pop(0)
+    for path, text in rendered().items():
+        fix = "python scripts/monitoring_overlay.py"
+        assert path.read_text() == text, f"{path.name} out of date: run {fix}"
+
+
+def test_the_monitoring_overlay_renders_the_rules_and_the_dashboard(tmp_path):
+    from tests.test_monitoring import tool
+
+    rendered = subprocess.run(
+        [str(BIN / "kubectl"), "kustomize", str(MONITORING)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    output = tmp_path / "rendered.yaml"
+    output.write_text(rendered.stdout)
+    found = {(d["kind"], d["metadata"]["name"]): d for d in documents(output)}
+    # The same rules as deploy/prometheus/alerts.yml, valid for Prometheus (promtool) ...
+    rule = found[("PrometheusRule", "commodities-alerts")]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule["spec"]) == {"groups"}
+    shipped = YAML(typ="safe").load((REPO / "deploy/prometheus/alerts.yml").read_text())
+    assert rule["spec"]["groups"] == shipped["groups"]
+    rules = tmp_path / "rules.yml"
+    rules.write_text(json.dumps(rule["spec"]))  # JSON is YAML
+    checked = subprocess.run(
+        [tool("promtool"), "check", "rules", str(rules)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # ... the dashboard for Grafana's sidecar, byte for byte ...
+    dashboard = found[("ConfigMap", "commodities-dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["data"] == {
+        "commodities.json": (REPO / "deploy/grafana/dashboards/commodities.json").read_text()
+    }
+    # ... and the jobs push their metrics.
+    config = found[("ConfigMap", "commodities-config")]["data"]
+    assert config["PUSHGATEWAY_URL"].startswith("http://")
+    assert {d["metadata"].get("namespace") for d in found.values()} <= {"commodities", None}

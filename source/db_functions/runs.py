@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from source import shutdown
 from source.db_functions.run_lock import database_run_lock
 from source.errors import EXIT_OK, EXIT_PARTIAL
+from source.log_setup import bind_run_id
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,9 @@ def open_run(conn, command: str) -> int:
             "recording an outcome (killed?)' WHERE status = 'running'"
         )
         cur.execute("INSERT INTO pipeline_runs (command) VALUES (%s) RETURNING run_id", (command,))
-        return cur.fetchone()[0]
+        run_id = cur.fetchone()[0]
+    bind_run_id(run_id)  # every later line of the job's log carries it (LOG_FORMAT=json)
+    return run_id
 
 
 def close_run(

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from source.config import Settings
 from source.errors import EXIT_FAILURE
 from source.facts import BackupFacts, ModelFacts
-from source.log_setup import redact
+from source.log_setup import in_this_context, redact
 from source.monitoring import metrics, pings
 
 log = logging.getLogger("monitoring")
@@ -136,8 +136,9 @@ def deliver(settings: Settings, current: JobRecord, now: float) -> None:
         _guard(current, "metrics file", lambda: _write_textfiles(settings, current, now))
     with ThreadPoolExecutor(max_workers=2) as pool:
         if settings.pushgateway_url:
-            pool.submit(_guard, current, "Pushgateway", lambda: _push(settings, current, now))
-        pool.submit(_ping, settings, current, current.exit_code)
+            push = in_this_context(_guard)  # its warning line carries the job and run id
+            pool.submit(push, current, "Pushgateway", lambda: _push(settings, current, now))
+        pool.submit(in_this_context(_ping), settings, current, current.exit_code)
 
 
 def _add_side_metrics(registry: CollectorRegistry, current: JobRecord) -> None:
