@@ -168,7 +168,7 @@ class LocalStore:
         transform: Transform | None = None,
     ) -> FileEntry:
         target = self.path(folder)
-        target.mkdir(mode=0o700, exist_ok=True)
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
         with opened(source) as plain:
             reader = HashingReader(transform(plain) if transform else plain)
             atomic_write(target / name, lambda handle: shutil.copyfileobj(reader, handle, BLOCK))
