@@ -292,8 +292,9 @@ def test_both_stores_stream_through_a_transform_and_check_what_they_hold(store, 
     import io
 
     from source.backups.catalog import catalogue
+    from source.backups.manifest import FileEntry
     from source.backups.remote import PART_SIZE, RemoteError, RemoteStore
-    from source.backups.store import FileEntry, LocalStore, StoredFileDiffers
+    from source.backups.store import LocalStore, StoredFileDiffers
     from source.config import load_settings
 
     settings = load_settings(

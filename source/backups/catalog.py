@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from source.backups.manifest import MANIFEST
+from source.backups.manifest import MANIFEST, FileEntry, manifest_files
 from source.backups.store import (
     ID_EXAMPLE,
-    FileEntry,
     LocalStore,
     Store,
     is_backup_id,
@@ -129,15 +128,11 @@ def _read_json(store: Store, backup_id: str, name: str) -> dict | None:
 
 def read_backup(store: Store, backup_id: str, sizes: dict[str, int]) -> Backup:
     """The backup `backup_id` of `store`, whose files have these sizes."""
-    files, verification = {}, None
-    manifest = _read_json(store, backup_id, MANIFEST) or {}
+    verification = None
     try:
-        files = {
-            name: FileEntry(str(entry["sha256"]), int(entry["size"]))
-            for name, entry in manifest.get("files", {}).items()
-        }
-    except (AttributeError, KeyError, TypeError, ValueError):
-        files = {}
+        files = manifest_files(_read_json(store, backup_id, MANIFEST) or {})
+    except ValueError:
+        files = {}  # verify says what is wrong with it
     if VERIFICATION in sizes and (record := _read_json(store, backup_id, VERIFICATION)):
         try:
             verification = Verification.from_record(record)

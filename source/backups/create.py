@@ -42,9 +42,9 @@ def archive_models(models_dir: Path, target: Path, exclude: tuple[str, ...] = ()
     `exclude`, e.g. the demo's); returns the number of files."""
     count = 0
     with tarfile.open(target, "w:gz") as archive:
-        top = tarfile.TarInfo("models")
-        top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
-        archive.addfile(top)
+        root = tarfile.TarInfo("models")
+        root.type, root.mode, root.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
+        archive.addfile(root)
         if models_dir.is_dir():
             for path in sorted(models_dir.rglob("*")):
                 top = path.relative_to(models_dir).parts[0]

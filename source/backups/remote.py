@@ -14,21 +14,14 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from source.backups.catalog import Backup, BackupError, catalogue
-from source.backups.manifest import MANIFEST
-from source.backups.store import (
-    BLOCK,
-    FileEntry,
-    HashingReader,
-    Transform,
-    is_backup_id,
-    mismatch,
-    opened,
-)
+from source.backups.manifest import MANIFEST, FileEntry, mismatch
+from source.backups.store import BLOCK, HashingReader, Transform, is_backup_id, opened
 from source.config import Settings
 from source.errors import EXIT_FAILURE, first_line
 from source.files import sha256_of
 
 PART_SIZE = 8 * 1024 * 1024  # multipart above this, in parts of this size
+Digests = list[bytes]  # of a file's parts, in order
 
 
 class RemoteError(BackupError):
@@ -41,9 +34,9 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def part_digests(path: Path, part_size: int = PART_SIZE) -> list[bytes]:
+def part_digests(path: Path, part_size: int = PART_SIZE) -> Digests:
     """The sha256 of each part of a file, streamed (a part is hashed in blocks)."""
-    parts = []
+    parts: Digests = []
     with open(path, "rb") as handle:
         while True:
             digest, left = hashlib.sha256(), part_size
@@ -55,7 +48,7 @@ def part_digests(path: Path, part_size: int = PART_SIZE) -> list[bytes]:
             parts.append(digest.digest())
 
 
-def composite_sha256(entry: FileEntry, parts: Callable[[], list[bytes]]) -> str:
+def composite_sha256(entry: FileEntry, parts: Callable[[], Digests]) -> str:
     """What S3 reports as an object's SHA-256: for a single-part object, the file's own digest
     (the manifest's, no reading needed); for a multipart one, the digest of its parts'
     digests, `-<parts>` appended."""
@@ -88,7 +81,9 @@ class RemoteStore:
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
-        self.url = settings.backup_s3_url
+        if not settings.backup_s3_url:
+            raise RemoteError("BACKUP_S3_URL is not set: there is no bucket")
+        self.url: str = settings.backup_s3_url
         self.bucket, _, prefix = self.url[len("s3://") :].partition("/")
         self.prefix = f"{prefix}/" if prefix else ""
         access = settings.s3
@@ -212,7 +207,7 @@ class RemoteStore:
     # -- checking what was stored --------------------------------------------------------------
 
     def _check(
-        self, folder: str, name: str, entry: FileEntry, parts: Callable[[], list[bytes]]
+        self, folder: str, name: str, entry: FileEntry, parts: Callable[[], Digests]
     ) -> None:
         """The stored object is `entry`: its size, and the store's SHA-256 (or a read-back)."""
         key = self.key(folder, name)

@@ -14,11 +14,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from source.backups.manifest import MANIFEST
+from source.backups.manifest import MANIFEST, FileEntry, mismatch
 from source.config import DEMO_SUBDIR
 from source.errors import ReportableError
 from source.files import atomic_write, fsync_path
@@ -31,14 +30,6 @@ ID_EXAMPLE = "20261128T060000Z"
 
 # A streaming transform: given a reader of the plaintext, a reader of what is to be stored.
 Transform = Callable[[BinaryIO], BinaryIO]
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """A file as the manifest records it (and as a store holds it)."""
-
-    sha256: str  # hex
-    size: int
 
 
 class Store(Protocol):
@@ -108,15 +99,6 @@ class HashingReader:
 
     def part_digests(self) -> list[bytes]:
         return self.parts + ([self._part.digest()] if self._in_part else [])
-
-
-def mismatch(name: str, stored: FileEntry, expected: FileEntry) -> str | None:
-    """How the stored file differs from the manifest's entry, in the words verify uses."""
-    if stored.size != expected.size:
-        return f"{name} is {stored.size} bytes, manifest says {expected.size}"
-    if stored.sha256 != expected.sha256:
-        return f"{name} sha256 does not match the manifest"
-    return None
 
 
 class StoredFileDiffers(ReportableError):
