@@ -18,7 +18,6 @@ from source.backups.manifest import MANIFEST, FileEntry, mismatch
 from source.backups.store import BLOCK, HashingReader, Transform, is_backup_id, opened
 from source.config import Settings
 from source.errors import EXIT_FAILURE, first_line
-from source.files import sha256_of
 
 PART_SIZE = 8 * 1024 * 1024  # multipart above this, in parts of this size
 Digests = list[bytes]  # of a file's parts, in order
@@ -34,28 +33,22 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def part_digests(path: Path, part_size: int = PART_SIZE) -> Digests:
-    """The sha256 of each part of a file, streamed (a part is hashed in blocks)."""
-    parts: Digests = []
+def hashed(path: Path) -> HashingReader:
+    """A file read once, streamed: its sha256, size and the digests of its parts."""
     with open(path, "rb") as handle:
-        while True:
-            digest, left = hashlib.sha256(), part_size
-            while left and (block := handle.read(min(BLOCK, left))):
-                digest.update(block)
-                left -= len(block)
-            if left == part_size:
-                return parts
-            parts.append(digest.digest())
+        reader = HashingReader(handle, PART_SIZE)
+        while reader.read(BLOCK):
+            pass
+    return reader
 
 
-def composite_sha256(entry: FileEntry, parts: Callable[[], Digests]) -> str:
+def composite_sha256(entry: FileEntry, parts: Digests) -> str:
     """What S3 reports as an object's SHA-256: for a single-part object, the file's own digest
-    (the manifest's, no reading needed); for a multipart one, the digest of its parts'
+    (the manifest's: no reading needed); for a multipart one, the digest of its parts'
     digests, `-<parts>` appended."""
     if entry.size <= PART_SIZE:
         return _b64(bytes.fromhex(entry.sha256))
-    digests = parts()
-    return f"{_b64(hashlib.sha256(b''.join(digests)).digest())}-{len(digests)}"
+    return f"{_b64(hashlib.sha256(b''.join(parts)).digest())}-{len(parts)}"
 
 
 class _Body:
@@ -164,28 +157,35 @@ class RemoteStore:
         key, extra = self.key(folder, name), {"ChecksumAlgorithm": "SHA256"}
         try:
             if isinstance(source, Path) and transform is None:
+                stored, parts = expected, []
+                if stored is None or stored.size > PART_SIZE:  # a digest to take: read once
+                    read = hashed(source)
+                    stored, parts = read.entry(), read.part_digests()
+                self._refuse_mismatch(folder, name, stored, expected)
                 self.client.upload_file(
                     str(source), self.bucket, key, ExtraArgs=extra, Config=self.transfer
                 )
-                stored = expected or FileEntry(sha256_of(source), source.stat().st_size)
-                parts = lambda: part_digests(source)  # noqa: E731 (read only when multipart)
             else:
                 with opened(source) as plain:
                     reader = HashingReader(transform(plain) if transform else plain, PART_SIZE)
                     self.client.upload_fileobj(
                         reader, self.bucket, key, ExtraArgs=extra, Config=self.transfer
                     )
-                stored, digests = reader.entry(), reader.part_digests()
-                parts = lambda: digests  # noqa: E731
-                differs = expected and transform is None and mismatch(name, stored, expected)
-                if differs:
-                    raise RemoteError(f"{self.where(folder)}: {differs}")
+                stored, parts = reader.entry(), reader.part_digests()
+                if transform is None:
+                    self._refuse_mismatch(folder, name, stored, expected)
         except RemoteError:
             raise
         except Exception as exc:
             raise self._fail(f"uploading {folder}/{name}", exc) from None
         self._check(folder, name, stored, parts)
         return stored
+
+    def _refuse_mismatch(
+        self, folder: str, name: str, sent: FileEntry, expected: FileEntry | None
+    ) -> None:
+        if expected is not None and (differs := mismatch(name, sent, expected)):
+            raise RemoteError(f"{self.where(folder)}: {differs}")
 
     def put(self, folder: str, name: str, body: bytes) -> None:
         try:
@@ -206,9 +206,7 @@ class RemoteStore:
 
     # -- checking what was stored --------------------------------------------------------------
 
-    def _check(
-        self, folder: str, name: str, entry: FileEntry, parts: Callable[[], Digests]
-    ) -> None:
+    def _check(self, folder: str, name: str, entry: FileEntry, parts: Digests) -> None:
         """The stored object is `entry`: its size, and the store's SHA-256 (or a read-back)."""
         key = self.key(folder, name)
         try:
