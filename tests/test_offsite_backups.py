@@ -271,3 +271,56 @@ def test_remote_retention_keeps_the_newest_and_the_newest_proven_by_a_restore(re
     in_bucket = sorted({key.split("/")[0] for key in keys(store, remote.prefix)})
     assert in_bucket == [created[0], created[2], created[3]]
     assert f"kept {created[0]} in the bucket" in remote.log_text()
+
+
+# -- the store interface -----------------------------------------------------------------------
+
+_FLIP = bytes(b ^ 0x5A for b in range(256))
+
+
+class Flipped:
+    """A stand-in for an encryption: a streaming transform that changes every byte."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def read(self, n=-1):
+        return self.inner.read(n).translate(_FLIP)
+
+
+def test_both_stores_stream_through_a_transform_and_check_what_they_hold(store, tmp_path):
+    import io
+
+    from source.backups.catalog import catalogue
+    from source.backups.manifest import FileEntry
+    from source.backups.remote import PART_SIZE, RemoteError, RemoteStore
+    from source.backups.store import LocalStore, StoredFileDiffers
+    from source.config import load_settings
+
+    settings = load_settings(
+        {
+            "BACKUP_S3_URL": f"s3://{BUCKET}/stores/{uuid.uuid4().hex[:8]}",
+            "AWS_ENDPOINT_URL_S3": store.endpoint,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        },
+        require_api_key=False,
+        env_file=tmp_path / ".env",
+    )
+    plain = os.urandom(2 * PART_SIZE + 123)  # three parts in the bucket
+    source = tmp_path / "plain.bin"
+    source.write_bytes(plain)
+    stored = plain.translate(_FLIP)
+    as_stored = FileEntry(hashlib.sha256(stored).hexdigest(), len(stored))
+    as_plain = FileEntry(hashlib.sha256(plain).hexdigest(), len(plain))
+    for target in (LocalStore(tmp_path / "backups"), RemoteStore(settings)):
+        # Another kind of object beside the backups: stored, never listed as a backup.
+        assert target.write("landed", "x.bin", io.BytesIO(plain), transform=Flipped) == as_stored
+        with target.open("landed", "x.bin") as reader:
+            assert reader.read() == stored
+        assert target.write("landed", "y.bin", source, as_plain) == as_plain  # a path as well
+        wrong = FileEntry(as_plain.sha256, as_plain.size + 1)
+        with pytest.raises((StoredFileDiffers, RemoteError), match="bytes"):
+            target.write("landed", "z.bin", io.BytesIO(plain), wrong)
+        assert catalogue(target) == []

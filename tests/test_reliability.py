@@ -287,13 +287,14 @@ def test_verify_without_createdb_is_recorded_as_read_only(run_main, database):
 
 def test_prune_keeps_the_newest_backup_proven_by_a_restore(run_main):
     from source.backups.catalog import prune, record_verification
+    from source.backups.store import LocalStore
 
     backup_dir = run_main.cwd / "backups"
     for i, level in enumerate(["restored", "read only", "read only"]):
         path = backup_dir / f"2026030{i + 1}T000000Z"
         path.mkdir(parents=True)
         (path / "manifest.json").write_text("{}")
-        record_verification(path, True, [], level)
+        record_verification(LocalStore(backup_dir), path.name, True, [], level)
     removed = prune(backup_dir, keep=1)
     assert removed == ["20260302T000000Z"]  # the restored one survives beside the newest
 

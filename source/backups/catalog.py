@@ -1,30 +1,38 @@
-"""Where backups live: `BACKUP_DIR/<ID>/`, IDs that sort by time, and retention."""
+"""The backup catalogue: one model of a backup, wherever it is kept (this host's BACKUP_DIR or
+the bucket: see source.backups.store), IDs that sort by time, verification records, the one
+rule for which backup is proven, and retention."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from source.backups.manifest import MANIFEST
-from source.config import DEMO_SUBDIR
+from source.backups.manifest import MANIFEST, FileEntry, manifest_files
+from source.backups.store import (
+    ID_EXAMPLE,
+    LocalStore,
+    Store,
+    is_backup_id,
+    skip,
+)
 from source.errors import EXIT_USAGE, ReportableError
-from source.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-ID_PATTERN = re.compile(r"\d{8}T\d{6}Z(-\d+)?")  # always with fullmatch
-ID_EXAMPLE = "20261128T060000Z"
+__all__ = ["ID_EXAMPLE", "is_backup_id"]  # the IDs' rule lives with the stores' listing
+
 LATEST = "latest"
 PARTIAL_PREFIX = ".partial-"
 DOWNLOAD_PREFIX = ".download-"  # a copy fetched from the bucket (source.backups.offsite)
 VERIFICATION = "verification.json"
+# How far a verification got, weakest last:
 RESTORED = "restored"  # the dump was restored into a scratch database and row counts matched
 READ_ONLY = "read only"  # no CREATEDB: the archive was read end to end, never restored
+CHECKED = "checked"  # a copy: every file's sha256 matched the backup it was copied from
 
 
 class BackupError(ReportableError):
@@ -36,21 +44,60 @@ class BackupNotFound(BackupError):
 
 
 @dataclass(frozen=True)
-class BackupInfo:
+class Verification:
+    ok: bool
+    level: str | None  # RESTORED, READ_ONLY or CHECKED when ok
+    verified_at: str
+    detail: str = ""  # what was done, or the problems found
+
+    @classmethod
+    def from_record(cls, record: dict) -> Verification:
+        ok = bool(record["ok"])
+        detail = record.get("detail") or "; ".join(record.get("problems") or [])
+        # A record written before levels were kept verified by restore.
+        level = record.get("level", RESTORED if ok else None)
+        return cls(ok, level if ok else None, record["verified_at"], detail)
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One backup in one store: its files as the manifest lists them, how it was verified."""
+
     id: str
-    path: Path
-    size_bytes: int
-    verified: bool | None  # None: never verified
-    verified_at: str | None
-    level: str | None = None  # RESTORED or READ_ONLY: how far the last verify got
+    where: str  # the store's name for it: a folder, an s3:// URL
+    kind: str  # the store's kind: "local" or "remote"
+    size_bytes: int  # of everything stored for it
+    files: dict[str, FileEntry] = field(default_factory=dict)  # empty: unreadable manifest
+    verification: Verification | None = None  # None: never verified
+    path: Path | None = None  # its folder, for a backup on this host
 
     @property
-    def fully_verified(self) -> bool:
+    def verified(self) -> bool | None:
+        return None if self.verification is None else self.verification.ok
+
+    @property
+    def level(self) -> str | None:
+        return None if self.verification is None else self.verification.level
+
+    @property
+    def verified_at(self) -> str | None:
+        return None if self.verification is None else self.verification.verified_at
+
+    @property
+    def proven(self) -> bool:
+        """Verified by a restore: the only check trusted as if it had been a real restore."""
         return bool(self.verified) and self.level == RESTORED
 
     @property
     def created_at(self) -> datetime:
         return datetime.strptime(self.id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+    @property
+    def local_path(self) -> Path:
+        """Its folder; only a backup of this host (or a copy fetched to it) has one."""
+        if self.path is None:
+            raise BackupError(f"{self.where} is not on this host")
+        return self.path
 
 
 def new_backup_id(backup_dir: Path, now: datetime | None = None) -> str:
@@ -62,10 +109,6 @@ def new_backup_id(backup_dir: Path, now: datetime | None = None) -> str:
     return candidate
 
 
-def is_backup_id(text: str) -> bool:
-    return bool(ID_PATTERN.fullmatch(text))
-
-
 def checked_id(wanted: str | None) -> str | None:
     """A backup ID from the command line, checked the same way for local and remote copies:
     an ID, `latest` or None (the newest); anything else is no backup (exit 2)."""
@@ -74,60 +117,51 @@ def checked_id(wanted: str | None) -> str | None:
     raise BackupNotFound(f"no backup {wanted} (an ID looks like {ID_EXAMPLE}, or {LATEST})")
 
 
-def _info(path: Path) -> BackupInfo:
-    size = sum(p.lstat().st_size for p in path.iterdir() if not p.is_symlink() and p.is_file())
-    verified, verified_at, level = None, None, None
+def _read_json(store: Store, backup_id: str, name: str) -> dict | None:
     try:
-        verification = json.loads((path / VERIFICATION).read_text())
-        verified, verified_at = bool(verification["ok"]), verification["verified_at"]
-        level = verification.get("level", RESTORED if verified else None)
-    except (OSError, ValueError, KeyError):
-        pass
-    return BackupInfo(path.name, path, size, verified, verified_at, level)
+        with store.open(backup_id, name) as handle:
+            body = json.loads(handle.read())
+        return body if isinstance(body, dict) else None
+    except Exception:  # an unreadable record is no record (a store's errors included)
+        return None
 
 
-_warned: set[Path] = set()
+def read_backup(store: Store, backup_id: str, sizes: dict[str, int]) -> Backup:
+    """The backup `backup_id` of `store`, whose files have these sizes."""
+    verification = None
+    try:
+        files = manifest_files(_read_json(store, backup_id, MANIFEST) or {})
+    except ValueError:
+        files = {}  # verify says what is wrong with it
+    if VERIFICATION in sizes and (record := _read_json(store, backup_id, VERIFICATION)):
+        try:
+            verification = Verification.from_record(record)
+        except (KeyError, TypeError):
+            verification = None
+    path = store.path(backup_id) if isinstance(store, LocalStore) else None
+    return Backup(
+        backup_id,
+        store.where(backup_id),
+        store.kind,
+        sum(sizes.values()),
+        files,
+        verification,
+        path,
+    )
 
 
-def _not_a_backup(path: Path) -> str | None:
-    """Why an entry of BACKUP_DIR is not a backup, or None (a folder named by ID, with its
-    manifest). Links are never followed."""
-    if path.is_symlink():
-        return "a symbolic link"
-    if not path.is_dir():
-        return "not a folder"
-    if not is_backup_id(path.name):
-        return f"not named like a backup ID ({ID_EXAMPLE})"
-    manifest = path / MANIFEST
-    if manifest.is_symlink() or not manifest.is_file():
-        return f"no {MANIFEST}"
-    return None
+def catalogue(store: Store) -> list[Backup]:
+    """The complete backups of a store (those with a manifest), oldest first."""
+    return [read_backup(store, i, sizes) for i, sizes in sorted(store.folders().items())]
 
 
-def _skip(path: Path, why: str) -> None:
-    if path not in _warned:  # once per entry and command, however often the folder is read
-        _warned.add(path)
-        log.warning("%s is not a backup (%s): skipped, left as it is", path, why)
+def list_backups(backup_dir: Path) -> list[Backup]:
+    """This host's complete backups, oldest first (what is not a backup is skipped, warned
+    about once, never followed, never deleted)."""
+    return catalogue(LocalStore(backup_dir))
 
 
-def list_backups(backup_dir: Path) -> list[BackupInfo]:
-    """Complete backups, oldest first. Our own hidden entries (the lock, half-written and
-    downloaded copies) and the demo's folder are passed over; anything else that is not a
-    backup is skipped with a warning, never followed, never deleted."""
-    if not backup_dir.is_dir():
-        return []
-    backups = []
-    for path in sorted(backup_dir.iterdir()):
-        if path.name.startswith(".") or (path.name == DEMO_SUBDIR and not path.is_symlink()):
-            continue
-        if why := _not_a_backup(path):
-            _skip(path, why)
-        else:
-            backups.append(_info(path))
-    return backups
-
-
-def find_backup(backup_dir: Path, backup_id: str | None) -> BackupInfo:
+def find_backup(backup_dir: Path, backup_id: str | None) -> Backup:
     backup_id = None if checked_id(backup_id) == LATEST else backup_id
     backups = list_backups(backup_dir)
     if not backups:
@@ -140,7 +174,7 @@ def find_backup(backup_dir: Path, backup_id: str | None) -> BackupInfo:
     raise BackupNotFound(f"no backup {backup_id!r} in {backup_dir}")
 
 
-def newest_restorable(backups: list[BackupInfo]) -> tuple[BackupInfo | None, list[str]]:
+def newest_restorable(backups: list[Backup]) -> tuple[Backup | None, list[str]]:
     """What `restore latest` means (backups oldest first): the newest backup that passed
     verification (or, when none was ever verified, the newest never checked, which restore
     verifies first); and the IDs of the newer ones passed over because they failed."""
@@ -152,15 +186,30 @@ def newest_restorable(backups: list[BackupInfo]) -> tuple[BackupInfo | None, lis
     return chosen, skipped
 
 
-def record_verification(path: Path, ok: bool, problems: list[str], level: str | None) -> None:
-    """Written atomically: a reader sees the previous record or this one, never half."""
+def record_verification(
+    store: Store,
+    backup_id: str,
+    ok: bool,
+    problems: list[str],
+    level: str | None,
+    detail: str = "",
+) -> None:
+    """Beside the backup in its store, replaced whole: a reader sees the previous record or
+    this one, never half."""
     body = {
         "ok": ok,
         "level": level if ok else None,
         "verified_at": datetime.now(UTC).isoformat(),
         "problems": problems,
+        "detail": "; ".join(problems) or detail,
     }
-    atomic_write(path / VERIFICATION, json.dumps(body, indent=2).encode())
+    store.put(backup_id, VERIFICATION, json.dumps(body, indent=2).encode())
+
+
+def proven_ids(backups: list[Backup]) -> list[str]:
+    """The backups retention always spares the newest of (oldest first): those proven by a
+    restore, or, when none is, those verified at all (a read or a checked copy)."""
+    return [b.id for b in backups if b.proven] or [b.id for b in backups if b.verified]
 
 
 def remove_leftovers(backup_dir: Path) -> list[str]:
@@ -170,7 +219,7 @@ def remove_leftovers(backup_dir: Path) -> list[str]:
     leftovers = [*backup_dir.glob(PARTIAL_PREFIX + "*"), *backup_dir.glob(DOWNLOAD_PREFIX + "*")]
     for path in sorted(leftovers):
         if path.is_symlink() or not path.is_dir():
-            _skip(path, "a link or file with the name of a leftover")
+            skip(path, "a link or file with the name of a leftover")
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)
@@ -179,19 +228,22 @@ def remove_leftovers(backup_dir: Path) -> list[str]:
 
 
 def prune(backup_dir: Path, keep: int) -> list[str]:
-    """Keep the newest `keep` backups, and always the newest verified one; return removed IDs."""
+    """This host's retention (BACKUP_KEEP), after removing interrupted leftovers."""
     remove_leftovers(backup_dir)
-    backups = list_backups(backup_dir)
-    # Never delete the newest backup proven by a restore (or, if none was, the newest read
-    # end to end): a read-only check is not trusted as if it had restored.
-    proven = [b.id for b in backups if b.fully_verified] or [b.id for b in backups if b.verified]
-    removed, spared = retention([b.id for b in backups], keep, proven)
+    return prune_store(LocalStore(backup_dir), keep, "BACKUP_KEEP")
+
+
+def prune_store(store: Store, keep: int, setting: str) -> list[str]:
+    """Keep the newest `keep` backups of a store and always its newest proven one (see
+    proven_ids: a read-only check is not trusted as if it had restored); return removed IDs."""
+    backups = catalogue(store)
+    removed, spared = retention([b.id for b in backups], keep, proven_ids(backups))
+    there = "" if store.kind == "local" else " in the bucket"
     if spared:
-        log.warning("kept %s: it is the newest verified backup", spared)
-    for backup in backups:
-        if backup.id in removed:
-            shutil.rmtree(backup.path)
-            log.info("pruned backup %s (BACKUP_KEEP=%d)", backup.id, keep)
+        log.warning("kept %s%s: it is the newest proven backup", spared, there)
+    for backup_id in removed:
+        store.delete(backup_id)
+        log.info("pruned backup %s%s (%s=%d)", backup_id, there, setting, keep)
     return removed
 
 

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from source.backups.catalog import PARTIAL_PREFIX, BackupInfo, find_backup, new_backup_id
+from source.backups.catalog import PARTIAL_PREFIX, Backup, find_backup, new_backup_id
 from source.backups.manifest import DATABASE_DUMP, MANIFEST, MODELS_ARCHIVE, file_entry
 from source.backups.pgtools import find_tool, libpq_env, run_tool
 from source.config import DEMO_SUBDIR, Settings
@@ -42,9 +42,9 @@ def archive_models(models_dir: Path, target: Path, exclude: tuple[str, ...] = ()
     `exclude`, e.g. the demo's); returns the number of files."""
     count = 0
     with tarfile.open(target, "w:gz") as archive:
-        top = tarfile.TarInfo("models")
-        top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
-        archive.addfile(top)
+        root = tarfile.TarInfo("models")
+        root.type, root.mode, root.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
+        archive.addfile(root)
         if models_dir.is_dir():
             for path in sorted(models_dir.rglob("*")):
                 top = path.relative_to(models_dir).parts[0]
@@ -56,7 +56,7 @@ def archive_models(models_dir: Path, target: Path, exclude: tuple[str, ...] = ()
     return count
 
 
-def create_backup(settings: Settings, database: Database) -> BackupInfo:
+def create_backup(settings: Settings, database: Database) -> Backup:
     """Write one complete backup and return it; nothing is visible until it is complete."""
     started = time.monotonic()
     backup_dir = settings.backup_dir

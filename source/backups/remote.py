@@ -1,31 +1,26 @@
-"""The only module that speaks S3: copies of backups in a bucket (BACKUP_S3_URL=s3://bucket/
-prefix), one object per file under `<prefix>/<ID>/`, the manifest uploaded last (a copy without
-its manifest is incomplete and never listed), each file checked against the manifest: the
-store's own SHA-256 where it keeps one, else by reading it back."""
+"""The only module that speaks S3: the bucket as a backup store (BACKUP_S3_URL=s3://bucket/
+prefix), one object per file under `<prefix>/<folder>/`. What it stores is checked: the store's
+own SHA-256 where it keeps one (compared with the manifest's, or with the digest taken while
+streaming), else by reading it back."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import logging
-import shutil
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from source.backups.catalog import BackupError, is_backup_id
-from source.backups.manifest import MANIFEST, read_manifest
+from source.backups.catalog import Backup, BackupError, catalogue
+from source.backups.manifest import MANIFEST, FileEntry, mismatch
+from source.backups.store import BLOCK, HashingReader, Transform, is_backup_id, opened
 from source.config import Settings
 from source.errors import EXIT_FAILURE, first_line
 
-log = logging.getLogger(__name__)
-
 PART_SIZE = 8 * 1024 * 1024  # multipart above this, in parts of this size
-REMOTE_VERIFICATION = "verification.json"
-RESTORED = "restored"  # `verify --remote` restored this very copy into a scratch database
-CHECKED = "checked"  # every file's sha256 matched the local copy it was uploaded from
+Digests = list[bytes]  # of a file's parts, in order
 
 
 class RemoteError(BackupError):
@@ -34,45 +29,54 @@ class RemoteError(BackupError):
     exit_code = EXIT_FAILURE
 
 
-@dataclass(frozen=True)
-class RemoteBackup:
-    id: str
-    size_bytes: int
-    verified: bool | None = None
-    level: str | None = None  # RESTORED or CHECKED
-    verified_at: str | None = None
-
-    @property
-    def created_at(self) -> datetime:
-        return datetime.strptime(self.id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-
-
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def composite_sha256(path: Path, part_size: int = PART_SIZE) -> str:
-    """What S3 reports as a multipart object's SHA-256: the digest of its parts' digests,
-    `-<parts>` appended; for a single-part object, the file's own digest."""
-    size = path.stat().st_size
-    if size <= part_size:
-        return _b64(hashlib.sha256(path.read_bytes()).digest())
-    parts = []
+def hashed(path: Path) -> HashingReader:
+    """A file read once, streamed: its sha256, size and the digests of its parts."""
     with open(path, "rb") as handle:
-        while block := handle.read(part_size):
-            parts.append(hashlib.sha256(block).digest())
+        reader = HashingReader(handle, PART_SIZE)
+        while reader.read(BLOCK):
+            pass
+    return reader
+
+
+def composite_sha256(entry: FileEntry, parts: Digests) -> str:
+    """What S3 reports as an object's SHA-256: for a single-part object, the file's own digest
+    (the manifest's: no reading needed); for a multipart one, the digest of its parts'
+    digests, `-<parts>` appended."""
+    if entry.size <= PART_SIZE:
+        return _b64(bytes.fromhex(entry.sha256))
     return f"{_b64(hashlib.sha256(b''.join(parts)).digest())}-{len(parts)}"
+
+
+class _Body:
+    """An object's body as a reader whose failures are one-line RemoteErrors."""
+
+    def __init__(self, body, fail: Callable[[Exception], RemoteError]):
+        self.body, self.fail = body, fail
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.body.read(None if n < 0 else n)
+        except Exception as exc:
+            raise self.fail(exc) from None
 
 
 class RemoteStore:
     """A bucket and prefix, through boto3 with short timeouts and a few retries."""
+
+    kind = "remote"
 
     def __init__(self, settings: Settings):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
-        self.url = settings.backup_s3_url
+        if not settings.backup_s3_url:
+            raise RemoteError("BACKUP_S3_URL is not set: there is no bucket")
+        self.url: str = settings.backup_s3_url
         self.bucket, _, prefix = self.url[len("s3://") :].partition("/")
         self.prefix = f"{prefix}/" if prefix else ""
         access = settings.s3
@@ -99,19 +103,19 @@ class RemoteStore:
 
     # -- naming --------------------------------------------------------------------------------
 
-    def key(self, backup_id: str, name: str = "") -> str:
-        return f"{self.prefix}{backup_id}/{name}"
+    def key(self, folder: str, name: str = "") -> str:
+        return f"{self.prefix}{folder}/{name}"
 
-    def where(self, backup_id: str | None = None) -> str:
-        return f"{self.url}/{backup_id}" if backup_id else self.url
+    def where(self, folder: str | None = None) -> str:
+        return f"{self.url}/{folder}" if folder else self.url
 
     def _fail(self, action: str, exc: Exception) -> RemoteError:
         return RemoteError(f"{self.url}: {action} failed: {describe_error(exc)}")
 
-    # -- listing -------------------------------------------------------------------------------
+    # -- the store interface -------------------------------------------------------------------
 
-    def list(self) -> list[RemoteBackup]:
-        """Complete copies (those with a manifest), oldest first."""
+    def folders(self) -> dict[str, dict[str, int]]:
+        """Complete copies (those with a manifest: an upload that did not finish has none)."""
         objects: dict[str, dict[str, int]] = {}
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -119,160 +123,112 @@ class RemoteStore:
             )
             for page in pages:
                 for item in page.get("Contents", []):
-                    backup_id, _, name = item["Key"][len(self.prefix) :].partition("/")
-                    if is_backup_id(backup_id) and name:
-                        objects.setdefault(backup_id, {})[name] = item["Size"]
+                    folder, _, name = item["Key"][len(self.prefix) :].partition("/")
+                    if is_backup_id(folder) and name:
+                        objects.setdefault(folder, {})[name] = item["Size"]
         except Exception as exc:
             raise self._fail("listing", exc) from None
-        backups = []
-        for backup_id in sorted(objects):
-            files = objects[backup_id]
-            if MANIFEST not in files:
-                continue  # an upload that did not finish
-            size = sum(v for k, v in files.items() if k != REMOTE_VERIFICATION)
-            record = self._verification(backup_id) if REMOTE_VERIFICATION in files else {}
-            backups.append(
-                RemoteBackup(
-                    backup_id,
-                    size,
-                    record.get("ok"),
-                    record.get("level"),
-                    record.get("verified_at"),
-                )
-            )
-        return backups
+        return {folder: files for folder, files in objects.items() if MANIFEST in files}
 
-    def _verification(self, backup_id: str) -> dict:
+    def list(self) -> list[Backup]:
+        """This store's catalogue (source.backups.catalog.catalogue), oldest first."""
+        return catalogue(self)
+
+    @contextmanager
+    def open(self, folder: str, name: str) -> Iterator[BinaryIO]:
+        action = f"downloading {folder}/{name}"
         try:
-            body = self.client.get_object(
-                Bucket=self.bucket, Key=self.key(backup_id, REMOTE_VERIFICATION)
-            )["Body"].read()
-            return json.loads(body)
-        except Exception:  # an unreadable record is no record
-            return {}
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(folder, name))["Body"]
+        except Exception as exc:
+            raise self._fail(action, exc) from None
+        try:
+            yield _Body(body, lambda exc: self._fail(action, exc))  # type: ignore[misc]
+        finally:
+            body.close()
 
-    # -- upload --------------------------------------------------------------------------------
-
-    def upload(self, backup_path: Path, local_level: str | None) -> int:
-        """Every file of the backup, the manifest last, each checked against the manifest;
-        then the record of how the copy was checked. Returns the bytes sent."""
-        backup_id = backup_path.name
-        manifest = read_manifest(backup_path)
-        sent = 0
-        for name in [*manifest["files"], MANIFEST]:
-            path = backup_path / name
-            try:
+    def write(
+        self,
+        folder: str,
+        name: str,
+        source: Path | BinaryIO,
+        expected: FileEntry | None = None,
+        transform: Transform | None = None,
+    ) -> FileEntry:
+        key, extra = self.key(folder, name), {"ChecksumAlgorithm": "SHA256"}
+        try:
+            if isinstance(source, Path) and transform is None:
+                stored, parts = expected, []
+                if stored is None or stored.size > PART_SIZE:  # a digest to take: read once
+                    read = hashed(source)
+                    stored, parts = read.entry(), read.part_digests()
+                self._refuse_mismatch(folder, name, stored, expected)
                 self.client.upload_file(
-                    str(path),
-                    self.bucket,
-                    self.key(backup_id, name),
-                    ExtraArgs={"ChecksumAlgorithm": "SHA256"},
-                    Config=self.transfer,
+                    str(source), self.bucket, key, ExtraArgs=extra, Config=self.transfer
                 )
-            except Exception as exc:
-                raise self._fail(f"uploading {backup_id}/{name}", exc) from None
-            self._check(backup_id, name, path)
-            sent += path.stat().st_size
-        self.record_verification(
-            backup_id,
-            ok=True,
-            level=CHECKED,
-            detail=f"sha256 of every file matches the local copy ({local_level or 'unverified'})",
-        )
-        return sent
-
-    def _check(self, backup_id: str, name: str, local: Path) -> None:
-        """The stored object is the local file: size, and the store's SHA-256 (or a read-back)."""
-        try:
-            head = self.client.head_object(
-                Bucket=self.bucket, Key=self.key(backup_id, name), ChecksumMode="ENABLED"
-            )
-        except Exception as exc:
-            raise self._fail(f"checking {backup_id}/{name}", exc) from None
-        if head["ContentLength"] != local.stat().st_size:
-            raise RemoteError(
-                f"{self.where(backup_id)}/{name} is {head['ContentLength']} bytes in the bucket, "
-                f"{local.stat().st_size} here"
-            )
-        stored = head.get("ChecksumSHA256")
-        if stored:
-            expected = composite_sha256(local, PART_SIZE)
-            if stored != expected:
-                raise RemoteError(f"{self.where(backup_id)}/{name}: the store's SHA-256 differs")
-            return
-        digest = hashlib.sha256()  # no checksum kept by this store: read it back
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key(backup_id, name))
-            for block in body["Body"].iter_chunks(1 << 20):
-                digest.update(block)
-        except Exception as exc:
-            raise self._fail(f"reading back {backup_id}/{name}", exc) from None
-        if digest.digest() != hashlib.sha256(local.read_bytes()).digest():
-            raise RemoteError(f"{self.where(backup_id)}/{name}: read back different bytes")
-
-    def record_verification(self, backup_id: str, *, ok: bool, level: str | None, detail: str):
-        body = {
-            "ok": ok,
-            "level": level if ok else None,
-            "verified_at": datetime.now(UTC).isoformat(),
-            "detail": detail,
-        }
-        try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self.key(backup_id, REMOTE_VERIFICATION),
-                Body=json.dumps(body, indent=2).encode(),
-            )
-        except Exception as exc:
-            raise self._fail(f"recording the verification of {backup_id}", exc) from None
-
-    # -- download ------------------------------------------------------------------------------
-
-    def download(self, backup_id: str, target: Path) -> Path:
-        """The copy into `target` (a new private folder), every file checked against the
-        downloaded manifest; a tampered or truncated copy is refused in one line."""
-        target.mkdir(mode=0o700)
-        try:
-            try:
-                self.client.download_file(
-                    self.bucket, self.key(backup_id, MANIFEST), str(target / MANIFEST)
-                )
-                manifest = read_manifest(target)
-                for name in manifest["files"]:
-                    self.client.download_file(
-                        self.bucket,
-                        self.key(backup_id, name),
-                        str(target / name),
-                        Config=self.transfer,
+            else:
+                with opened(source) as plain:
+                    reader = HashingReader(transform(plain) if transform else plain, PART_SIZE)
+                    self.client.upload_fileobj(
+                        reader, self.bucket, key, ExtraArgs=extra, Config=self.transfer
                     )
-            except (ValueError, KeyError) as exc:
-                raise RemoteError(f"{self.where(backup_id)}: unreadable manifest ({exc})") from None
-            except Exception as exc:
-                raise self._fail(f"downloading {backup_id}", exc) from None
-            from source.backups.manifest import checksum_problems
-
-            problems = checksum_problems(target, manifest)
-            if problems:
-                raise RemoteError(
-                    f"{self.where(backup_id)} is damaged, refusing it: {problems[0]}"
-                )
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
+                stored, parts = reader.entry(), reader.part_digests()
+                if transform is None:
+                    self._refuse_mismatch(folder, name, stored, expected)
+        except RemoteError:
             raise
-        return target
+        except Exception as exc:
+            raise self._fail(f"uploading {folder}/{name}", exc) from None
+        self._check(folder, name, stored, parts)
+        return stored
 
-    # -- deletion ------------------------------------------------------------------------------
+    def _refuse_mismatch(
+        self, folder: str, name: str, sent: FileEntry, expected: FileEntry | None
+    ) -> None:
+        if expected is not None and (differs := mismatch(name, sent, expected)):
+            raise RemoteError(f"{self.where(folder)}: {differs}")
 
-    def delete(self, backup_id: str) -> None:
+    def put(self, folder: str, name: str, body: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(folder, name), Body=body)
+        except Exception as exc:
+            raise self._fail(f"writing {folder}/{name}", exc) from None
+
+    def delete(self, folder: str) -> None:
         """The manifest first, so that a deletion cut short leaves no copy listed as complete."""
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key(backup_id, MANIFEST))
-            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key(backup_id))
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(folder, MANIFEST))
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key(folder))
             keys = [{"Key": item["Key"]} for item in listed.get("Contents", [])]
             if keys:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
         except Exception as exc:
-            raise self._fail(f"deleting {backup_id}", exc) from None
+            raise self._fail(f"deleting {folder}", exc) from None
+
+    # -- checking what was stored --------------------------------------------------------------
+
+    def _check(self, folder: str, name: str, entry: FileEntry, parts: Digests) -> None:
+        """The stored object is `entry`: its size, and the store's SHA-256 (or a read-back)."""
+        key = self.key(folder, name)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except Exception as exc:
+            raise self._fail(f"checking {folder}/{name}", exc) from None
+        if head["ContentLength"] != entry.size:
+            raise RemoteError(
+                f"{self.where(folder)}/{name} is {head['ContentLength']} bytes in the bucket, "
+                f"{entry.size} here"
+            )
+        stored = head.get("ChecksumSHA256")
+        if stored:
+            if stored != composite_sha256(entry, parts):
+                raise RemoteError(f"{self.where(folder)}/{name}: the store's SHA-256 differs")
+            return
+        digest = hashlib.sha256()  # no checksum kept by this store: read it back, streamed
+        with self.open(folder, name) as body:
+            while block := body.read(BLOCK):
+                digest.update(block)
+        if digest.hexdigest() != entry.sha256:
+            raise RemoteError(f"{self.where(folder)}/{name}: read back different bytes")
 
 
 def describe_error(exc: Exception) -> str:

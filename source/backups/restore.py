@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.errors
 
-from source.backups.catalog import RESTORED, BackupError, BackupInfo
+from source.backups.catalog import RESTORED, Backup, BackupError
 from source.backups.create import row_counts
 from source.backups.databases import (
     RESTORING,
@@ -85,7 +85,9 @@ def swap_models(staging: Path, models_dir: Path) -> int:
     current = [p for p in models_dir.iterdir() if not p.name.startswith(".")]
     current = [p for p in current if p.name != DEMO_SUBDIR or (restored / DEMO_SUBDIR).exists()]
     replaced = sorted(
-        str(p.relative_to(models_dir)) for top in current for p in [top, *top.rglob("*")]
+        str(p.relative_to(models_dir))
+        for top in current
+        for p in [top, *top.rglob("*")]
         if p.is_file()
     )
     log.info(
@@ -106,9 +108,7 @@ def swap_models(staging: Path, models_dir: Path) -> int:
     return files
 
 
-def restore_backup(
-    database: Database, backup: BackupInfo, models_dir: Path, lock_session=None
-) -> None:
+def restore_backup(database: Database, backup: Backup, models_dir: Path, lock_session=None) -> None:
     """Nothing live changes until everything is checked: the backup verifies, the models are
     extracted, the new database is complete; then the swap, then the models. `lock_session`
     holds the run lock until the swap."""
@@ -117,24 +117,29 @@ def restore_backup(
         raise BackupError(f"backup {backup.id} does not verify, refusing to restore: {problems[0]}")
     if level != RESTORED:
         log.warning("restore: %s was only read, not test-restored, before this restore", backup.id)
-    manifest = read_manifest(backup.path)
-    staging = stage_models(backup.path / MODELS_ARCHIVE, models_dir)
+    manifest = read_manifest(backup.local_path)
+    staging = stage_models(backup.local_path / MODELS_ARCHIVE, models_dir)
     try:
         before = _current_counts(database)
         pg_restore = find_tool("pg_restore", int(manifest["server_major"]), database)
-        dump = backup.path / DATABASE_DUMP
+        dump = backup.local_path / DATABASE_DUMP
         log.info("restore: %s into %s with %s", backup.id, database.name, pg_restore.description)
         refused = can_swap(database)
         if refused is None:
             release = lock_session.close if lock_session is not None else (lambda: None)
             after = restore_by_swap(database, pg_restore, dump, manifest, release)
         else:
-            log.info("restore: %s: restoring %s in place, in one transaction",
-                     refused, database.name)
+            log.info(
+                "restore: %s: restoring %s in place, in one transaction", refused, database.name
+            )
             after = restore_in_place(database, pg_restore, dump)
         for table in sorted(set(before) | set(after)):
-            log.info("restore: %s: %s -> %s rows", table, before.get(table, "absent"),
-                     after.get(table, "absent"))
+            log.info(
+                "restore: %s: %s -> %s rows",
+                table,
+                before.get(table, "absent"),
+                after.get(table, "absent"),
+            )
         files = swap_models(staging, models_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -150,8 +155,15 @@ def restore_in_place(database: Database, pg_restore: PgTool, dump: Path) -> dict
     """All or nothing: one transaction, and pg_restore dies with this process."""
     run_tool(
         pg_restore,
-        ["--clean", "--if-exists", "--single-transaction", *RESTORE_OPTIONS,
-         "--dbname", database.name, str(dump)],
+        [
+            "--clean",
+            "--if-exists",
+            "--single-transaction",
+            *RESTORE_OPTIONS,
+            "--dbname",
+            database.name,
+            str(dump),
+        ],
         libpq_env(database),
     )
     return _current_counts(database)
@@ -172,18 +184,25 @@ def restore_by_swap(
         # Held open until the swap: another host's clean-up leaves a database in use alone.
         holder = database.connect(dbname=new)
         try:
-            run_tool(pg_restore, [*RESTORE_OPTIONS, "--dbname", new, str(dump)],
-                     libpq_env(database, new))
+            run_tool(
+                pg_restore, [*RESTORE_OPTIONS, "--dbname", new, str(dump)], libpq_env(database, new)
+            )
             carried = copy_object_grants(database, new)
-            log.info("restore: %d grant(s) of %s carried over to the restored copy",
-                     carried, database.name)
+            log.info(
+                "restore: %d grant(s) of %s carried over to the restored copy",
+                carried,
+                database.name,
+            )
             with holder, holder.cursor() as cur:
                 after = row_counts(cur)
         finally:
             holder.close()
         expected = manifest.get("row_counts", {})
-        wrong = [f"{table}: {after.get(table, 'absent')} rows restored, manifest says {count}"
-                 for table, count in expected.items() if after.get(table) != count]
+        wrong = [
+            f"{table}: {after.get(table, 'absent')} rows restored, manifest says {count}"
+            for table, count in expected.items()
+            if after.get(table) != count
+        ]
         if wrong:
             raise BackupError(f"restored copy differs, {database.name} left as it was: {wrong[0]}")
         swap_in(database, new, release)

@@ -11,10 +11,11 @@ from pathlib import Path, PurePosixPath
 import psycopg2
 from psycopg2 import sql
 
-from source.backups.catalog import READ_ONLY, RESTORED, BackupInfo, record_verification
+from source.backups.catalog import READ_ONLY, RESTORED, Backup, record_verification
 from source.backups.databases import scratch_name
 from source.backups.manifest import DATABASE_DUMP, MODELS_ARCHIVE, checksum_problems, read_manifest
 from source.backups.pgtools import PgToolError, find_tool, libpq_env, run_tool
+from source.backups.store import LocalStore
 from source.db_functions.connection import Database
 from source.errors import first_line
 
@@ -113,20 +114,20 @@ def restore_test_problems(
         )
 
 
-def verify_backup(database: Database, backup: BackupInfo) -> tuple[list[str], str | None]:
+def verify_backup(database: Database, backup: Backup) -> tuple[list[str], str | None]:
     """(every problem found, level reached); the result is recorded beside the backup."""
-    level = None
+    level, path = None, backup.local_path
     try:
-        manifest = read_manifest(backup.path)
+        manifest = read_manifest(path)
     except ValueError as exc:
         problems = [str(exc)]
     else:
-        problems = checksum_problems(backup.path, manifest)
+        problems = checksum_problems(path, manifest)
         if not problems:
-            problems = archive_problems(backup.path / MODELS_ARCHIVE)
-            restore_problems, level = restore_test_problems(database, backup.path, manifest)
+            problems = archive_problems(path / MODELS_ARCHIVE)
+            restore_problems, level = restore_test_problems(database, path, manifest)
             problems += restore_problems
-    record_verification(backup.path, not problems, problems, level)
+    record_verification(LocalStore(path.parent), backup.id, not problems, problems, level)
     if problems:
         log.error("backup %s does NOT verify: %s", backup.id, "; ".join(problems))
     elif level == RESTORED:

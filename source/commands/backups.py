@@ -174,6 +174,7 @@ def verify(settings: Settings, args: argparse.Namespace) -> int:
 
 def _verify_remote(settings: Settings, args) -> int:
     """Download the bucket's copy, check it, restore it into a scratch database; record it."""
+    from source.backups.catalog import record_verification
     from source.backups.offsite import fetched
     from source.backups.verify import verify_backup
 
@@ -182,9 +183,7 @@ def _verify_remote(settings: Settings, args) -> int:
     with fetched(settings, store, backup_id) as copy:
         problems, level = verify_backup(open_for_backups(settings), copy)
     detail = "downloaded, checked and restored into a scratch database"
-    store.record_verification(
-        backup_id, ok=not problems, level=level, detail="; ".join(problems) or detail
-    )
+    record_verification(store, backup_id, not problems, problems, level, detail)
     if problems:
         line = f"the copy of {backup_id} in {store.url} does NOT verify: {'; '.join(problems)}"
         monitoring.record(summary=line)
