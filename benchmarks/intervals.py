@@ -5,15 +5,19 @@ same series and the same origins (the walk-forward's newest 25%), in one run:
 - GARCH(1,1) with Student-t errors (arch), its analytic h-step variance and t quantiles;
 - the same GARCH with filtered historical simulation: empirical 10%/90% quantiles of its
   standardised residuals (for h > 1, of sums of h residuals drawn from them);
+- HAR-RV (Corsi 2009): the next h rows' realised variance regressed on the last day's, week's
+  and month's, in levels or in logs, with empirical quantiles (see har_bounds);
 
-both GARCH refitted every 1,000 rows on everything before (and at each fold's start). Printed
-per horizon: Gneiting-Raftery interval score (price units, lower is better), coverage, and the
-Kupiec and Christoffersen p-values; then the project's score over the best peer's.
+the GARCH and the HAR refitted every 1,000 rows on everything before (and at each fold's
+start). Printed per horizon: Gneiting-Raftery interval score (price units, lower is better),
+coverage, and the Kupiec and Christoffersen p-values (on non-overlapping origins: every h-th);
+then the project's score over the best peer's for every series run.
 
-Run: python benchmarks/intervals.py CSV --column C [--time-column T] [--daily]
+Run: python benchmarks/intervals.py CSV [CSV ...] --column C [--time-column T]
+         [--daily | --with-daily] [--at-hour H] [--until DATE]
      (pip install -e '.[bench]' for arch)
-e.g. python benchmarks/intervals.py ../shared/real/hourly/XAUUSD_H1.csv --column close \\
-         --time-column time
+e.g. python benchmarks/intervals.py ../shared/real/hourly/XAUUSD_H1.csv \\
+         ../shared/real/hourly/XAGUSD_H1.csv --column close --time-column time --with-daily
 """
 
 from __future__ import annotations
@@ -106,10 +110,6 @@ def har_bounds(
         start = np.maximum(rows + 1 - width, 0)
         components.append((sums[rows + 1] - sums[start]) / (rows + 1 - start) * day)
     regressors = np.column_stack([np.ones(len(rows)), *components])
-    floor = 1e-6 * float(np.mean(realised[realised > 0]))
-    logs = np.column_stack(
-        [np.ones(len(rows)), *(np.log(np.maximum(c, floor)) for c in components)]
-    )
     ahead = np.full(len(rows), np.nan)  # realised variance of the next h rows
     ahead[: len(rows) - h] = sums[rows[: len(rows) - h] + 1 + h] - sums[rows[: len(rows) - h] + 1]
     log_prices = np.concatenate([[0.0], np.cumsum(returns)])
@@ -123,6 +123,11 @@ def har_bounds(
     for first, last in zip(refits, [*refits[1:], len(origins)], strict=True):
         block = origins[first:last]
         fit_rows = np.arange(first_row, int(block[0]) - h + 1)  # outcomes known by block[0]
+        known = realised[: int(block[0]) + 1]
+        floor = 1e-6 * float(np.mean(known[known > 0]))
+        logs = np.column_stack(
+            [np.ones(len(rows)), *(np.log(np.maximum(c, floor)) for c in components)]
+        )
         best = None
         for kind, design in (("levels", regressors), ("logs", logs)):
             target = ahead[fit_rows]
@@ -247,6 +252,10 @@ def main() -> None:
     parser.add_argument(
         "--with-daily", action="store_true", help="each file as given and its daily closes"
     )
+    parser.add_argument(
+        "--at-hour", type=int, help="one row a day: the row at this hour (a daily series)"
+    )
+    parser.add_argument("--until", help="only the rows before this date (another test window)")
     args = parser.parse_args()
     import arch  # noqa: F401  (imported before silencing its fit's convergence warnings)
 
@@ -254,8 +263,15 @@ def main() -> None:
     summary = []
     for path in args.csv:
         prices, stamps = read_series(path, args.column, args.time_column)
+        label = path.name
+        if args.until:
+            keep = (stamps < pd.Timestamp(args.until, tz="UTC")).to_numpy()
+            prices, stamps, label = prices[keep], stamps[keep], f"{label} <{args.until}"
+        if args.at_hour is not None:
+            keep = (stamps.dt.hour == args.at_hour).to_numpy()
+            prices, stamps, label = prices[keep], stamps[keep], f"{label} {args.at_hour}:00"
         for daily in runs:
-            name = f"{path.name} daily" if daily else path.name
+            name = f"{label} daily" if daily else label
             summary += benchmark(name, prices, stamps, daily)
     print(
         f"\n{'series':<22} {'h':>3} {'project/best':>12}  {'best peer':<22} "
