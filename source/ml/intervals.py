@@ -22,7 +22,7 @@ that holds 82% for a while only errs on the side it says.
 Trained hourly, the live interval starts from the level reached at the newest known outcome;
 the walk-forward carries it on through each test fold the same way. The naive interval
 (constant empirical quantiles of past h-step returns around the last price) is the floor every
-model must beat; the classical peers (RiskMetrics, GARCH) are compared in
+model must beat; the classical peers (RiskMetrics, GARCH, HAR-RV) are compared in
 benchmarks/intervals.py.
 """
 
