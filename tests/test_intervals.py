@@ -19,6 +19,7 @@ from source.ml.intervals import (
     interval_metrics,
     interval_score,
     kupiec_pvalue,
+    level_floor,
 )
 from source.ml.volatility import Seasonality, VolatilityModel, buckets_of
 from tests.conftest import REAL_HOURLY as REAL
@@ -229,3 +230,19 @@ def test_the_har_peer_uses_nothing_after_each_origin():
         for b, a in zip(before, after, strict=True):
             assert np.array_equal(b[known], a[known]), h
             assert not np.allclose(b[~known], a[~known]), h
+
+
+def test_beyond_one_step_the_level_only_widens():
+    # Few, slow outcomes at long horizons: a run of covers must not narrow the interval below
+    # the calibrated 80%, while a run of misses still widens it; one step adapts both ways.
+    rng = np.random.default_rng(5)
+    reference = np.sort(np.abs(rng.normal(size=500)))
+    assert level_floor(1) < LEVEL and level_floor(6) == level_floor(24) == LEVEL
+    thresholds, level = adapt_levels(
+        reference, LEVEL, np.zeros(300), np.arange(300), 24, 0.01, level_floor(24)
+    )
+    assert level == LEVEL and thresholds.min() == thresholds[0]
+    _, level = adapt_levels(
+        reference, LEVEL, np.full(300, 9.0), np.arange(300), 24, 0.01, level_floor(24)
+    )
+    assert level > LEVEL

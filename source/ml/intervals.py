@@ -42,7 +42,7 @@ TOLERANCE = {1: 0.005, "longer": 0.03}
 # step, at any frequency. At horizon h consecutive outcomes overlap (h of them share each
 # move) and arrive h rows late: a rate h times slower would count each move once, but then a
 # 24-day horizon would take years to react; sqrt(h) is the middle way, and the floor at 80%
-# (LEVEL_FLOOR) keeps the noise of so few moves from narrowing the interval.
+# (level_floor) keeps the noise of so few moves from narrowing the interval.
 ADAPT_DAYS = 200
 ROWS_PER_DAY = {"hourly": 24, "daily": 1, "none": 1}
 LEVEL_RANGE = (0.5, 0.995)  # the adapted level is read within these bounds
