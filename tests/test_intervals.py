@@ -16,8 +16,10 @@ from source.ml.intervals import (
     LEVEL,
     adapt_levels,
     christoffersen_pvalue,
+    interval_metrics,
     interval_score,
     kupiec_pvalue,
+    level_floor,
 )
 from source.ml.volatility import Seasonality, VolatilityModel, buckets_of
 from tests.conftest import REAL_HOURLY as REAL
@@ -185,7 +187,6 @@ def test_coverage_comes_back_to_80_percent_when_the_regime_changes(monkeypatch):
     assert adaptive["interval_score"] < 0.985 * fixed["interval_score"]
 
 
-
 @pytest.mark.skipif(not REAL.is_dir(), reason="the real hourly files are in ../shared/real")
 def test_daily_closes_without_timestamps_get_intervals_as_good_as_with_them():
     # A vendor file of daily closes may come without a time column: its volatility models
@@ -196,3 +197,52 @@ def test_daily_closes_without_timestamps_get_intervals_as_good_as_with_them():
     undated = walk_forward_origins(Dataset.from_series(closes))
     ratio = undated[0][1]["interval_score"] / dated[0][1]["interval_score"]
     assert ratio < 1.005
+
+
+def test_kupiec_is_taken_on_non_overlapping_origins():
+    # Overlapping 24-row moves share 23 rows: 24 misses in a row are one event, not 24.
+    rng = np.random.default_rng(3)
+    actual = rng.normal(size=2400)
+    lower, upper = np.full(2400, -1.28), np.full(2400, 1.28)
+    naive = (np.full(2400, -2.0), np.full(2400, 2.0))
+    misses = (actual < lower) | (actual > upper)
+    metrics = interval_metrics(actual, lower, upper, *naive, horizon=24)
+    assert metrics["kupiec_p"] == kupiec_pvalue(misses[::24])
+    assert interval_metrics(actual, lower, upper, *naive)["kupiec_p"] == kupiec_pvalue(misses)
+
+
+def test_the_har_peer_uses_nothing_after_each_origin():
+    # The benchmark's HAR-RV peer must be as honest as the project: an origin's bounds come
+    # from returns up to it, its regression and quantiles from outcomes known by its block.
+    from benchmarks.intervals import har_bounds
+
+    rng = np.random.default_rng(4)
+    returns = rng.normal(0, 0.01, 6000) * np.repeat(rng.uniform(0.5, 2, 60), 100)
+    returns[0] = 0
+    origins = np.arange(4500, 6000 - 24)
+    change = 5000
+    changed = returns.copy()
+    changed[change + 1 :] *= 4  # a very different future after origin `change`
+    for h, day in ((1, 24), (24, 24), (6, 1)):
+        before = har_bounds(returns**2, returns, origins, h, day)
+        after = har_bounds(changed**2, changed, origins, h, day)
+        known = origins <= change
+        for b, a in zip(before, after, strict=True):
+            assert np.array_equal(b[known], a[known]), h
+            assert not np.allclose(b[~known], a[~known]), h
+
+
+def test_beyond_one_step_the_level_only_widens():
+    # Few, slow outcomes at long horizons: a run of covers must not narrow the interval below
+    # the calibrated 80%, while a run of misses still widens it; one step adapts both ways.
+    rng = np.random.default_rng(5)
+    reference = np.sort(np.abs(rng.normal(size=500)))
+    assert level_floor(1) < LEVEL and level_floor(6) == level_floor(24) == LEVEL
+    thresholds, level = adapt_levels(
+        reference, LEVEL, np.zeros(300), np.arange(300), 24, 0.01, level_floor(24)
+    )
+    assert level == LEVEL and thresholds.min() == thresholds[0]
+    _, level = adapt_levels(
+        reference, LEVEL, np.full(300, 9.0), np.arange(300), 24, 0.01, level_floor(24)
+    )
+    assert level > LEVEL

@@ -14,6 +14,7 @@ from source.ml.intervals import (
     adaptation_rate,
     calibrate,
     interval_metrics,
+    level_floor,
     naive_bounds,
 )
 from source.ml.models import ForecastModel, fit_forecast_model
@@ -138,8 +139,14 @@ def calibrate_intervals(
         cal_rows = np.concatenate([before, rows])
         cal_predicted = np.concatenate([np.zeros(len(before)), predicted[:, j]])
         intervals[h] = calibrate(
-            cal_predicted, data.Y[cal_rows, j], volatility, data.positions[cal_rows], h,
-            data.prices[cal_rows], rate=adaptation_rate(data.frequency, h),
+            cal_predicted,
+            data.Y[cal_rows, j],
+            volatility,
+            data.positions[cal_rows],
+            h,
+            data.prices[cal_rows],
+            rate=adaptation_rate(data.frequency, h),
+            floor=level_floor(h),
         )
     return intervals
 

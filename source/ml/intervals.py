@@ -15,10 +15,14 @@ When the regime changes (volatility rising beyond anything the calibration windo
 variance forecast lags and misses bunch. Adaptive conformal inference (Gibbs and Candes, 2021)
 answers that: the quantile's level moves up a little after every miss and down after every
 cover, using only outcomes already known, so coverage comes back to 80% without refitting.
+Beyond one step the outcomes are few and slow (24-day moves: about one a month), too few to
+follow a regime both ways; there the level only widens the interval: it rises after misses,
+falls back after covers, and never below 80%. An "80%" interval that holds 74% misleads; one
+that holds 82% for a while only errs on the side it says.
 Trained hourly, the live interval starts from the level reached at the newest known outcome;
 the walk-forward carries it on through each test fold the same way. The naive interval
 (constant empirical quantiles of past h-step returns around the last price) is the floor every
-model must beat; the classical peers (RiskMetrics, GARCH) are compared in
+model must beat; the classical peers (RiskMetrics, GARCH, HAR-RV) are compared in
 benchmarks/intervals.py.
 """
 
@@ -34,19 +38,23 @@ ALPHA = 1 - LEVEL  # Gneiting-Raftery's alpha for a central 80% interval
 # best one's: tight at one step, looser beyond, where one window ranks them less sharply.
 TOLERANCE = {1: 0.005, "longer": 0.03}
 # Adaptive conformal inference: each known outcome moves the level by gamma x (miss - ALPHA),
-# gamma = 1 / (ADAPT_DAYS x rows a day x h): a memory of about 200 trading days at any
-# frequency, and h times slower at horizon h, whose outcomes overlap and arrive h rows late.
-# Where that memory holds fewer than MIN_ADAPT_OUTCOMES independent outcomes (24-day moves of
-# daily closes: 8), a share of misses says nothing and the level stays at 80%.
+# gamma = 1 / (ADAPT_DAYS x rows a day x sqrt(h)): a memory of about 200 trading days at one
+# step, at any frequency. At horizon h consecutive outcomes overlap (h of them share each
+# move) and arrive h rows late: a rate h times slower would count each move once, but then a
+# 24-day horizon would take years to react; sqrt(h) is the middle way, and the floor at 80%
+# (level_floor) keeps the noise of so few moves from narrowing the interval.
 ADAPT_DAYS = 200
 ROWS_PER_DAY = {"hourly": 24, "daily": 1, "none": 1}
-MIN_ADAPT_OUTCOMES = 30
 LEVEL_RANGE = (0.5, 0.995)  # the adapted level is read within these bounds
 
 
 def adaptation_rate(frequency: str, horizon: int) -> float:
-    memory = ADAPT_DAYS * ROWS_PER_DAY[frequency]
-    return 1.0 / (memory * horizon) if memory / horizon >= MIN_ADAPT_OUTCOMES else 0.0
+    return 1.0 / (ADAPT_DAYS * ROWS_PER_DAY[frequency] * np.sqrt(horizon))
+
+
+def level_floor(horizon: int) -> float:
+    """The lowest level adaptation may reach: two-sided at one step, only widening beyond."""
+    return LEVEL_RANGE[0] if horizon == 1 else LEVEL
 
 
 def interval_score(lower, upper, actual, alpha: float = ALPHA) -> np.ndarray:
@@ -73,6 +81,7 @@ class IntervalModel:
     reference: np.ndarray = field(compare=False, repr=False)
     level: float = LEVEL
     rate: float = 0.0  # the adaptation rate it was calibrated with, and carries on at
+    floor: float = LEVEL_RANGE[0]  # the lowest level adaptation may reach
 
     @property
     def quantile(self) -> float:
@@ -91,7 +100,9 @@ class IntervalModel:
 
     def adapt(self, scores, positions, horizon: int) -> tuple[np.ndarray, float]:
         """Carry the level on through new origins (in order): see `adapt_levels`."""
-        return adapt_levels(self.reference, self.level, scores, positions, horizon, self.rate)
+        return adapt_levels(
+            self.reference, self.level, scores, positions, horizon, self.rate, self.floor
+        )
 
 
 def combined_variance(volatility, members, rows, horizon: int) -> np.ndarray:
@@ -110,12 +121,18 @@ def quantile_at(reference, level: float) -> float:
 
 
 def adapt_levels(
-    reference: np.ndarray, level: float, scores, positions, horizon: int, rate: float
+    reference: np.ndarray,
+    level: float,
+    scores,
+    positions,
+    horizon: int,
+    rate: float,
+    floor: float = LEVEL_RANGE[0],
 ) -> tuple[np.ndarray, float]:
     """Adaptive conformal inference over origins in time order. scores: each origin's |scaled
     residual|, known `horizon` rows after its position. Returns the |z| threshold each origin
     gets (from the outcomes known by then: none of its own or later) and the level once all
-    are known, where the next interval starts."""
+    are known, where the next interval starts; the level never goes below `floor`."""
     if rate == 0:
         return np.full(len(scores), quantile_at(reference, level)), level
     # Plain Python numbers: one step per origin, sequential by nature, and numpy's scalars
@@ -127,11 +144,12 @@ def adapt_levels(
     known = 0  # outcomes applied to the level so far
     for k, position in enumerate(positions):
         while known < k and positions[known] + horizon <= position:
-            level += rate * (missed[known] - ALPHA)
+            level = max(level + rate * (missed[known] - ALPHA), floor)
             known += 1
         thresholds[k] = quantile_at(sorted_reference, level)
         missed[k] = scores[k] > thresholds[k]
-    level += rate * sum(m - ALPHA for m in missed[known:])
+    for m in missed[known:]:
+        level = max(level + rate * (m - ALPHA), floor)
     return np.asarray(thresholds), level
 
 
@@ -143,6 +161,7 @@ def calibrate(
     horizon: int,
     prices,
     rate: float = 0.0,
+    floor: float = LEVEL_RANGE[0],
 ) -> IntervalModel:
     """Rank the variance candidates by interval score on these rows (origins in the whole
     series' numbering, in order), combine the best, and keep their |scaled residuals|, whose
@@ -163,8 +182,8 @@ def calibrate(
     members = [name for score, name in scored if score <= scored[0][0] * (1 + tolerance)]
     scores = np.abs(residuals) / np.sqrt(combined_variance(volatility, members, rows, horizon))
     reference = np.sort(scores)
-    _, level = adapt_levels(reference, LEVEL, scores, rows, horizon, rate)
-    return IntervalModel(tuple(members), reference, level, rate)
+    _, level = adapt_levels(reference, LEVEL, scores, rows, horizon, rate, floor)
+    return IntervalModel(tuple(members), reference, level, rate, floor)
 
 
 def naive_bounds(past_returns: np.ndarray) -> tuple[float, float]:
@@ -183,8 +202,9 @@ def interval_metrics(actual, lower, upper, naive_lower, naive_upper, horizon: in
         "naive_interval_score": naive,
         "interval_score_ratio": score / naive if naive > 0 else None,
         # Calibration tests: the share of misses (Kupiec), and whether misses cluster
-        # (Christoffersen, on non-overlapping origins: every h-th one).
-        "kupiec_p": kupiec_pvalue(misses),
+        # (Christoffersen); both on non-overlapping origins (every h-th one): the tests assume
+        # independent outcomes, which overlapping h-row moves are not.
+        "kupiec_p": kupiec_pvalue(misses[::horizon]),
         "christoffersen_p": christoffersen_pvalue(misses[::horizon]),
     }
 

@@ -85,7 +85,8 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
             "level": LEVEL,
             "method": "validation residuals scaled by a seasonal (hour-of-week) volatility "
             "forecast; the quantile of |scaled residuals| at a level adapted to recent misses "
-            "(adaptive conformal inference, starting at 80%); variance candidates (EWMA, HAR, "
+            "(adaptive conformal inference, starting at 80%, beyond one step never below it); "
+            "variance candidates (EWMA, HAR, "
             "log-HAR, GARCH) combined when their interval score is within 0.5% (h=1) or 3% "
             "(longer) of the best on the calibration window",
             "seasonality": data.frequency,
