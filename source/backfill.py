@@ -90,7 +90,7 @@ def plan_windows(days: list[date], max_days: int = MAX_WINDOW_DAYS) -> list[Wind
 class BackfillReport(LoadTotals):
     windows_planned: int = 0
     windows_skipped: int = 0  # 30-day stretches already covered
-    errors: dict[str, Exception] = field(default_factory=dict)  # window -> error
+    errors: dict[str, BaseException] = field(default_factory=dict)  # window -> error
     outcomes: list[LoadOutcome] = field(default_factory=list)
     api_requests: int = 0
 
@@ -145,7 +145,7 @@ def fetch_windows(
     settings: Settings,
     submit: Callable,
     progress,
-) -> dict[str, Exception]:
+) -> dict[str, BaseException]:
     """Fetch windows concurrently (bounded); submit one LoadJob each; return {window: error}."""
 
     def fetch_one(window: Window) -> None:
@@ -158,12 +158,13 @@ def fetch_windows(
                 fetched.payload, raw_file=fetched.landed_path, fetched_at=fetched.raw.fetched_at
             )
         except MetalsDevError as exc:  # a body that cannot load is not replayed either
-            mark_rejected(settings.data_dir, exc.landed_path or (fetched and fetched.landed_path))
+            landed = exc.landed_path or (fetched.landed_path if fetched else None)
+            mark_rejected(settings.data_dir, landed)
             raise
         log.info("backfill %s: %d price row(s) fetched", window, len(job.frame))
         submit(job)
 
-    errors: dict[str, Exception] = {}
+    errors: dict[str, BaseException] = {}
     workers = max(1, min(MAX_CONCURRENT_WINDOWS, len(windows)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill") as pool:
         futures = {pool.submit(in_this_context(fetch_one), window): window for window in windows}

@@ -215,12 +215,12 @@ def parse_chunk(
         text = chunk[roles.get("time", roles.get("date"))]
     times = parse_times(text, layout.time_format, zone)
     price = pd.to_numeric(chunk[roles["price"]], errors="coerce")
-    ok = times.notna() & _usable(price)
+    usable = times.notna() & _usable(price)
     ask = pd.Series(np.nan, index=chunk.index)
     if "ask" in roles:
         ask = pd.to_numeric(chunk[roles["ask"]], errors="coerce")
-        ok &= chunk[roles["ask"]].isna() | _usable(ask)
-    ok = ok.to_numpy()
+        usable &= chunk[roles["ask"]].isna() | _usable(ask)
+    ok = usable.to_numpy()
     bad = []
     for position in np.flatnonzero(~ok):
         row = chunk.iloc[position]

@@ -99,10 +99,12 @@ def main() -> int:
             if v
         }
         database = env.get("PGDATABASE", "commodities")
+        app_password = _secret(env, "APP_DB_PASSWORD_FILE", required=True)
+        assert app_password is not None, "a required secret that is not set raises ConfigError"
         init_roles(
             params,
             database,
-            _secret(env, "APP_DB_PASSWORD_FILE", required=True),
+            app_password,
             _secret(env, "READER_DB_PASSWORD_FILE", required=False),
         )
     except ConfigError as exc:

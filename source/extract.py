@@ -360,7 +360,7 @@ def fetch_spot_prices(
     source: str,
     data_dir: Path,
     submit: Callable[[LoadJob], None],
-) -> dict[str, Exception]:
+) -> dict[str, BaseException]:
     """Fetch every metal concurrently; submit a LoadJob per success; return {metal: error}.
     Nothing is sent when DATA_DIR has no room for the answers (LowDiskSpace)."""
     client.check_ready()
@@ -378,7 +378,7 @@ def fetch_spot_prices(
             )[metal]
             check_units(frame, currency=currency, unit=unit, metal=metal, endpoint="/metal/spot")
         except MetalsDevError as exc:
-            mark_rejected(data_dir, exc.landed_path or (fetched and fetched.landed_path))
+            mark_rejected(data_dir, exc.landed_path or (fetched.landed_path if fetched else None))
             raise
         log.info(
             "%s: transformed %d row(s), quote time %s",
@@ -389,7 +389,7 @@ def fetch_spot_prices(
         landed = [fetched.landed_path] if fetched.landed_path else []  # [] : from memory
         submit(LoadJob(metal, frame, landed))
 
-    errors: dict[str, Exception] = {}
+    errors: dict[str, BaseException] = {}
     with ThreadPoolExecutor(max_workers=len(metals), thread_name_prefix="fetch") as pool:
         # Each fetch thread logs with the run's fields (job, run id) and its own metal.
         futures = {

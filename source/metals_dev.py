@@ -87,9 +87,11 @@ def parse_payload(body: bytes, *, metal: str, endpoint: str, http_status: int = 
         code = payload.get("error_code")
         code = code if isinstance(code, int) and not isinstance(code, bool) else None
         message = str(payload.get("error_message") or f"HTTP {http_status}")
-        error_class = {ERROR_INVALID_KEY: AuthError, ERROR_QUOTA_EXCEEDED: QuotaExceeded}.get(
-            code, ApiError
-        )
+        classes: dict[int | None, type[ApiError]] = {
+            ERROR_INVALID_KEY: AuthError,
+            ERROR_QUOTA_EXCEEDED: QuotaExceeded,
+        }
+        error_class = classes.get(code, ApiError)
         raise error_class(metal, endpoint, code, message)
     if status != "success":
         raise MalformedResponse(
@@ -199,8 +201,8 @@ class MetalsDevClient:
         timeout: float = 10.0,
         max_attempts: int = 4,
         backoff: float = 1.0,
-        land: Callable[[RawResponse], Path] | None = None,
-        reject: Callable[[RawResponse], Path] | None = None,
+        land: Callable[[RawResponse], Path | None] | None = None,
+        reject: Callable[[RawResponse], Path | None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_body_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         ready: Callable[[], None] | None = None,
@@ -260,7 +262,9 @@ class MetalsDevClient:
             stop=stop_after_attempt(self.max_attempts) | stop_when_event_set(STOP_REQUESTED),
             wait=self._wait,
             before_sleep=self._log_retry,
-            sleep=STOP_REQUESTED.wait,  # a stop request cuts the backoff short
+            # A stop request cuts the backoff short. tenacity types `sleep` as returning None;
+            # it ignores the bool Event.wait returns.
+            sleep=STOP_REQUESTED.wait,  # type: ignore[arg-type]
             reraise=True,
         )
         raw = retrying(self._get_once, kind, metal, endpoint, params)

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunReport(LoadTotals):
     metals: tuple[str, ...]
-    fetch_errors: dict[str, Exception] = field(default_factory=dict)
+    fetch_errors: dict[str, BaseException] = field(default_factory=dict)
     outcomes: list[LoadOutcome] = field(default_factory=list)
     database_error: str | None = None
     training_error: str | None = None

@@ -195,8 +195,10 @@ def judge(quotes: list[Quote], state: State | None = None) -> tuple[dict[float, 
 def _judge_slowly(quote: Quote, state: State, verdicts: dict, verdict) -> None:
     """A quote that jumps, or comes while earlier ones wait for confirmation."""
     if state.pending:
+        last_ok = state.last_ok
+        assert last_ok is not None, "a quote waits only after a jump from a good one"
         level = state.pending[-1].price
-        if _near(quote.price, level, state.last_ok.price):  # the new level holds so far
+        if _near(quote.price, level, last_ok.price):  # the new level holds so far
             state.reasons[quote.time] = jump(state, quote) or f"at the level of {_money(level)}"
             state.pending.append(quote)
             if len(state.pending) > CONFIRM_QUOTES:  # it held: it was real
@@ -219,7 +221,7 @@ def _judge_slowly(quote: Quote, state: State, verdicts: dict, verdict) -> None:
                 SUSPECT,
                 CONTRADICTED,
                 f"{state.reasons.pop(suspect.time)}; then {_money(quote.price)}, back near "
-                f"{_money(state.last_ok.price)}",
+                f"{_money(last_ok.price)}",
             )
         state.pending.clear()
     reason = jump(state, quote)

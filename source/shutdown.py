@@ -26,7 +26,8 @@ def stop_code(exc: BaseException) -> int | None:
 def exit_code_of(exc: BaseException) -> int:
     """The exit code a command ends with when `exc` ends it: 143 for SIGTERM, a reportable
     error's own code, 1 for anything else."""
-    return stop_code(exc) or getattr(exc, "exit_code", 1)
+    code = stop_code(exc)
+    return code if code is not None else getattr(exc, "exit_code", 1)
 
 
 def terminate(signum: int, frame) -> None:

@@ -209,8 +209,10 @@ def _check_import_args(args: argparse.Namespace) -> None:
 
 def _delimiter(text: str | None) -> str | None:
     """'tab' (or a typed \\t) is a tab; any other single character is itself."""
+    if text is None:
+        return None
     text = {"tab": "\t", "\\t": "\t"}.get(text, text)
-    return text if text is None or len(text) == 1 else None
+    return text if len(text) == 1 else None
 
 
 @MAIN.command(
@@ -348,7 +350,7 @@ def train(settings: Settings, args: argparse.Namespace) -> int:
     ),
     settings=False,
 )
-def backtest(settings: None, args: argparse.Namespace) -> int:
+def backtest(settings: Settings | None, args: argparse.Namespace) -> int:  # settings=False: None
     from source.ml.backtest import BacktestInputError, backtest_csv
 
     try:

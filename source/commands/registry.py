@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -138,6 +138,7 @@ class CommandLine:
         named = [c for c in self.commands.values() if c.name is not None]
         subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
         for command in named:
+            assert command.name is not None, "named: the program's own command is left out"
             sub = subparsers.add_parser(
                 command.name,
                 prog=f"{self.prog} {command.name}",
@@ -216,7 +217,9 @@ def _call(handler: Handler, settings: Settings, *, args: argparse.Namespace) -> 
 
 
 def _add(
-    parser: argparse.ArgumentParser, options: tuple[Option, ...], suppress: set[str] = frozenset()
+    parser: argparse.ArgumentParser,
+    options: tuple[Option, ...],
+    suppress: Collection[str] = frozenset(),
 ) -> None:
     for opt in options:
         kwargs = dict(opt.kwargs)

@@ -75,11 +75,10 @@ def assess_metal(cur, metal: str, since: datetime) -> list[MarkChange]:
         )
         while rows := scan.fetchmany(CHUNK_ROWS):
             verdicts, state = quality.judge([quality.Quote(*row) for row in rows], state)
-            changes += [
-                MarkChange(metal, _when(time), verdict.quote.price, verdict)
-                for time, verdict in sorted(verdicts.items())
-                if verdict.changes_mark
-            ]
+            for time, verdict in sorted(verdicts.items()):
+                if verdict.changes_mark:
+                    assert verdict.quote is not None, "judge() gives every verdict its quote"
+                    changes.append(MarkChange(metal, _when(time), verdict.quote.price, verdict))
     finally:
         scan.close()
     _store(cur, table, changes, decided_by="rule")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ def _text(value: str) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def _pack(parts: list[tuple[str, object]], n: int) -> bytes:
+def _pack(parts: list[tuple[str, Any]], n: int) -> bytes:
     """Rows from parts: ("const", bytes) repeated on every row, or (">i8"/">f8", array)."""
     fields, values = [], {}
     for i, (kind, value) in enumerate(parts):

@@ -130,6 +130,7 @@ def calibrate_intervals(
     """Interval per horizon from the model's own validation residuals; where the validation
     window holds too few independent h-row moves, from the rows before it as well (with the
     naive forecast's residuals there: the actual returns), as far back as data allows."""
+    assert model.validation is not None, "fit_forecast_model keeps its validation predictions"
     rows, predicted = model.validation
     earliest = int(np.searchsorted(data.positions, volatility.warm_up))
     intervals = {}
@@ -168,7 +169,7 @@ def walk_forward_origins(
     busy host (`main.py backtest` next to the hourly job) more threads than free cores make
     it many times slower, not faster."""
     plan, fold_size = fold_plan(len(data.X), data.horizons, n_folds, test_fraction)
-    predictions, rows, choices, bounds = [], [], [], []
+    predictions, fold_rows, choices, bounds = [], [], [], []
     for train_end, start, end in plan:
         model = fit_forecast_model(
             data.X[:train_end],
@@ -194,10 +195,10 @@ def walk_forward_origins(
                 (lower, upper, np.full(end - start, naive[0]), np.full(end - start, naive[1]))
             )
         predictions.append(predicted)
-        rows.append(np.arange(start, end))
+        fold_rows.append(np.arange(start, end))
         choices.append([c.label for c in model.choices])
         bounds.append(fold_bounds)
-    rows = np.concatenate(rows)
+    rows = np.concatenate(fold_rows)
     predicted = np.vstack(predictions)
     prices = data.prices[rows]
     by_horizon = {}

@@ -6,6 +6,8 @@ return from t to t+h. Steps are rows (observations), not clock hours.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pandas as pd
 
@@ -15,13 +17,20 @@ ROLLING_WINDOWS = (6, 24)
 
 
 def log_returns(prices: pd.Series) -> pd.Series:
-    return np.log(prices.astype("float64")).diff()
+    return _log(prices).diff()
+
+
+def _log(prices: pd.Series) -> pd.Series:
+    # numpy's stubs type a ufunc of a Series as an ndarray; it returns a Series
+    return cast(pd.Series, np.log(prices.astype("float64")))
 
 
 def build_features(prices: pd.Series, timestamps: pd.Series | None = None) -> pd.DataFrame:
     """Lagged log returns, rolling mean/std of returns, and calendar terms; NaN during warm-up."""
     returns = log_returns(prices).reset_index(drop=True)
-    columns = {f"ret_lag_{lag}": returns.shift(lag - 1) for lag in range(1, RETURN_LAGS + 1)}
+    columns: dict[str, pd.Series | np.ndarray] = {  # np.sin of a Series is one (_log)
+        f"ret_lag_{lag}": returns.shift(lag - 1) for lag in range(1, RETURN_LAGS + 1)
+    }
     for window in ROLLING_WINDOWS:
         rolling = returns.rolling(window, min_periods=window)
         columns[f"ret_mean_{window}"] = rolling.mean()
@@ -39,7 +48,7 @@ def build_features(prices: pd.Series, timestamps: pd.Series | None = None) -> pd
 
 def build_targets(prices: pd.Series, horizons: tuple[int, ...] = HORIZONS) -> pd.DataFrame:
     """log(p[t+h] / p[t]) per horizon; NaN where t+h is beyond the data."""
-    log_price = np.log(prices.astype("float64").reset_index(drop=True))
+    log_price = _log(prices.reset_index(drop=True))
     return pd.DataFrame({f"h{h}": log_price.shift(-h) - log_price for h in horizons})
 
 

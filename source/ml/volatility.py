@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ EWMA_DECAYS = (0.94, 0.97, 0.99)
 # Rows in a day, a week and a month (HAR), and the window the profile and the models are
 # fitted on: two years of hours; ten years of days, whose GARCH and HAR need the rows; the
 # same for a series without timestamps (in practice daily closes from a vendor file).
-SPANS = {
+SPANS: dict[str, dict[str, Any]] = {
     "hourly": {"har": (24, 120, 520), "window": 2 * 260 * 24, "buckets": 168},
     "daily": {"har": (5, 22, 66), "window": 10 * 260, "buckets": 7},
     "none": {"har": (5, 22, 66), "window": 10 * 260, "buckets": 1},
@@ -190,9 +191,11 @@ class VolatilityModel:
             return fitted[kind, h]
 
         for kind in ("har", "log-har"):
-            self.candidates[kind] = (
-                lambda rows, h, kind=kind: np.repeat(forecast(kind, h)[rows][:, None], h, axis=1)
-            )
+
+            def har(rows: np.ndarray, h: int, kind: str = kind) -> np.ndarray:
+                return np.repeat(forecast(kind, h)[rows][:, None], h, axis=1)
+
+            self.candidates[kind] = har
 
     def variance(self, name: str, rows: np.ndarray, h: int) -> np.ndarray:
         """Variance of the h-row log return from each origin row, with the seasonal profile of

@@ -149,6 +149,7 @@ def _add_side_metrics(registry: CollectorRegistry, current: JobRecord) -> None:
 
 def _write_textfiles(settings: Settings, current: JobRecord, now: float) -> None:
     directory = settings.metrics_dir
+    assert directory is not None, "deliver() writes the textfiles only when METRICS_DIR is set"
     previous = metrics.read_previous(directory / f"{metrics.PREFIX}_{current.job}.prom")
     registry = metrics.job_registry(current, now, previous)
     _add_side_metrics(registry, current)
@@ -164,7 +165,9 @@ def _push(settings: Settings, current: JobRecord, now: float) -> None:
     _add_side_metrics(registry, current)
     if current.models is not None:
         metrics.model_metrics(registry, current.models)
-    metrics.push(settings.pushgateway_url, current.job, registry)
+    url = settings.pushgateway_url
+    assert url is not None, "deliver() pushes only when PUSHGATEWAY_URL is set"
+    metrics.push(url, current.job, registry)
 
 
 def _ping(settings: Settings, current: JobRecord, event: str | int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -82,6 +83,7 @@ def _price_axis(axes, currency: str, unit: str) -> None:
 def _date_axis(axes, start: pd.Timestamp, end: pd.Timestamp) -> None:
     """Every tick says its full date (ISO, UTC): no offset label to read it against."""
     span = end - start
+    locator: mdates.DateLocator
     if span <= pd.Timedelta(days=3):
         locator, fmt = mdates.AutoDateLocator(minticks=4, maxticks=8), "%Y-%m-%d\n%H:%M"
     elif span <= pd.Timedelta(days=120):
@@ -105,6 +107,7 @@ def _marked_points(axes, marked: pd.DataFrame, limits: tuple[float, float]) -> N
     styles = {"suspect": ("#c00000", "suspect quote (not used)"), "rejected": ("#7f7f7f",
                                                                             "rejected quote")}
     low, high = limits
+    label: str | None
     for mark, (colour, label) in styles.items():
         rows = marked[marked["quality"] == mark]
         inside = rows[(rows["rate_price"] >= low) & (rows["rate_price"] <= high)]
@@ -113,7 +116,7 @@ def _marked_points(axes, marked: pd.DataFrame, limits: tuple[float, float]) -> N
                          color=colour, linewidths=2, zorder=3, label=label)
             label = None  # one legend entry per kind
         for row in rows[(rows["rate_price"] < low) | (rows["rate_price"] > high)].itertuples():
-            above = row.rate_price > high
+            above = cast(float, row.rate_price) > high  # pandas-stubs: a row field is any scalar
             edge = high if above else low
             axes.scatter([row.timestamp], [edge], marker="^" if above else "v", s=80,
                          color=colour, zorder=3, clip_on=False, label=label)

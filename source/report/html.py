@@ -219,6 +219,7 @@ def _caption(metal: str, history: PriceHistory, now, forecasts: list[ForecastFac
         "daily closes of the last 180 days")
     if history.quotes < 24 and history.resolution == "hourly":
         shown = "every quote so far"
+    assert history.newest is not None, "_charts captions only a history that has rows"
     return escape(
         f"{metal.capitalize()}: last quote {pd.Timestamp(history.newest):%Y-%m-%d %H:%M} UTC, "
         f"{age_text(history.newest, now)} ago; {shown} before it"
@@ -259,6 +260,7 @@ def _charts(facts: StatusFacts, history: dict[str, PriceHistory], out: Path, now
         parts.append(_figure(chart.name, f"{metal} recent prices and forecasts",
                              _caption(metal, seen, now, forecasts)))
         if seen.daily is not None and len(seen.daily) > 1:
+            assert seen.oldest is not None, "daily closes are read from the oldest quote on"
             long_view = draw_long_view(out / f"{metal}-history.png", metal=metal,
                                        currency=currency, unit=unit, history=seen,
                                        synthetic=synthetic)
