@@ -126,8 +126,10 @@ def list_(settings: Settings, args: argparse.Namespace) -> int:
             states.append(_state(here.verified, here.level, here.verified_at))
         if there:
             states.append("remote " + _state(there.verified, there.level, there.verified_at))
-        size = (here or there).size_bytes
-        age = _age(_seconds_since((here or there).created_at))
+        shown = here or there
+        assert shown is not None  # the ID came from one of the two listings
+        size = shown.size_bytes
+        age = _age(_seconds_since(shown.created_at))
         print(f"{backup_id:<20} {age:>6} {size / 1e6:>8.1f}MB  {where:<12} {'; '.join(states)}")
     if trouble:
         print(f"backups_main.py: remote copies unknown: {trouble}", file=sys.stderr)
@@ -142,7 +144,7 @@ def _seconds_since(created: datetime) -> float:
 def _state(verified: bool | None, level: str | None, verified_at: str | None) -> str:
     if verified is None:
         return "never"
-    return f"{level} ({verified_at[:19]})" if verified else "FAILED"
+    return f"{level} ({(verified_at or '?')[:19]})" if verified else "FAILED"
 
 
 @BACKUPS.command(
@@ -233,6 +235,7 @@ def restore(settings: Settings, args: argparse.Namespace) -> int:
     from source.backups.restore import restore_backup
 
     wanted = checked_id(args.id)
+    assert wanted is not None  # restore's ID is a required argument
     # No hourly run may write while the database is being replaced: this host's file lock
     # and the database's run lock, whose session the restore closes just before its swap.
     with run_lock(PIPELINE_LOCK.path(settings)) as locked:
