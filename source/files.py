@@ -3,7 +3,6 @@ and careful reads of files anyone may have put in a landing folder."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import os
@@ -132,6 +131,8 @@ _AT_FDCWD = -100
 
 def _renameat2_exchange(first: Path, second: Path) -> bool:
     """Swap two paths in one step (Linux renameat2); False where that is not supported."""
+    import ctypes  # here: every command imports this module, few swap folders
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2

@@ -206,12 +206,30 @@ def log_api_trouble(errors) -> None:
 
 
 def _train(settings: Settings, database: Database) -> tuple[int, str | None]:
-    from source.ml.train import TrainingFailed, train_all  # scikit-learn only when training
+    from source.ml.schedule import metals_to_retrain  # reads metadata: no scikit-learn yet
 
     started = time.monotonic()
     try:
-        trained = train_all(settings, database)
+        metals = metals_to_retrain(settings, database)
+        if not metals:
+            log.info(
+                "training skipped: no model's input changed since it was trained "
+                "(`python main.py train` retrains anyway)"
+            )
+            return 0, None
+        if metals != settings.metals:
+            unchanged = [m for m in settings.metals if m not in metals]
+            log.info(
+                "training %s: new input; %s unchanged since trained",
+                ", ".join(metals),
+                ", ".join(unchanged),
+            )
+        from source.ml.train import train_all  # scikit-learn only when training
+
+        trained = train_all(settings, database, metals)
     except Exception as exc:  # a training bug must not hide that the data was loaded
+        from source.ml.train import TrainingFailed
+
         log.error(  # the run's closing line on stderr says it; the log keeps the detail
             "training failed: %s",
             exc,

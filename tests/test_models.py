@@ -293,3 +293,31 @@ def test_model_facts_come_from_the_metadata_files_alone(saved_model):
     assert set(gold.by_horizon) == {"1", "6", "24"}
     assert gold.by_horizon["1"].beats_naive == (gold.by_horizon["1"].mase < 1)
     assert facts[1].to_json() == {"metal": "gold", "target": "rate_ask", "trained": False}
+
+
+def test_a_metal_is_retrained_only_when_a_model_of_it_was_trained_on_other_rows(tmp_path):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from source.ml.schedule import mark, mark_of, metals_to_train
+
+    newest = datetime(2026, 3, 4, 10, tzinfo=UTC)
+    now = {
+        ("gold", "rate_price"): mark(500, newest),
+        ("gold", "rate_ask"): mark(500, newest),
+        ("silver", "rate_price"): mark(0, None),  # nothing to train on: nothing to do
+        ("silver", "rate_ask"): mark(0, None),
+    }
+    assert metals_to_train(tmp_path, now) == ("gold",)  # no model yet
+    series = pd.DataFrame({"timestamp": pd.date_range(end=newest, periods=500, freq="h")})
+    for target in ("rate_price", "rate_ask"):
+        model_file, meta = model_paths(tmp_path, target, "gold")
+        model_file.parent.mkdir(parents=True, exist_ok=True)
+        model_file.write_bytes(b"model")
+        meta.write_text(json.dumps({"trained_through": mark_of(series)}))
+    assert metals_to_train(tmp_path, now) == ()
+    # The same newest quote read back in another time zone is the same mark.
+    zurich = timezone(timedelta(hours=1))
+    assert mark(500, newest.astimezone(zurich)) == now[("gold", "rate_ask")]
+    assert metals_to_train(tmp_path, now | {("gold", "rate_ask"): mark(501, newest)}) == ("gold",)
+    model_paths(tmp_path, "rate_price", "gold")[0].unlink()  # metadata without its model
+    assert metals_to_train(tmp_path, now) == ("gold",)

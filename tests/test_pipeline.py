@@ -351,3 +351,33 @@ def test_a_training_failure_is_reported_after_the_data_is_loaded(run_main, datab
     assert database.query("SELECT status FROM pipeline_runs ORDER BY run_id DESC LIMIT 1") == [
         ("failed",)
     ]
+
+
+def test_an_hourly_run_retrains_only_when_the_input_changed(run_main, database):
+    assert run_main("--no-train", "--metals", "gold").returncode == 0
+    insert_hourly_history(database, "gold", 500)
+    meta = run_main.cwd / "trained_models" / "model_rate_price" / "gold.json"
+    assert run_main("--metals", "gold").returncode == 0  # no model yet: trained
+    first = json.loads(meta.read_text())
+    rows = database.scalar("SELECT count(*) FROM gold_historic WHERE quality = 'ok'")
+    assert first["trained_through"]["rows"] == rows
+
+    result = run_main("--metals", "gold")  # the same quote again: nothing new to learn
+    assert result.returncode == 0, result.stderr
+    assert "training skipped: no model's input changed since it was trained" in (
+        run_main.log_text()
+    )
+    assert json.loads(meta.read_text())["trained_at"] == first["trained_at"]
+
+    database.query(
+        """INSERT INTO gold_historic ("timestamp", metal, currency, unit, rate_price, rate_ask,
+               source) VALUES ('2026-02-01', 'gold', 'USD', 'toz', 2100, 2101, 'csv')"""
+    )
+    assert run_main("--metals", "gold").returncode == 0  # one more good row: retrained
+    second = json.loads(meta.read_text())
+    assert second["trained_at"] != first["trained_at"]
+    assert second["trained_through"]["rows"] == rows + 1
+
+    result = run_main("train", "--metals", "gold")  # train always trains
+    assert "2 model(s) trained" in result.stdout
+    assert json.loads(meta.read_text())["trained_at"] != second["trained_at"]

@@ -180,6 +180,22 @@ def test_status_is_healthy_after_a_run_and_a_backup_and_needs_no_key(run_main, s
     assert sandbox.requests == []
 
 
+def test_status_imports_no_data_science_or_http_library(run_main):
+    """status must start quickly: nothing of pandas, numpy, matplotlib, scikit-learn, joblib,
+    requests or prometheus_client is imported on its path (`python -X importtime`)."""
+    assert run_main("--no-train").returncode == 0
+    result = run_main("status", PYTHONPROFILEIMPORTTIME="1")
+    assert result.returncode in (0, 1), result.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "psycopg2" in imported  # the measurement works
+    heavy = {"pandas", "numpy", "matplotlib", "sklearn", "joblib", "requests", "prometheus_client"}
+    assert imported & heavy == set()
+
+
 def test_status_warns_about_backups_and_a_failing_metal(run_main, sandbox, tmp_path):
     sandbox.add_fault("silver", 200, b"not json")
     for hour in range(3):

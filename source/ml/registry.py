@@ -11,8 +11,6 @@ import json
 import platform
 from pathlib import Path
 
-import joblib
-
 from source.facts import HorizonSkill, ModelFacts
 from source.files import atomic_write, sha256_of
 
@@ -29,6 +27,7 @@ def model_paths(models_dir: Path, target: str, metal: str) -> tuple[Path, Path]:
 
 
 def library_versions() -> dict[str, str]:
+    import joblib
     import numpy
     import pandas
     import sklearn
@@ -44,6 +43,8 @@ def library_versions() -> dict[str, str]:
 
 def save_model(models_dir: Path, target: str, metal: str, model, metadata: dict) -> dict:
     """Write the model then its metadata (with the model's sha256); return the metadata."""
+    import joblib  # not at the top: status and the hourly run's schedule read metadata only
+
     model_path, meta_path = model_paths(models_dir, target, metal)
     model_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(model_path, lambda handle: joblib.dump(model, handle))

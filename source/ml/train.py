@@ -26,6 +26,7 @@ from source.ml.intervals import LEVEL
 from source.ml.models import GBM_MAX_ROWS, SHRINKAGE
 from source.ml.registry import TARGETS, library_versions, save_model
 from source.ml.sampling import DAILY, HOURLY, training_rows
+from source.ml.schedule import mark_of
 
 log = logging.getLogger(__name__)
 
@@ -226,19 +227,20 @@ def _store(settings: Settings, conn, result) -> None:
     )
 
 
-def train_all(settings: Settings, database: Database) -> int:
-    """Train every (metal, target) model, side by side in worker processes (one per core);
-    return how many were written. One model failing does not stop the others;
-    TrainingFailed names them at the end."""
+def train_all(settings: Settings, database: Database, metals: tuple[str, ...] = ()) -> int:
+    """Train every (metal, target) model of `metals` (default: all), side by side in worker
+    processes (one per core); return how many were written. Each model's metadata records
+    what it was trained through (`trained_through`, source/ml/schedule.py). One model failing
+    does not stop the others; TrainingFailed names them at the end."""
     conn = database.connect()
     try:
-        tasks = []
-        for metal in settings.metals:
+        tasks, marks = [], {}
+        for metal in metals or settings.metals:
             history = read_history(conn, metal)
             for target in TARGETS:
-                series, sampling = training_rows(
-                    history[["timestamp", target]].dropna(), min_rows()
-                )
+                rows = history[["timestamp", target]].dropna()
+                marks[(metal, target)] = mark_of(rows)
+                series, sampling = training_rows(rows, min_rows())
                 tasks.append((series, metal, target, sampling))
         workers = min(len(tasks), available_cores()) or 1
         log.info("training %d model(s) in %d process(es)", len(tasks), workers)
@@ -255,6 +257,7 @@ def train_all(settings: Settings, database: Database) -> int:
             try:
                 if result[0] == "failed":
                     raise ModelFailed(result[1], result[2])
+                result[2]["trained_through"] = marks[(metal, target)]
                 _store(settings, conn, result)
                 trained += 1
             except Exception as exc:

@@ -12,15 +12,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-
-import requests
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING
 
 from source.config import Settings
 from source.errors import EXIT_FAILURE
 from source.facts import BackupFacts, ModelFacts
 from source.log_setup import in_this_context, redact
-from source.monitoring import metrics, pings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+# The delivery modules (metrics, pings) and their libraries (prometheus_client, requests) are
+# imported where a job delivers, not here: the readers (status, report) load this module
+# through the command table and must start quickly.
 
 log = logging.getLogger("monitoring")
 
@@ -143,11 +147,17 @@ def deliver(settings: Settings, current: JobRecord, now: float) -> None:
 
 def _add_side_metrics(registry: CollectorRegistry, current: JobRecord) -> None:
     """Backup jobs also report the backup catalogue: the newest backup's time, state, size."""
+    from source.monitoring import metrics
+
     if current.backups is not None:
         metrics.backup_metrics(registry, current.backups)
 
 
 def _write_textfiles(settings: Settings, current: JobRecord, now: float) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from source.monitoring import metrics
+
     directory = settings.metrics_dir
     assert directory is not None, "deliver() writes the textfiles only when METRICS_DIR is set"
     previous = metrics.read_previous(directory / f"{metrics.PREFIX}_{current.job}.prom")
@@ -161,6 +171,8 @@ def _write_textfiles(settings: Settings, current: JobRecord, now: float) -> None
 
 
 def _push(settings: Settings, current: JobRecord, now: float) -> None:
+    from source.monitoring import metrics
+
     registry = metrics.job_registry(current, now)
     _add_side_metrics(registry, current)
     if current.models is not None:
@@ -173,6 +185,8 @@ def _push(settings: Settings, current: JobRecord, now: float) -> None:
 def _ping(settings: Settings, current: JobRecord, event: str | int) -> None:
     if not (current.ping and settings.healthcheck_url):
         return
+    from source.monitoring import pings
+
     url = pings.check_url(settings.healthcheck_url, current.job)
     if url is None:
         return
@@ -182,6 +196,8 @@ def _ping(settings: Settings, current: JobRecord, event: str | int) -> None:
 
 def _guard(current: JobRecord, monitor: str, action: Callable[[], None]) -> None:
     """Run a delivery; a failure is one warning line per monitor and run, never an error."""
+    import requests
+
     try:
         action()
     except (OSError, ValueError, requests.RequestException) as exc:
