@@ -18,7 +18,8 @@ from source.ml.registry import ModelIntegrityError, model_paths, read_metadata
 
 def mark(rows: int, newest: datetime | None) -> dict:
     """What a model is trained through: rows and the newest row's time (UTC, ISO 8601)."""
-    return {"rows": int(rows), "newest": newest.astimezone(UTC).isoformat() if rows else None}
+    shown = newest.astimezone(UTC).isoformat() if rows and newest is not None else None
+    return {"rows": int(rows), "newest": shown}
 
 
 def mark_of(series) -> dict:
