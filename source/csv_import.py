@@ -347,7 +347,9 @@ def _import(conn, path, metal, layout, currency, unit, strict, chunk_rows) -> Im
             report.bad_lines.extend(bad[: MAX_BAD_LINES_KEPT - len(report.bad_lines)])
             if in_flight is not None:
                 in_flight.result()  # raises what the writer raised
+            writer.begin(good)
             in_flight = copier.submit(writer.write, good)
+            writer.judge(good)  # in memory, while the server copies
             bar.update(position - bar.n)
         if in_flight is not None:
             in_flight.result()

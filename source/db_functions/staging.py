@@ -4,7 +4,12 @@ Each parsed chunk goes by binary COPY (built with numpy: no per-value text forma
 straight into the metal's historic table (a partition of the analytics table) when it cannot
 collide with a stored row: strictly increasing times over a range the table holds nothing
 in. Otherwise, and for every later chunk, it goes into a temporary staging table that is
-upserted at the end (the last line wins for a repeated time)."""
+upserted at the end (the last line wins for a repeated time).
+
+Quality is judged from the first row the load changed. A file whose rows all went straight in,
+in time order, before which the table held its whole history (the common first import), is
+judged in memory from the parsed rows while the server copies them; otherwise the rows are
+judged as stored (read back from the first changed row on)."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import pandas as pd
 
 from source.db_functions.loaders import UpsertCounts, check_units
 from source.db_functions.migrations import historic_table
-from source.db_functions.quality_marks import assess_metal
+from source.db_functions.quality_marks import Judgement, assess_metal
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's binary time origin, in Unix µs
 # Binary COPY: signature, flags, header extension length; per row the field count, then a
@@ -108,10 +113,32 @@ class BulkWriter:
         self.metal = metal
         self.direct_rows = 0
         self.staged = False
-        self.first_us: int | None = None  # the earliest time written: judged from there
+        self.first_us: int | None = None  # the earliest time written straight in
+        self.judgement: Judgement | None = None
         check_units(cur, self.table, {(currency, unit)})
         cur.execute("SELECT (extract(epoch FROM now()) * 1000000)::bigint")
         self.fetched_us = cur.fetchone()[0]
+
+    def begin(self, rows: pd.DataFrame) -> None:
+        """Before the file's first rows are written (nothing else in flight on the cursor):
+        what judging them in memory needs from the table."""
+        if self.judgement is None and len(rows):
+            self.judgement = Judgement(self.cur, self.metal, _when(int(rows["ts_us"].iloc[0])))
+
+    def judge(self, rows: pd.DataFrame) -> None:
+        """Judge parsed rows in memory (no database: it may run while a chunk is written)."""
+        if self.judgement is None or not self.judgement.valid or not len(rows):
+            return
+        times = rows["ts_us"].to_numpy(dtype="int64")
+        if len(times) > 1 and not (np.diff(times) > 0).all():
+            self.judgement.valid = False  # staged: judged as stored
+            return
+        asks = rows["rate_ask"].to_numpy(dtype="float64")
+        self.judgement.add(
+            (times / 1e6).tolist(),
+            rows["rate_price"].to_numpy(dtype="float64").tolist(),
+            np.where(np.isnan(asks), None, asks).tolist(),
+        )
 
     def write(self, rows: pd.DataFrame) -> None:
         if not len(rows):
@@ -156,15 +183,20 @@ class BulkWriter:
     def finish(self) -> tuple[UpsertCounts, int]:
         """Upsert what was staged; (inserted/updated counts, lines repeating a time)."""
         counts, duplicates = UpsertCounts(inserted=self.direct_rows), 0
+        first = None if self.first_us is None else _when(self.first_us)
         if self.staged:
-            staged, duplicates = self._upsert_staged()
+            staged, duplicates, first_changed = self._upsert_staged()
             counts += staged
-        if self.first_us is not None:  # vendor files carry bad ticks too: the same rules
-            since = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=self.first_us)
-            counts += UpsertCounts(marks=tuple(assess_metal(self.cur, self.metal, since)))
+            if first_changed is not None:
+                first = first_changed if first is None else min(first, first_changed)
+        # Vendor files carry bad ticks too: the same rules, from the first row that changed.
+        if self.judgement is not None and self.judgement.valid and not self.staged:
+            counts += UpsertCounts(marks=tuple(self.judgement.store(self.cur)))
+        elif first is not None:
+            counts += UpsertCounts(marks=tuple(assess_metal(self.cur, self.metal, first)))
         return counts, duplicates
 
-    def _upsert_staged(self) -> tuple[UpsertCounts, int]:
+    def _upsert_staged(self) -> tuple[UpsertCounts, int, datetime | None]:
         cur = self.cur
         cur.execute(
             """CREATE TEMP TABLE csv_rows ON COMMIT DROP AS
@@ -179,7 +211,7 @@ class BulkWriter:
         # Bulk sources fill gaps and correct their own rows; they never replace a row that
         # came from another source (e.g. a spot quote with ask and bid at the same time).
         cur.execute(
-            f"""UPDATE {self.table} AS t
+            f"""WITH changed AS (UPDATE {self.table} AS t
                    SET rate_price = r.rate_price, rate_ask = r.rate_ask, rate_bid = NULL,
                        rate_high = NULL, rate_low = NULL, rate_change = NULL,
                        rate_change_percent = NULL, currency = %(currency)s, unit = %(unit)s,
@@ -189,17 +221,28 @@ class BulkWriter:
                    AND (t.rate_price, t.rate_ask, t.rate_bid, t.rate_high, t.rate_low,
                         t.rate_change, t.rate_change_percent, t.currency, t.unit)
                        IS DISTINCT FROM (r.rate_price, r.rate_ask, NULL, NULL, NULL, NULL,
-                        NULL, %(currency)s, %(unit)s)""",
+                        NULL, %(currency)s, %(unit)s)
+                RETURNING t."timestamp")
+                SELECT count(*), min("timestamp") FROM changed""",
             self.labels,
         )
-        updated = cur.rowcount
+        updated, first_updated = cur.fetchone()
         cur.execute(
-            f"""INSERT INTO {self.table} ({TABLE_COLUMNS})
+            f"""WITH added AS (INSERT INTO {self.table} ({TABLE_COLUMNS})
                 SELECT "timestamp", %(metal)s, %(currency)s, %(unit)s, 'success', rate_price,
                        rate_ask, NULL, NULL, NULL, NULL, NULL, 'csv', now(), %(raw_file)s
                   FROM csv_rows AS r
                  WHERE NOT EXISTS (SELECT 1 FROM {self.table} AS t
-                                    WHERE t."timestamp" = r."timestamp")""",
+                                    WHERE t."timestamp" = r."timestamp")
+                RETURNING "timestamp")
+                SELECT count(*), min("timestamp") FROM added""",
             self.labels,
         )
-        return UpsertCounts(inserted=cur.rowcount, updated=updated), duplicates
+        inserted, first_inserted = cur.fetchone()
+        changed = [t for t in (first_updated, first_inserted) if t is not None]
+        counts = UpsertCounts(inserted=inserted, updated=updated)
+        return counts, duplicates, min(changed) if changed else None
+
+
+def _when(unix_us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=unix_us)
