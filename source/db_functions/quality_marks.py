@@ -94,7 +94,7 @@ class Judgement:
         self.valid = not cur.fetchone()[0]
         self.state = quality.resume(_history(cur, self.table, first)) if self.valid else None
         self.last = float("-inf")
-        self.waiting: list[quality.Quote] = []  # fewer than CHUNK_ROWS, judged with the next
+        self.waiting: tuple[list, list, list] = ([], [], [])  # judged by CHUNK_ROWS
         self.changes: list[MarkChange] = []
 
     def add(self, times: list[float], prices: list[float], asks: list[float | None]) -> None:
@@ -102,20 +102,18 @@ class Judgement:
         if not self.valid or not times:
             return
         if times[0] <= self.last:
-            self.valid, self.waiting, self.changes = False, [], []
+            self.valid, self.waiting, self.changes = False, ([], [], []), []
             return
         self.last = times[-1]
-        quote = quality.Quote
-        self.waiting += [
-            quote(time, price, ask, None, None, None, quality.OK, quality.RULE, None)
-            for time, price, ask in zip(times, prices, asks, strict=True)
-        ]
-        while len(self.waiting) >= CHUNK_ROWS:
-            self._judge(self.waiting[:CHUNK_ROWS])
-            del self.waiting[:CHUNK_ROWS]
+        for waiting, new in zip(self.waiting, (times, prices, asks), strict=True):
+            waiting += new
+        while len(self.waiting[0]) >= CHUNK_ROWS:
+            self._judge([column[:CHUNK_ROWS] for column in self.waiting])
+            for column in self.waiting:
+                del column[:CHUNK_ROWS]
 
-    def _judge(self, quotes: list[quality.Quote]) -> None:
-        verdicts, self.state = quality.judge(quotes, self.state)
+    def _judge(self, columns: list[list]) -> None:
+        verdicts, self.state = quality.judge_series(*columns, self.state)
         self.changes += [
             MarkChange(self.metal, _when(time), verdict.quote.price, verdict)
             for time, verdict in sorted(verdicts.items())
@@ -124,9 +122,9 @@ class Judgement:
 
     def store(self, cur) -> list[MarkChange]:
         """Judge what waits and store the marks that changed (the rows are in the table)."""
-        if self.waiting:
-            self._judge(self.waiting)
-            self.waiting = []
+        if self.waiting[0]:
+            self._judge(list(self.waiting))
+            self.waiting = ([], [], [])
         _store(cur, self.table, self.changes, decided_by="rule")
         return self.changes
 
