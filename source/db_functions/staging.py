@@ -113,6 +113,8 @@ class BulkWriter:
         self.metal = metal
         self.direct_rows = 0
         self.staged = False
+        self.staged_last: int | None = None  # the last staged time while they all increase
+        self.staged_in_order = True  # no time repeats: upsert straight from the staging table
         self.first_us: int | None = None  # the earliest time written straight in
         self.judgement: Judgement | None = None
         check_units(cur, self.table, {(currency, unit)})
@@ -161,6 +163,12 @@ class BulkWriter:
                 "ON COMMIT DROP"
             )
             self.staged = True
+        times = rows["ts_us"].to_numpy(dtype="int64")
+        if self.staged_in_order:
+            self.staged_in_order = (self.staged_last is None or times[0] > self.staged_last) and (
+                len(times) < 2 or bool((np.diff(times) > 0).all())
+            )
+            self.staged_last = int(times[-1])
         self.cur.copy_expert(
             f"COPY csv_staging ({STAGING_COLUMNS}) FROM STDIN (FORMAT binary)",
             staging_buffer(rows),
@@ -197,6 +205,10 @@ class BulkWriter:
         return counts, duplicates
 
     def _upsert_staged(self) -> tuple[UpsertCounts, int, datetime | None]:
+        """(counts, lines repeating a time, the first row inserted or changed)."""
+        if self.staged_in_order:
+            counts, first_changed = self._upsert_in_order()
+            return counts, 0, first_changed
         cur = self.cur
         cur.execute(
             """CREATE TEMP TABLE csv_rows ON COMMIT DROP AS
@@ -242,6 +254,36 @@ class BulkWriter:
         changed = [t for t in (first_updated, first_inserted) if t is not None]
         counts = UpsertCounts(inserted=inserted, updated=updated)
         return counts, duplicates, min(changed) if changed else None
+
+    def _upsert_in_order(self) -> tuple[UpsertCounts, datetime | None]:
+        """No time repeats in the staging table: one INSERT ... ON CONFLICT, with the same
+        rule as the two statements above (a csv row is corrected, another source's is kept)."""
+        self.cur.execute(
+            f"""WITH written AS (
+                INSERT INTO {self.table} AS t ({TABLE_COLUMNS})
+                SELECT "timestamp", %(metal)s, %(currency)s, %(unit)s, 'success', rate_price,
+                       NULLIF(rate_ask, 'NaN'), NULL, NULL, NULL, NULL, NULL, 'csv', now(),
+                       %(raw_file)s
+                  FROM csv_staging
+                ON CONFLICT ("timestamp") DO UPDATE
+                   SET rate_price = EXCLUDED.rate_price, rate_ask = EXCLUDED.rate_ask,
+                       rate_bid = NULL, rate_high = NULL, rate_low = NULL, rate_change = NULL,
+                       rate_change_percent = NULL, currency = EXCLUDED.currency,
+                       unit = EXCLUDED.unit, fetched_at = now(), raw_file = EXCLUDED.raw_file,
+                       loaded_at = now()
+                 WHERE t.source = 'csv'
+                   AND (t.rate_price, t.rate_ask, t.rate_bid, t.rate_high, t.rate_low,
+                        t.rate_change, t.rate_change_percent, t.currency, t.unit)
+                       IS DISTINCT FROM (EXCLUDED.rate_price, EXCLUDED.rate_ask, NULL, NULL,
+                        NULL, NULL, NULL, EXCLUDED.currency, EXCLUDED.unit)
+                RETURNING t."timestamp", (t.xmax = 0) AS inserted)
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+                   min("timestamp")
+              FROM written""",
+            self.labels,
+        )
+        inserted, updated, first_changed = self.cur.fetchone()
+        return UpsertCounts(inserted=inserted, updated=updated), first_changed
 
 
 def _when(unix_us: int) -> datetime:
