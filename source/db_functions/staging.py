@@ -145,9 +145,9 @@ class BulkWriter:
     def write(self, rows: pd.DataFrame) -> None:
         if not len(rows):
             return
-        first = int(rows["ts_us"].min())
-        self.first_us = first if self.first_us is None else min(self.first_us, first)
         if not self.staged and self._cannot_collide(rows):
+            first = int(rows["ts_us"].iloc[0])  # increasing: the earliest
+            self.first_us = first if self.first_us is None else min(self.first_us, first)
             buffer = table_buffer(rows, fetched_us=self.fetched_us, **self.labels)
             self.cur.copy_expert(
                 f"COPY {self.table} ({TABLE_COLUMNS}) FROM STDIN (FORMAT binary)",
@@ -257,14 +257,25 @@ class BulkWriter:
 
     def _upsert_in_order(self) -> tuple[UpsertCounts, datetime | None]:
         """No time repeats in the staging table: one INSERT ... ON CONFLICT, with the same
-        rule as the two statements above (a csv row is corrected, another source's is kept)."""
+        rule as the two statements above (a csv row is corrected, another source's is kept).
+        Rows it would leave alone are left out first by a read-only anti-join: an unchanged
+        re-import then locks and writes nothing."""
+        self.cur.execute("ANALYZE csv_staging")
         self.cur.execute(
             f"""WITH written AS (
                 INSERT INTO {self.table} AS t ({TABLE_COLUMNS})
                 SELECT "timestamp", %(metal)s, %(currency)s, %(unit)s, 'success', rate_price,
                        NULLIF(rate_ask, 'NaN'), NULL, NULL, NULL, NULL, NULL, 'csv', now(),
                        %(raw_file)s
-                  FROM csv_staging
+                  FROM csv_staging AS s
+                 WHERE NOT EXISTS (
+                       SELECT 1 FROM {self.table} AS o
+                        WHERE o."timestamp" = s."timestamp"
+                          AND (o.source <> 'csv'
+                               OR (o.rate_price, o.rate_ask, o.rate_bid, o.rate_high, o.rate_low,
+                                   o.rate_change, o.rate_change_percent, o.currency, o.unit)
+                                  IS NOT DISTINCT FROM (s.rate_price, NULLIF(s.rate_ask, 'NaN'),
+                                   NULL, NULL, NULL, NULL, NULL, %(currency)s, %(unit)s)))
                 ON CONFLICT ("timestamp") DO UPDATE
                    SET rate_price = EXCLUDED.rate_price, rate_ask = EXCLUDED.rate_ask,
                        rate_bid = NULL, rate_high = NULL, rate_low = NULL, rate_change = NULL,
