@@ -46,7 +46,7 @@ def _text(value: str) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def _pack(parts: list[tuple[str, object]], n: int) -> bytes:
+def _pack(parts: list[tuple[str, object]], n: int) -> memoryview:
     """Rows from parts: ("const", bytes) repeated on every row, or (">i8"/">f8", array)."""
     fields, values = [], {}
     for i, (kind, value) in enumerate(parts):
@@ -56,7 +56,7 @@ def _pack(parts: list[tuple[str, object]], n: int) -> bytes:
     packed = np.empty(n, dtype=np.dtype(fields))
     for name, value in values.items():
         packed[name] = value
-    return packed.tobytes()
+    return memoryview(packed).cast("B")  # joined once into the COPY buffer, not copied here
 
 
 def _times(rows: pd.DataFrame) -> np.ndarray:
@@ -75,7 +75,7 @@ def staging_buffer(rows: pd.DataFrame) -> io.BytesIO:
         ("const", _EIGHT),
         (">f8", rows["rate_ask"].to_numpy(dtype="float64")),
     ]
-    return io.BytesIO(_HEADER + _pack(parts, len(rows)) + _TRAILER)
+    return io.BytesIO(b"".join([_HEADER, _pack(parts, len(rows)), _TRAILER]))
 
 
 def table_buffer(rows: pd.DataFrame, *, metal, currency, unit, fetched_us, raw_file) -> io.BytesIO:
@@ -100,7 +100,7 @@ def table_buffer(rows: pd.DataFrame, *, metal, currency, unit, fetched_us, raw_f
             ),
         ]
         body.append(_pack(parts, len(part)))
-    return io.BytesIO(_HEADER + b"".join(body) + _TRAILER)
+    return io.BytesIO(b"".join([_HEADER, *body, _TRAILER]))  # one copy of the rows
 
 
 class BulkWriter:
