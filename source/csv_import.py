@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,16 +273,57 @@ def _text(path: Path, head: bytes) -> str:
 
 
 def read_chunks(path: Path, layout: CsvLayout, chunk_rows: int) -> Iterator[tuple]:
-    """(chunk of strings, its first line number in the file, roles, bytes read so far)."""
+    """(chunk, its first line number in the file, roles, bytes read so far).
+
+    Prices are read as numbers by the CSV parser itself (the common clean file: no Python
+    string per value); from the first chunk with a value that is not a usable number (or that
+    the parser refuses), chunks come as strings, so each bad line gets its reason."""
     first_row, delimiter = _first_row_and_delimiter(path, layout)
     roles = resolve_columns(first_row, layout)
+    numbers = [roles[role] for role in ("price", "ask") if role in roles]
+    fast = _chunks(path, layout, chunk_rows, roles, delimiter, numbers)
+    done, as_numbers = 0, True  # chunks passed on; all of them read as numbers
+    try:
+        for chunk, line, position in fast:
+            if not _clean(chunk, roles):
+                as_numbers = False
+                break
+            yield chunk, line, roles, position
+            done += 1
+    except (ValueError, UnicodeDecodeError):  # the strings say which line and why
+        as_numbers = False
+    finally:
+        fast.close()
+    if as_numbers:
+        return
+    line = 2 if layout.header else 1  # where the chunk being read starts
+    try:
+        for index, (chunk, first, position) in enumerate(
+            _chunks(path, layout, chunk_rows, roles, delimiter, [])
+        ):
+            if index >= done:
+                yield chunk, first, roles, position
+            line = first + len(chunk)
+    except pd.errors.ParserError as exc:
+        raise ImportFailed(f"{path.name} is not a well-formed CSV: {exc}".strip()) from None
+    except UnicodeDecodeError:
+        raise ImportUsageError(
+            f"{path} is not a UTF-8 text file (an invalid byte after line {line}); "
+            "export it as UTF-8 CSV"
+        ) from None
+
+
+def _chunks(path, layout, chunk_rows, roles, delimiter, numbers) -> Generator[tuple, None, None]:
+    """(chunk, its first line, bytes read so far); `numbers`: columns read as float64."""
+    dtype = {column: object for column in roles.values()}
+    dtype.update({column: "float64" for column in numbers})
     with open(path, "rb") as raw:
         reader = pd.read_csv(
             raw,
             sep=delimiter,
             header=0 if layout.header else None,
             usecols=sorted(set(roles.values()), key=str),
-            dtype=object,
+            dtype=dtype,
             skipinitialspace=True,
             keep_default_na=False,
             na_values=[""],
@@ -291,17 +332,18 @@ def read_chunks(path: Path, layout: CsvLayout, chunk_rows: int) -> Iterator[tupl
             encoding="utf-8-sig",
         )
         line = 2 if layout.header else 1
-        try:
-            for chunk in reader:
-                yield chunk, line, roles, raw.tell()
-                line += len(chunk)
-        except pd.errors.ParserError as exc:
-            raise ImportFailed(f"{path.name} is not a well-formed CSV: {exc}".strip()) from None
-        except UnicodeDecodeError:
-            raise ImportUsageError(
-                f"{path} is not a UTF-8 text file (an invalid byte after line {line}); "
-                "export it as UTF-8 CSV"
-            ) from None
+        for chunk in reader:
+            yield chunk, line, raw.tell()
+            line += len(chunk)
+
+
+def _clean(chunk: pd.DataFrame, roles: dict) -> bool:
+    """Every non-blank line's price usable, its ask empty or usable (read as numbers)."""
+    lines = chunk[~chunk.isna().all(axis=1)]
+    ok = _usable(lines[roles["price"]])
+    if "ask" in roles:
+        ok &= lines[roles["ask"]].isna() | _usable(lines[roles["ask"]])
+    return bool(ok.all())
 
 
 def import_file(
@@ -348,7 +390,9 @@ def _import(conn, path, metal, layout, currency, unit, strict, chunk_rows) -> Im
             report.bad_lines.extend(bad[: MAX_BAD_LINES_KEPT - len(report.bad_lines)])
             if in_flight is not None:
                 in_flight.result()  # raises what the writer raised
+            writer.begin(good)
             in_flight = copier.submit(in_this_context(writer.write), good)
+            writer.judge(good)  # in memory, while the server copies
             bar.update(position - bar.n)
         if in_flight is not None:
             in_flight.result()

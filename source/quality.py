@@ -67,7 +67,9 @@ class Verdict:
         if stored is None:
             return True
         return (self.mark, self.decision, self.reason) != (
-            stored.mark, stored.decision, stored.reason
+            stored.mark,
+            stored.decision,
+            stored.reason,
         )
 
 
@@ -92,16 +94,18 @@ class State:
             if per_hour is None:
                 hours = max((quote.time - self.last_ok.time) / 3600, MIN_HOURS)
                 per_hour = math.log(quote.price / self.last_ok.price) / math.sqrt(hours)
-            if self.returns_seen < WARMUP:  # the prior holds until the warm-up is done
-                self.variance = (self.variance * self.returns_seen + per_hour**2) / (
-                    self.returns_seen + 1
-                )
-            else:
-                limit = CLIP_SIGMAS * math.sqrt(self.variance)
-                clipped = limit if per_hour > limit else (-limit if per_hour < -limit else per_hour)
-                self.variance = EWMA_DECAY * self.variance + (1 - EWMA_DECAY) * clipped * clipped
+            self.variance = next_variance(self.variance, self.returns_seen, per_hour)
             self.returns_seen += 1
         self.last_ok = quote
+
+
+def next_variance(variance: float, returns_seen: int, per_hour: float) -> float:
+    """The volatility's variance after one more good return (per sqrt(hour))."""
+    if returns_seen < WARMUP:  # the prior holds until the warm-up is done
+        return (variance * returns_seen + per_hour**2) / (returns_seen + 1)
+    limit = CLIP_SIGMAS * math.sqrt(variance)
+    clipped = limit if per_hour > limit else (-limit if per_hour < -limit else per_hour)
+    return EWMA_DECAY * variance + (1 - EWMA_DECAY) * clipped * clipped
 
 
 def _money(value: float) -> str:
@@ -192,6 +196,53 @@ def judge(quotes: list[Quote], state: State | None = None) -> tuple[dict[float, 
     return verdicts, state
 
 
+def judge_series(
+    times: list[float],
+    prices: list[float],
+    asks: list[float | None],
+    state: State | None = None,
+) -> tuple[dict[float, Verdict], State]:
+    """judge() for new rows as a bulk load stores them (price and ask only, marked `ok` by the
+    rule), given as plain lists in time order: the same verdicts and state, without a Quote
+    per row. A row in line with the last good one (nearly all) costs a few float operations;
+    the others go through judge()'s own slow path."""
+    state = state or State()
+    verdicts: dict[float, Verdict] = {}
+
+    def verdict(quote: Quote, mark: str, decision: str, reason: str | None = None) -> Verdict:
+        reference = state.last_ok.price if state.last_ok else None
+        return Verdict(mark, decision, reason, reference, quote)
+
+    log, sqrt = math.log, math.sqrt
+    last = None  # the index of the last good row when the short path took it
+    if state.last_ok is not None:
+        last_time, last_price = state.last_ok.time, state.last_ok.price
+    variance, seen = state.variance, state.returns_seen
+    for i, (time, price) in enumerate(zip(times, prices, strict=True)):
+        if not state.pending and state.last_ok is not None:  # the short path
+            root = sqrt(max((time - last_time) / 3600, MIN_HOURS))
+            move = log(price / last_price)
+            volatility = sqrt(variance) if seen >= WARMUP else PRIOR_VOLATILITY
+            if not is_jump(move, volatility, root):
+                variance = next_variance(variance, seen, move / root)
+                seen += 1
+                last, last_time, last_price = i, time, price
+                continue
+        if last is not None:  # the state as judge() would have it, then its slow path
+            state.last_ok = Quote(times[last], prices[last], asks[last], mark=OK, decision=RULE)
+            last = None
+        state.variance, state.returns_seen = variance, seen
+        quote = Quote(time, price, asks[i], mark=OK, decision=RULE)
+        _judge_slowly(quote, state, verdicts, verdict)
+        variance, seen = state.variance, state.returns_seen
+        if state.last_ok is not None:
+            last_time, last_price = state.last_ok.time, state.last_ok.price
+    if last is not None:
+        state.last_ok = Quote(times[last], prices[last], asks[last], mark=OK, decision=RULE)
+    state.variance, state.returns_seen = variance, seen
+    return verdicts, state
+
+
 def _judge_slowly(quote: Quote, state: State, verdicts: dict, verdict) -> None:
     """A quote that jumps, or comes while earlier ones wait for confirmation."""
     if state.pending:
@@ -211,9 +262,7 @@ def _judge_slowly(quote: Quote, state: State, verdicts: dict, verdict) -> None:
                     state.learn(suspect)
                 state.pending.clear()
             else:
-                verdicts[quote.time] = verdict(
-                    quote, SUSPECT, PENDING, state.reasons[quote.time]
-                )
+                verdicts[quote.time] = verdict(quote, SUSPECT, PENDING, state.reasons[quote.time])
             return
         for suspect in state.pending:  # the price went back: they were wrong
             verdicts[suspect.time] = verdict(

@@ -24,9 +24,7 @@ HOUR = 3600.0
 
 def steady(n: int, price: float = 2000.0, wiggle: float = 0.001, start: float = 0.0):
     """n hourly quotes moving about 0.1% an hour."""
-    return [
-        Quote(start + i * HOUR, price * math.exp(wiggle * math.sin(i * 1.7))) for i in range(n)
-    ]
+    return [Quote(start + i * HOUR, price * math.exp(wiggle * math.sin(i * 1.7))) for i in range(n)]
 
 
 def marks(quotes, state=None) -> dict[float, quality.Verdict]:
@@ -102,7 +100,9 @@ def test_a_quote_that_contradicts_itself_is_suspect(fields, reason):
     odd = Quote(60 * HOUR, quotes[-1].price, **fields)
     verdict = marks([*quotes, odd])[odd.time]
     assert (verdict.mark, verdict.decision, verdict.reason) == (
-        SUSPECT, quality.INCONSISTENT, reason
+        SUSPECT,
+        quality.INCONSISTENT,
+        reason,
     )
 
 
@@ -116,6 +116,42 @@ def test_a_persons_decision_stands_and_steers_the_next_judgements():
     assert verdicts[next_one.time].mark == OK  # judged against the accepted level
 
 
+def test_the_series_path_judges_as_judge_does():
+    """judge_series (a bulk load's rows as lists) gives judge()'s verdicts and state, in one
+    go or chunk by chunk after a history: spikes, level shifts, gaps, a quiet warm-up."""
+    rng = __import__("numpy").random.default_rng(7)
+    n = 3000
+    times = (rng.integers(1, 4, n).cumsum() * HOUR).astype(float)
+    steps = rng.normal(0, 0.004, n)
+    steps[rng.integers(0, n, 12)] += rng.choice([-0.3, 0.25, 2.3], 12)  # level shifts
+    prices = 1800 * math.e ** steps.cumsum()
+    prices[rng.integers(0, n, 15)] *= 10  # spikes that return
+    prices, times = prices.tolist(), times.tolist()
+    asks = [None if i % 3 else p * 1.0002 for i, p in enumerate(prices)]
+
+    def quotes(lo, hi):
+        return [
+            Quote(times[i], prices[i], asks[i], mark=OK, decision=quality.RULE)
+            for i in range(lo, hi)
+        ]
+
+    def state_of(state):
+        return (state.last_ok, state.variance, state.returns_seen, state.pending, state.reasons)
+
+    expected, state = judge(quotes(0, n))
+    assert any(v.mark == SUSPECT for v in expected.values())
+    assert any(v.decision == quality.CONFIRMED for v in expected.values())
+    got, series_state = quality.judge_series(times, prices, asks)
+    assert got == expected and state_of(series_state) == state_of(state)
+    history = quality.resume(quotes(0, 100))
+    by_judge, by_series = quality.resume(quotes(0, 100)), history
+    for lo in range(100, n, 257):
+        hi = min(lo + 257, n)
+        a, by_judge = judge(quotes(lo, hi), by_judge)
+        b, by_series = quality.judge_series(times[lo:hi], prices[lo:hi], asks[lo:hi], by_series)
+        assert a == b and state_of(by_judge) == state_of(by_series)
+
+
 # -- through the real runs ------------------------------------------------------------------
 
 
@@ -124,9 +160,7 @@ def insert_sandbox_history(database, sandbox, metal: str, hours: int) -> None:
     have stored it (marked ok)."""
     now = sandbox.current_hour()
     path = sandbox.prices.path(metal, now)
-    rows = [
-        (ANCHOR + timedelta(hours=h), float(path[h])) for h in range(now - hours, now)
-    ]
+    rows = [(ANCHOR + timedelta(hours=h), float(path[h])) for h in range(now - hours, now)]
     conn = database.connect()
     with conn, conn.cursor() as cur:
         cur.executemany(
@@ -156,7 +190,7 @@ def gold_history(run_main, database, sandbox):
 
 def quote_at(database, hour_time: datetime) -> tuple:
     return database.query(
-        'SELECT rate_price, quality, quality_decision, quality_reason FROM gold_historic '
+        "SELECT rate_price, quality, quality_decision, quality_reason FROM gold_historic "
         'WHERE "timestamp" = %s',
         (hour_time,),
     )[0]
@@ -187,8 +221,10 @@ def test_a_tenfold_quote_is_kept_marked_and_used_nowhere(gold_history, database,
         "SELECT high FROM daily_ohlc WHERE metal = 'gold' AND day = %s", (spike_time.date(),)
     )
     assert day_high < good * 1.1
-    ranges = database.query("SELECT max(high) FROM price_ranges_at(%s) WHERE metal = 'gold'",
-                            (spike_time + timedelta(minutes=30),))
+    ranges = database.query(
+        "SELECT max(high) FROM price_ranges_at(%s) WHERE metal = 'gold'",
+        (spike_time + timedelta(minutes=30),),
+    )
     assert ranges[0][0] < good * 1.1
     from source.ml.train import read_history
 
@@ -200,8 +236,9 @@ def test_a_tenfold_quote_is_kept_marked_and_used_nowhere(gold_history, database,
     status = json.loads(run_main("status", "--json").stdout)
     gold = next(m for m in status["metals"] if m["metal"] == "gold")
     assert gold["latest_price"] < good * 1.1
-    assert any("gold: suspect quote" in w and "awaits the next quotes" in w
-               for w in status["warnings"])
+    assert any(
+        "gold: suspect quote" in w and "awaits the next quotes" in w for w in status["warnings"]
+    )
 
     # The next normal quote contradicts it: decided, kept, still suspect; no more warning.
     sandbox.hour_offset += 1
@@ -241,8 +278,9 @@ def test_a_person_rejects_or_accepts_and_the_ledger_records_it(run_main, databas
     assert run_main("--no-train", "--metals", "gold").returncode == 0
     database.query("DELETE FROM gold_historic")
     start = datetime(2025, 6, 2, tzinfo=UTC)
-    lines = [f"{start + timedelta(hours=h):%Y-%m-%d %H:%M},{2000 + math.sin(h):.2f}"
-             for h in range(100)]
+    lines = [
+        f"{start + timedelta(hours=h):%Y-%m-%d %H:%M},{2000 + math.sin(h):.2f}" for h in range(100)
+    ]
     lines[60] = f"{start + timedelta(hours=60):%Y-%m-%d %H:%M},20000.00"  # a vendor's bad tick
     csv = tmp_path / "gold.csv"
     csv.write_text("time,price\n" + "\n".join(lines) + "\n")
@@ -265,9 +303,12 @@ def test_a_person_rejects_or_accepts_and_the_ledger_records_it(run_main, databas
     accepted = run_main("quality", "accept", "--metal", "gold", "--time", f"{tick:%Y-%m-%d %H:%M}")
     assert accepted.returncode == 0
     assert quote_at(database, tick)[1:3] == ("ok", "accepted")
-    assert database.scalar(
-        "SELECT high FROM daily_ohlc WHERE metal = 'gold' AND day = %s", (tick.date(),)
-    ) == 20000.0  # a person said it is real: the views use it
+    assert (
+        database.scalar(
+            "SELECT high FROM daily_ohlc WHERE metal = 'gold' AND day = %s", (tick.date(),)
+        )
+        == 20000.0
+    )  # a person said it is real: the views use it
 
     missing = run_main("quality", "accept", "--metal", "gold", "--time", "2001-01-01T00:00Z")
     assert missing.returncode == 2
@@ -301,8 +342,15 @@ REAL_FLAGGED = {"XAUUSD_H1": ("gold", 3, 6), "XAGUSD_H1": ("silver", 6, 19)}
 def test_the_real_hourly_files_flag_a_handful_of_hours_a_year(run_main, database, name):
     metal, per_year, in_all = REAL_FLAGGED[name]
     result = run_main(
-        "import-csv", str(REAL / f"{name}.csv"), "--metal", metal, "--price-column", "close",
-        "--tz", "Etc/GMT-2", timeout=600,
+        "import-csv",
+        str(REAL / f"{name}.csv"),
+        "--metal",
+        metal,
+        "--price-column",
+        "close",
+        "--tz",
+        "Etc/GMT-2",
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     flagged = database.query(
@@ -330,8 +378,9 @@ def test_real_bodies_are_consistent_quotes():
         rate = body.get("rate")
         if body.get("status") != "success" or not isinstance(rate, dict) or "price" not in rate:
             continue
-        quote = Quote(0.0, rate["price"], rate.get("ask"), rate.get("bid"), rate.get("high"),
-                      rate.get("low"))
+        quote = Quote(
+            0.0, rate["price"], rate.get("ask"), rate.get("bid"), rate.get("high"), rate.get("low")
+        )
         assert quality.inconsistency(quote) is None, path.name
         checked += 1
     assert checked

@@ -58,13 +58,7 @@ def assess_metal(cur, metal: str, since: datetime) -> list[MarkChange]:
     the marks that changed; returns them, oldest first. Reads the rows in chunks through a
     server-side cursor of the same transaction."""
     table = historic_table(metal)
-    history = _fetch(
-        cur,
-        f'SELECT {_COLUMNS} FROM {table} WHERE "timestamp" < %s '
-        'ORDER BY "timestamp" DESC LIMIT %s',
-        (since, HISTORY_ROWS),
-    )[::-1]
-    state = quality.resume(history)
+    state = quality.resume(_history(cur, table, since))
     changes: list[MarkChange] = []
     scan = cur.connection.cursor(name=f"quality_scan_{metal}")
     try:
@@ -85,6 +79,68 @@ def assess_metal(cur, metal: str, since: datetime) -> list[MarkChange]:
     return changes
 
 
+class Judgement:
+    """A file's rows judged in memory as they are parsed, the common first import: no stored
+    row at or after its first time, and its chunks in time order. The rules then see exactly
+    what assess_metal would read back (the same rows, the same history before them, judged in
+    the same chunks), without reading a million rows back. `valid` turns false for a file
+    that does not fit (stored rows follow it, or its times go back): assess_metal then."""
+
+    def __init__(self, cur, metal: str, first: datetime):
+        self.metal = metal
+        self.table = historic_table(metal)
+        cur.execute(f'SELECT EXISTS (SELECT 1 FROM {self.table} WHERE "timestamp" >= %s)', (first,))
+        self.valid = not cur.fetchone()[0]
+        self.state = quality.resume(_history(cur, self.table, first)) if self.valid else None
+        self.last = float("-inf")
+        self.waiting: tuple[list, list, list] = ([], [], [])  # judged by CHUNK_ROWS
+        self.changes: list[MarkChange] = []
+
+    def add(self, times: list[float], prices: list[float], asks: list[float | None]) -> None:
+        """Rows as loaded (epoch seconds, strictly increasing): stored `ok` by the rule."""
+        if not self.valid or not times:
+            return
+        if times[0] <= self.last:
+            self.valid, self.waiting, self.changes = False, ([], [], []), []
+            return
+        self.last = times[-1]
+        waiting_times, waiting_prices, waiting_asks = self.waiting
+        waiting_times.extend(times)
+        waiting_prices.extend(prices)
+        waiting_asks.extend(asks)
+        while len(self.waiting[0]) >= CHUNK_ROWS:
+            self._judge([column[:CHUNK_ROWS] for column in self.waiting])
+            for column in self.waiting:
+                del column[:CHUNK_ROWS]
+
+    def _judge(self, columns: list[list]) -> None:
+        times, prices, asks = columns
+        verdicts, self.state = quality.judge_series(times, prices, asks, self.state)
+        for time, verdict in sorted(verdicts.items()):
+            if verdict.changes_mark:
+                assert verdict.quote is not None, "judge_series gives every verdict its quote"
+                self.changes.append(
+                    MarkChange(self.metal, _when(time), verdict.quote.price, verdict)
+                )
+
+    def store(self, cur) -> list[MarkChange]:
+        """Judge what waits and store the marks that changed (the rows are in the table)."""
+        if self.waiting[0]:
+            self._judge(list(self.waiting))
+            self.waiting = ([], [], [])
+        _store(cur, self.table, self.changes, decided_by="rule")
+        return self.changes
+
+
+def _history(cur, table: str, since: datetime) -> list[quality.Quote]:
+    """The judged rows just before `since` (oldest first): the last good price, the volatility."""
+    return _fetch(
+        cur,
+        f'SELECT {_COLUMNS} FROM {table} WHERE "timestamp" < %s ORDER BY "timestamp" DESC LIMIT %s',
+        (since, HISTORY_ROWS),
+    )[::-1]
+
+
 def _store(cur, table: str, changes: list[MarkChange], *, decided_by: str) -> None:
     for change in changes:
         verdict = change.verdict
@@ -97,8 +153,15 @@ def _store(cur, table: str, changes: list[MarkChange], *, decided_by: str) -> No
             """INSERT INTO quality_events
                    (metal, "timestamp", price, quality, decision, reason, decided_by)
                VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-            (change.metal, change.time, change.price, verdict.mark, verdict.decision,
-             verdict.reason, decided_by),
+            (
+                change.metal,
+                change.time,
+                change.price,
+                verdict.mark,
+                verdict.decision,
+                verdict.reason,
+                decided_by,
+            ),
         )
 
 
@@ -106,9 +169,7 @@ def decide(cur, metal: str, time: datetime, accept: bool) -> tuple[MarkChange, l
     """A person's decision on one row, then the rows after it judged again in its light.
     Raises LookupError when there is no such row."""
     table = historic_table(metal)
-    cur.execute(
-        f'SELECT {_COLUMNS} FROM {table} WHERE "timestamp" = %s FOR UPDATE', (time,)
-    )
+    cur.execute(f'SELECT {_COLUMNS} FROM {table} WHERE "timestamp" = %s FOR UPDATE', (time,))
     row = cur.fetchone()
     if row is None:
         raise LookupError(f"no {metal} row at {time:%Y-%m-%d %H:%M:%S} UTC")
@@ -146,6 +207,14 @@ def _marked(cur, metals: tuple[str, ...], condition: str) -> list[dict]:
             f'FROM {historic_table(metal)} WHERE {condition} ORDER BY "timestamp"'
         )
         for time, price, mark, decision, reason in cur.fetchall():
-            found.append({"metal": metal, "time": time, "price": price, "quality": mark,
-                          "decision": decision, "reason": reason})
+            found.append(
+                {
+                    "metal": metal,
+                    "time": time,
+                    "price": price,
+                    "quality": mark,
+                    "decision": decision,
+                    "reason": reason,
+                }
+            )
     return found

@@ -4,7 +4,12 @@ Each parsed chunk goes by binary COPY (built with numpy: no per-value text forma
 straight into the metal's historic table (a partition of the analytics table) when it cannot
 collide with a stored row: strictly increasing times over a range the table holds nothing
 in. Otherwise, and for every later chunk, it goes into a temporary staging table that is
-upserted at the end (the last line wins for a repeated time)."""
+upserted at the end (the last line wins for a repeated time).
+
+Quality is judged from the first row the load changed. A file whose rows all went straight in,
+in time order, before which the table held its whole history (the common first import), is
+judged in memory from the parsed rows while the server copies them; otherwise the rows are
+judged as stored (read back from the first changed row on)."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import pandas as pd
 
 from source.db_functions.loaders import UpsertCounts, check_units
 from source.db_functions.migrations import historic_table
-from source.db_functions.quality_marks import assess_metal
+from source.db_functions.quality_marks import Judgement, assess_metal
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's binary time origin, in Unix µs
 # Binary COPY: signature, flags, header extension length; per row the field count, then a
@@ -42,7 +47,14 @@ def _text(value: str) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def _pack(parts: list[tuple[str, Any]], n: int) -> bytes:
+def _none_for_nan(values: np.ndarray) -> list:
+    """A float column as a list, missing values as None."""
+    boxed = values.astype(object)
+    boxed[np.isnan(values)] = None
+    return boxed.tolist()
+
+
+def _pack(parts: list[tuple[str, Any]], n: int) -> memoryview:
     """Rows from parts: ("const", bytes) repeated on every row, or (">i8"/">f8", array)."""
     fields, values = [], {}
     for i, (kind, value) in enumerate(parts):
@@ -52,7 +64,7 @@ def _pack(parts: list[tuple[str, Any]], n: int) -> bytes:
     packed = np.empty(n, dtype=np.dtype(fields))
     for name, value in values.items():
         packed[name] = value
-    return packed.tobytes()
+    return memoryview(packed).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers; joined once into the COPY buffer, not copied here
 
 
 def _times(rows: pd.DataFrame) -> np.ndarray:
@@ -71,7 +83,7 @@ def staging_buffer(rows: pd.DataFrame) -> io.BytesIO:
         ("const", _EIGHT),
         (">f8", rows["rate_ask"].to_numpy(dtype="float64")),
     ]
-    return io.BytesIO(_HEADER + _pack(parts, len(rows)) + _TRAILER)
+    return io.BytesIO(b"".join([_HEADER, _pack(parts, len(rows)), _TRAILER]))
 
 
 def table_buffer(rows: pd.DataFrame, *, metal, currency, unit, fetched_us, raw_file) -> io.BytesIO:
@@ -96,7 +108,7 @@ def table_buffer(rows: pd.DataFrame, *, metal, currency, unit, fetched_us, raw_f
             ),
         ]
         body.append(_pack(parts, len(part)))
-    return io.BytesIO(_HEADER + b"".join(body) + _TRAILER)
+    return io.BytesIO(b"".join([_HEADER, *body, _TRAILER]))  # one copy of the rows
 
 
 class BulkWriter:
@@ -109,17 +121,41 @@ class BulkWriter:
         self.metal = metal
         self.direct_rows = 0
         self.staged = False
-        self.first_us: int | None = None  # the earliest time written: judged from there
+        self.staged_last: int | None = None  # the last staged time while they all increase
+        self.staged_in_order = True  # no time repeats: upsert straight from the staging table
+        self.first_us: int | None = None  # the earliest time written straight in
+        self.judgement: Judgement | None = None
         check_units(cur, self.table, {(currency, unit)})
         cur.execute("SELECT (extract(epoch FROM now()) * 1000000)::bigint")
         self.fetched_us = cur.fetchone()[0]
 
+    def begin(self, rows: pd.DataFrame) -> None:
+        """Before the file's first rows are written (nothing else in flight on the cursor):
+        what judging them in memory needs from the table."""
+        if self.judgement is None and len(rows):
+            self.judgement = Judgement(self.cur, self.metal, _when(int(rows["ts_us"].iloc[0])))
+
+    def judge(self, rows: pd.DataFrame) -> None:
+        """Judge parsed rows in memory (no database: it may run while a chunk is written)."""
+        if self.judgement is None or not self.judgement.valid or not len(rows):
+            return
+        times = rows["ts_us"].to_numpy(dtype="int64")
+        if len(times) > 1 and not (np.diff(times) > 0).all():
+            self.judgement.valid = False  # staged: judged as stored
+            return
+        asks = rows["rate_ask"].to_numpy(dtype="float64")
+        self.judgement.add(
+            (times / 1e6).tolist(),
+            rows["rate_price"].to_numpy(dtype="float64").tolist(),
+            _none_for_nan(asks),
+        )
+
     def write(self, rows: pd.DataFrame) -> None:
         if not len(rows):
             return
-        first = int(rows["ts_us"].min())
-        self.first_us = first if self.first_us is None else min(self.first_us, first)
         if not self.staged and self._cannot_collide(rows):
+            first = int(rows["ts_us"].iloc[0])  # increasing: the earliest
+            self.first_us = first if self.first_us is None else min(self.first_us, first)
             buffer = table_buffer(rows, fetched_us=self.fetched_us, **self.labels)
             self.cur.copy_expert(
                 f"COPY {self.table} ({TABLE_COLUMNS}) FROM STDIN (FORMAT binary)",
@@ -135,6 +171,12 @@ class BulkWriter:
                 "ON COMMIT DROP"
             )
             self.staged = True
+        times = rows["ts_us"].to_numpy(dtype="int64")
+        if self.staged_in_order:
+            self.staged_in_order = (self.staged_last is None or times[0] > self.staged_last) and (
+                len(times) < 2 or bool((np.diff(times) > 0).all())
+            )
+            self.staged_last = int(times[-1])
         self.cur.copy_expert(
             f"COPY csv_staging ({STAGING_COLUMNS}) FROM STDIN (FORMAT binary)",
             staging_buffer(rows),
@@ -157,15 +199,24 @@ class BulkWriter:
     def finish(self) -> tuple[UpsertCounts, int]:
         """Upsert what was staged; (inserted/updated counts, lines repeating a time)."""
         counts, duplicates = UpsertCounts(inserted=self.direct_rows), 0
+        first = None if self.first_us is None else _when(self.first_us)
         if self.staged:
-            staged, duplicates = self._upsert_staged()
+            staged, duplicates, first_changed = self._upsert_staged()
             counts += staged
-        if self.first_us is not None:  # vendor files carry bad ticks too: the same rules
-            since = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=self.first_us)
-            counts += UpsertCounts(marks=tuple(assess_metal(self.cur, self.metal, since)))
+            if first_changed is not None:
+                first = first_changed if first is None else min(first, first_changed)
+        # Vendor files carry bad ticks too: the same rules, from the first row that changed.
+        if self.judgement is not None and self.judgement.valid and not self.staged:
+            counts += UpsertCounts(marks=tuple(self.judgement.store(self.cur)))
+        elif first is not None:
+            counts += UpsertCounts(marks=tuple(assess_metal(self.cur, self.metal, first)))
         return counts, duplicates
 
-    def _upsert_staged(self) -> tuple[UpsertCounts, int]:
+    def _upsert_staged(self) -> tuple[UpsertCounts, int, datetime | None]:
+        """(counts, lines repeating a time, the first row inserted or changed)."""
+        if self.staged_in_order:
+            counts, first_changed = self._upsert_in_order()
+            return counts, 0, first_changed
         cur = self.cur
         cur.execute(
             """CREATE TEMP TABLE csv_rows ON COMMIT DROP AS
@@ -180,7 +231,7 @@ class BulkWriter:
         # Bulk sources fill gaps and correct their own rows; they never replace a row that
         # came from another source (e.g. a spot quote with ask and bid at the same time).
         cur.execute(
-            f"""UPDATE {self.table} AS t
+            f"""WITH changed AS (UPDATE {self.table} AS t
                    SET rate_price = r.rate_price, rate_ask = r.rate_ask, rate_bid = NULL,
                        rate_high = NULL, rate_low = NULL, rate_change = NULL,
                        rate_change_percent = NULL, currency = %(currency)s, unit = %(unit)s,
@@ -190,17 +241,69 @@ class BulkWriter:
                    AND (t.rate_price, t.rate_ask, t.rate_bid, t.rate_high, t.rate_low,
                         t.rate_change, t.rate_change_percent, t.currency, t.unit)
                        IS DISTINCT FROM (r.rate_price, r.rate_ask, NULL, NULL, NULL, NULL,
-                        NULL, %(currency)s, %(unit)s)""",
+                        NULL, %(currency)s, %(unit)s)
+                RETURNING t."timestamp")
+                SELECT count(*), min("timestamp") FROM changed""",
             self.labels,
         )
-        updated = cur.rowcount
+        updated, first_updated = cur.fetchone()
         cur.execute(
-            f"""INSERT INTO {self.table} ({TABLE_COLUMNS})
+            f"""WITH added AS (INSERT INTO {self.table} ({TABLE_COLUMNS})
                 SELECT "timestamp", %(metal)s, %(currency)s, %(unit)s, 'success', rate_price,
                        rate_ask, NULL, NULL, NULL, NULL, NULL, 'csv', now(), %(raw_file)s
                   FROM csv_rows AS r
                  WHERE NOT EXISTS (SELECT 1 FROM {self.table} AS t
-                                    WHERE t."timestamp" = r."timestamp")""",
+                                    WHERE t."timestamp" = r."timestamp")
+                RETURNING "timestamp")
+                SELECT count(*), min("timestamp") FROM added""",
             self.labels,
         )
-        return UpsertCounts(inserted=cur.rowcount, updated=updated), duplicates
+        inserted, first_inserted = cur.fetchone()
+        changed = [t for t in (first_updated, first_inserted) if t is not None]
+        counts = UpsertCounts(inserted=inserted, updated=updated)
+        return counts, duplicates, min(changed) if changed else None
+
+    def _upsert_in_order(self) -> tuple[UpsertCounts, datetime | None]:
+        """No time repeats in the staging table: one INSERT ... ON CONFLICT, with the same
+        rule as the two statements above (a csv row is corrected, another source's is kept).
+        Rows it would leave alone are left out first by a read-only anti-join: an unchanged
+        re-import then locks and writes nothing."""
+        self.cur.execute("ANALYZE csv_staging")
+        self.cur.execute(
+            f"""WITH written AS (
+                INSERT INTO {self.table} AS t ({TABLE_COLUMNS})
+                SELECT "timestamp", %(metal)s, %(currency)s, %(unit)s, 'success', rate_price,
+                       NULLIF(rate_ask, 'NaN'), NULL, NULL, NULL, NULL, NULL, 'csv', now(),
+                       %(raw_file)s
+                  FROM csv_staging AS s
+                 WHERE NOT EXISTS (
+                       SELECT 1 FROM {self.table} AS o
+                        WHERE o."timestamp" = s."timestamp"
+                          AND (o.source <> 'csv'
+                               OR (o.rate_price, o.rate_ask, o.rate_bid, o.rate_high, o.rate_low,
+                                   o.rate_change, o.rate_change_percent, o.currency, o.unit)
+                                  IS NOT DISTINCT FROM (s.rate_price, NULLIF(s.rate_ask, 'NaN'),
+                                   NULL, NULL, NULL, NULL, NULL, %(currency)s, %(unit)s)))
+                ON CONFLICT ("timestamp") DO UPDATE
+                   SET rate_price = EXCLUDED.rate_price, rate_ask = EXCLUDED.rate_ask,
+                       rate_bid = NULL, rate_high = NULL, rate_low = NULL, rate_change = NULL,
+                       rate_change_percent = NULL, currency = EXCLUDED.currency,
+                       unit = EXCLUDED.unit, fetched_at = now(), raw_file = EXCLUDED.raw_file,
+                       loaded_at = now()
+                 WHERE t.source = 'csv'
+                   AND (t.rate_price, t.rate_ask, t.rate_bid, t.rate_high, t.rate_low,
+                        t.rate_change, t.rate_change_percent, t.currency, t.unit)
+                       IS DISTINCT FROM (EXCLUDED.rate_price, EXCLUDED.rate_ask, NULL, NULL,
+                        NULL, NULL, NULL, EXCLUDED.currency, EXCLUDED.unit)
+                RETURNING t."timestamp", (t.xmax = 0) AS inserted)
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+                   min("timestamp")
+              FROM written""",
+            self.labels,
+        )
+        inserted, updated, first_changed = self.cur.fetchone()
+        return UpsertCounts(inserted=inserted, updated=updated), first_changed
+
+
+def _when(unix_us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=unix_us)
