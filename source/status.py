@@ -338,16 +338,22 @@ def labels(settings: Settings, units: dict[str, tuple[str, str]]) -> dict:
     """Currency and unit as the stored rows say (the settings' only where there are no rows),
     and a note when CURRENCY/UNIT say otherwise: a reader labels what is there."""
     kinds = sorted(set(units.values()))
-    currency, unit = kinds[0] if len(kinds) == 1 else (settings.currency, settings.unit)
+    # Commodities in several units (copper per tonne, gold per ounce): unit None, each
+    # metal's facts carry its own.
+    fallback = (settings.currency, settings.unit or ("toz" if not kinds else None))
+    currency, unit = kinds[0] if len(kinds) == 1 else fallback
     notes = []
-    wrong = {metal: kept for metal, kept in units.items() if kept != (settings.currency,
-                                                                         settings.unit)}
+    wrong = {
+        metal: kept
+        for metal, kept in units.items()
+        if kept[0] != settings.currency or settings.unit not in (None, kept[1])
+    }
     if wrong:
         kept = "; ".join(f"{m} in {c} per {u}" for m, (c, u) in wrong.items())
-        notes.append(
-            f"CURRENCY={settings.currency} UNIT={settings.unit} ignored: the stored rows are "
-            f"{kept} (labels follow the rows)"
+        setting = f"CURRENCY={settings.currency}" + (
+            f" UNIT={settings.unit}" if settings.unit else ""
         )
+        notes.append(f"{setting} ignored: the stored rows are {kept} (labels follow the rows)")
     return {"currency": currency, "unit": unit, "notes": notes}
 
 

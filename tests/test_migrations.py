@@ -98,7 +98,7 @@ def test_a_database_of_the_release_before_checksums_gets_them_on_first_start(dat
     """Its rows were recorded without checksums: the first start records this release's, and
     from then on an edit is refused."""
     _migrate(database, up_to=8)
-    assert _migrate(database) == [9]
+    assert _migrate(database) == [v for v, _, _ in MIGRATIONS if v > 8]
     assert database.scalar("SELECT count(*) FROM schema_migrations WHERE checksum IS NULL") == 0
     assert _migrate(database) == []
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
+
+from psycopg2 import sql
 
 from source.config import KNOWN_METALS, Settings
 from source.db_functions.connection import Database, open_database
-from source.db_functions.schema_history import MIGRATIONS
+from source.db_functions.schema_history import COMMODITY_DEFINITION, MIGRATIONS
 from source.errors import EXIT_FAILURE, ReportableError
 
 log = logging.getLogger(__name__)
@@ -30,9 +33,41 @@ def checksum(text: str) -> str:
 
 
 def historic_table(metal: str) -> str:
+    """A commodity's table name; only the API's spot metals (lower-case letters) have one."""
     if metal not in KNOWN_METALS:
         raise ValueError(f"unknown metal {metal!r}")
     return f"{metal}_historic"
+
+
+def commodity_definition(metal: str) -> sql.Composed:
+    """The statements that give one commodity its table: its name reaches SQL only here, as
+    an Identifier (the table) and a Literal (the partition's value)."""
+    return sql.SQL(COMMODITY_DEFINITION).format(
+        table=sql.Identifier(historic_table(metal)), metal=sql.Literal(metal)
+    )
+
+
+def add_commodities(conn, metals: Iterable[str]) -> list[str]:
+    """Give each configured commodity that has none yet its table, in one transaction under
+    the migrators' lock (callers that write hold the run lock too), recorded in `commodities`
+    with the definition's checksum; return those added. Nothing is ever dropped: a commodity
+    taken out of METALS keeps its table and rows."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        cur.execute("SELECT metal FROM commodities")
+        held = {row[0] for row in cur.fetchall()}
+        added = []
+        for metal in dict.fromkeys(metals):
+            if metal in held:
+                continue
+            cur.execute(commodity_definition(metal))
+            cur.execute(
+                "INSERT INTO commodities (metal, checksum) VALUES (%s, %s)",
+                (metal, checksum(COMMODITY_DEFINITION)),
+            )
+            added.append(metal)
+            log.info("added commodity %s: table %s", metal, historic_table(metal))
+    return added
 
 
 def _has_checksums(cur) -> bool:
@@ -98,12 +133,14 @@ def apply_migrations(conn, up_to: int | None = None) -> list[int]:
     return applied
 
 
-def connect_and_migrate(settings: Settings) -> Database:
-    """Open (or start) the database and bring its schema up to date."""
+def connect_and_migrate(settings: Settings, metals: Iterable[str] | None = None) -> Database:
+    """Open (or start) the database, bring its schema up to date and give each configured
+    commodity (or each of `metals`) its table."""
     database = open_database(settings)
     conn = database.connect()
     try:
         apply_migrations(conn)
+        add_commodities(conn, settings.metals if metals is None else metals)
     finally:
         conn.close()
     return database

@@ -411,6 +411,59 @@ _V9_CHECKSUMS = """
 """
 
 
+# The commodities the database holds a table for: the four of migrations 1, 4 and 7 (no
+# checksum: their tables come from those migrations), then each configured later, with the
+# checksum of the commodity definition it was made by (COMMODITY_DEFINITION). price_ranges
+# lists them from here rather than from a list fixed in the function.
+_V10_COMMODITIES = """
+    CREATE TABLE commodities (
+        metal      text        PRIMARY KEY,
+        checksum   text,
+        added_at   timestamptz NOT NULL DEFAULT now()
+    );
+    INSERT INTO commodities (metal) VALUES ('gold'), ('silver'), ('platinum'), ('palladium');
+    CREATE OR REPLACE FUNCTION price_ranges_at(at timestamptz)
+    RETURNS TABLE (metal text, period text, starts timestamptz, ends timestamptz,
+                   high double precision, high_at timestamptz,
+                   low double precision, low_at timestamptz)
+    LANGUAGE sql STABLE AS $$
+      WITH midnight AS (
+        SELECT date_trunc('day', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS today,
+               date_trunc('week', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS monday),
+      periods (period, starts, ends, position) AS (
+        SELECT 'today', today, at + interval '1 microsecond', 1 FROM midnight
+        UNION ALL SELECT 'yesterday', today - interval '1 day', today, 2 FROM midnight
+        UNION ALL SELECT 'this week', monday, at + interval '1 microsecond', 3 FROM midnight
+        UNION ALL SELECT 'last 7 days', at - interval '7 days', at + interval '1 microsecond', 4
+          FROM midnight)
+      SELECT m.metal, p.period, p.starts, p.ends, hi.rate_price, hi."timestamp",
+             lo.rate_price, lo."timestamp"
+        FROM commodities m
+        CROSS JOIN periods p
+        LEFT JOIN LATERAL (
+            SELECT a.rate_price, a."timestamp" FROM commodities_price_data_analytics a
+             WHERE a.metal = m.metal AND a.quality = 'ok' AND a."timestamp" >= p.starts AND
+                 a."timestamp" < p.ends
+             ORDER BY a.rate_price DESC, a."timestamp" LIMIT 1) hi ON true
+        LEFT JOIN LATERAL (
+            SELECT a.rate_price, a."timestamp" FROM commodities_price_data_analytics a
+             WHERE a.metal = m.metal AND a.quality = 'ok' AND a."timestamp" >= p.starts AND
+                 a."timestamp" < p.ends
+             ORDER BY a.rate_price ASC, a."timestamp" LIMIT 1) lo ON true
+       ORDER BY m.metal, p.position
+    $$;
+"""
+
+# What one commodity needs, applied when a configured commodity has none yet: its historic
+# table as a partition of the analytics table (so the analytics table, daily_ohlc and
+# price_ranges hold it), and the partial index migration 7 gave each partition. {table} and
+# {metal} are filled by psycopg2.sql (an Identifier and a Literal), never by str.format.
+COMMODITY_DEFINITION = """
+    CREATE TABLE {table} PARTITION OF commodities_price_data_analytics
+        (PRIMARY KEY ("timestamp")) FOR VALUES IN ({metal});
+    CREATE INDEX ON {table} ("timestamp") WHERE quality <> 'ok';
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "historic tables, analytics table, run ledger", _V1_INITIAL),
     (2, "model runs and price predictions", _V2_MODELS),
@@ -421,4 +474,5 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (7, "quality marks; analyst views read good rows only", _V7_QUALITY_MARKS),
     (8, "one name per job in the run ledger", _V8_JOB_NAMES),
     (9, "each applied migration's checksum", _V9_CHECKSUMS),
+    (10, "the commodities held; price_ranges lists them", _V10_COMMODITIES),
 )
