@@ -16,7 +16,7 @@ import psycopg2
 from source.backups.catalog import list_backups
 from source.config import DEMO_DATABASE, Settings
 from source.db_functions.connection import Database, open_database
-from source.db_functions.migrations import apply_migrations, historic_table
+from source.db_functions.migrations import add_commodities, apply_migrations, historic_table
 from source.errors import ReportableError
 from source.metals_dev import MetalsDevError
 
@@ -390,6 +390,7 @@ def open_for_reading(settings: Settings) -> Database:
             raise EmptyDatabase(_empty_line(settings, database, cur_conn=conn))
         try:
             apply_migrations(conn)
+            add_commodities(conn, settings.metals)  # a metal just added to METALS: no rows yet
         except psycopg2.errors.InsufficientPrivilege:
             conn.rollback()
     finally:

@@ -138,3 +138,10 @@ def test_done_when_five_metals_run_end_to_end_on_a_database_of_the_release_befor
     after = database.query("SELECT metal, unit, count(*) FROM copper_historic GROUP BY 1, 2")
     assert after == before and before[0][:2] == ("copper", "mt")
     assert database.query("SELECT DISTINCT unit FROM gold_historic") == [("toz",)]
+
+
+def test_status_right_after_a_metal_is_added_says_it_has_no_prices_yet(run_main):
+    assert run_main("--no-train").returncode == 0
+    status = run_main("status", METALS=FIVE)
+    assert status.returncode in (0, 1), status.stderr
+    assert "  copper     no prices yet" in status.stdout
