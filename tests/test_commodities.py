@@ -145,3 +145,19 @@ def test_status_right_after_a_metal_is_added_says_it_has_no_prices_yet(run_main)
     status = run_main("status", METALS=FIVE)
     assert status.returncode in (0, 1), status.stderr
     assert "  copper     no prices yet" in status.stdout
+
+
+def test_a_table_without_its_commodities_row_is_recorded_not_made_again(database):
+    from source.db_functions.migrations import add_commodities
+
+    conn = database.connect()
+    try:
+        apply_migrations(conn)
+        assert add_commodities(conn, ["gold", "copper"]) == ["copper"]
+        assert add_commodities(conn, ["copper"]) == []
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM commodities WHERE metal = 'copper'")
+        assert add_commodities(conn, ["copper"]) == ["copper"]
+    finally:
+        conn.close()
+    assert database.scalar("SELECT count(*) FROM commodities WHERE metal = 'copper'") == 1

@@ -60,7 +60,11 @@ def add_commodities(conn, metals: Iterable[str]) -> list[str]:
         for metal in dict.fromkeys(metals):
             if metal in held:
                 continue
-            cur.execute(commodity_definition(metal))
+            # A table without its row: e.g. a restore of a backup older than the commodity
+            # (pg_restore --clean leaves what the dump does not hold). It is recorded as is.
+            cur.execute("SELECT to_regclass(%s) IS NULL", (historic_table(metal),))
+            if cur.fetchone()[0]:
+                cur.execute(commodity_definition(metal))
             cur.execute(
                 "INSERT INTO commodities (metal, checksum) VALUES (%s, %s)",
                 (metal, checksum(COMMODITY_DEFINITION)),
