@@ -202,7 +202,7 @@ def replay_first(settings: Settings, database: Database) -> list[LoadOutcome]:
             settings.data_dir,
             source=settings.source_tag,
             metals=settings.metals,
-            units=kept_units(database, settings.metals),
+            units_of=partial(kept_units, database, settings.metals),
             max_bytes=settings.max_response_bytes,
         ):
             loader.submit(job)

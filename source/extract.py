@@ -299,7 +299,7 @@ def _incoming_entries(data_dir: Path) -> list[Path]:
 
 
 def _jobs_of_landed(
-    path: Path, body: bytes, kind: str, metal: str, fetched_at, source: str, metals, units
+    path: Path, body: bytes, kind: str, metal: str, fetched_at, source: str, metals, units_of
 ) -> list[LoadJob]:
     """The LoadJobs of one landed body (raising MetalsDevError when it cannot load)."""
     payload = parse_payload(body, metal=metal, endpoint=ENDPOINTS[kind])
@@ -313,7 +313,7 @@ def _jobs_of_landed(
                 raw_file=path,
                 fetched_at=fetched_at,
                 replayed=True,
-                units=units,
+                units=units_of() if units_of else None,
             )
         ]
     frames = frames_from_payload(
@@ -327,14 +327,15 @@ def replay_landed(
     *,
     source: str,
     metals: tuple[str, ...] = DEFAULT_METALS,
-    units: dict[str, str] | None = None,
+    units_of: Callable[[], dict[str, str]] | None = None,
     max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> list[LoadJob]:
     """Jobs for files landed by earlier runs but never loaded (database down, crash).
 
     A spot file is loaded whatever this run's --metals: nothing fetched is lost; a
     /timeseries file, which carries every metal the API quotes, for the configured `metals`
-    (each converted to the unit its rows are kept in, `units`).
+    (each converted to the unit its rows are kept in: `units_of()`, asked only when such a
+    file is found, so a locked table never holds up a run that has none to replay).
     Only regular files named as this pipeline names them are read, links never followed;
     anything else, and any body that cannot load, goes to rejected/ and the run goes on."""
     jobs = []
@@ -356,7 +357,9 @@ def replay_landed(
             found = _readable(
                 metal,
                 ENDPOINTS[kind],
-                lambda: _jobs_of_landed(path, body, kind, metal, fetched_at, source, metals, units),  # noqa: B023
+                partial(
+                    _jobs_of_landed, path, body, kind, metal, fetched_at, source, metals, units_of
+                ),
             )
         except MetalsDevError as exc:
             log.error("replay of %s failed: %s", path.name, exc)

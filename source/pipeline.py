@@ -189,7 +189,7 @@ def _extract_and_load(settings: Settings, database: Database | None, report: Run
                 settings.data_dir,
                 source=settings.source_tag,
                 metals=settings.metals,
-                units=_kept_units(database, settings.metals),
+                units_of=partial(_kept_units, database, settings.metals),
                 max_bytes=settings.max_response_bytes,
             ):
                 loader.submit(job)

@@ -127,13 +127,17 @@ def apply_migrations(conn, up_to: int | None = None) -> list[int]:
             )
             applied.append(version)
             log.info("applied migration %d: %s", version, name)
-        if _has_checksums(cur):
+        # Only rows without one are written: a role that may only read the ledger of
+        # migrations starts as before once every checksum is recorded.
+        unrecorded = {v for v, kept in recorded.items() if kept is None} | set(applied)
+        if unrecorded and _has_checksums(cur):
             for version, _, text in MIGRATIONS:
-                cur.execute(
-                    """UPDATE schema_migrations SET checksum = %s
-                        WHERE version = %s AND checksum IS NULL""",
-                    (checksum(text), version),
-                )
+                if version in unrecorded:
+                    cur.execute(
+                        """UPDATE schema_migrations SET checksum = %s
+                            WHERE version = %s AND checksum IS NULL""",
+                        (checksum(text), version),
+                    )
     return applied
 
 
