@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from source.config import KNOWN_METALS, load_settings  # noqa: E402
+from source.config import DEFAULT_METALS, load_settings  # noqa: E402
 from source.db_functions.migrations import connect_and_migrate  # noqa: E402
 from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS  # noqa: E402
 
@@ -47,8 +47,8 @@ def main(argv: list[str]) -> None:
         database = connect_and_migrate(settings)  # keeps the embedded server up for this process
         conn = database.connect()
         with conn, conn.cursor() as cur:
-            for metal in KNOWN_METALS:
-                cur.execute(FILL.format(metal=metal, n=rows // len(KNOWN_METALS)))
+            for metal in DEFAULT_METALS:
+                cur.execute(FILL.format(metal=metal, n=rows // len(DEFAULT_METALS)))
         conn.close()
         print(f"database: {rows:,} price rows in the historic tables (= the analytics table)")
         child_env = {**os.environ, **env}

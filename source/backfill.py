@@ -15,6 +15,7 @@ from source.config import Settings
 from source.db_functions.connection import Database
 from source.db_functions.coverage import missing_days
 from source.db_functions.runs import status_for
+from source.db_functions.units import kept_units
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
 from source.extract import (
     make_client,
@@ -145,17 +146,24 @@ def fetch_windows(
     settings: Settings,
     submit: Callable,
     progress,
+    units: dict[str, str] | None = None,
 ) -> dict[str, BaseException]:
-    """Fetch windows concurrently (bounded); submit one LoadJob each; return {window: error}."""
+    """Fetch windows concurrently (bounded); submit one LoadJob each; return {window: error}.
+    The API quotes every metal per ounce here (UNIT, if set, otherwise toz): `units` says
+    what each metal's rows are kept in (copper per tonne), which its prices become."""
 
     def fetch_one(window: Window) -> None:
         fetched = None
         try:
             fetched = client.timeseries(
-                str(window.start), str(window.end), settings.currency, settings.unit
+                str(window.start), str(window.end), settings.currency, settings.unit or "toz"
             )
             job = timeseries_job(
-                fetched.payload, raw_file=fetched.landed_path, fetched_at=fetched.raw.fetched_at
+                fetched.payload,
+                metals=settings.metals,
+                raw_file=fetched.landed_path,
+                fetched_at=fetched.raw.fetched_at,
+                units=units,
             )
         except MetalsDevError as exc:  # a body that cannot load is not replayed either
             landed = exc.landed_path or (fetched.landed_path if fetched else None)
@@ -193,7 +201,11 @@ def replay_first(settings: Settings, database: Database) -> list[LoadOutcome]:
     """Load what an earlier run landed but did not load, before deciding what to fetch."""
     with _loader(settings, database) as loader:
         for job in replay_landed(
-            settings.data_dir, source=settings.source_tag, max_bytes=settings.max_response_bytes
+            settings.data_dir,
+            source=settings.source_tag,
+            metals=settings.metals,
+            units_of=partial(kept_units, database, settings.metals),
+            max_bytes=settings.max_response_bytes,
         ):
             loader.submit(job)
     return loader.outcomes
@@ -228,7 +240,8 @@ def run_backfill(
             client.check_ready()
         with _loader(settings, database) as loader, progress as bar:
             report.outcomes = loader.outcomes
-            report.errors = fetch_windows(client, windows, settings, loader.submit, bar)
+            units = kept_units(database, settings.metals)
+            report.errors = fetch_windows(client, windows, settings, loader.submit, bar, units)
     finally:
         report.api_requests = client.request_count
         client.close()

@@ -10,7 +10,22 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-KNOWN_METALS = ("gold", "silver", "platinum", "palladium")
+# The metals the API quotes at /metal/spot: its /latest list less the exchanges' and fixings'
+# prices (lbma_gold_am, lme_copper, ...). METALS may name these only, refused before any
+# request otherwise; each becomes a table named after it (<metal>_historic).
+KNOWN_METALS = (
+    "gold",
+    "silver",
+    "platinum",
+    "palladium",
+    "copper",
+    "aluminum",
+    "lead",
+    "nickel",
+    "zinc",
+)
+DEFAULT_METALS = ("gold", "silver", "platinum", "palladium")
+DEMO_METALS = (*DEFAULT_METALS, "copper")  # the demo shows a commodity quoted per tonne
 LOG_FORMATS = ("text", "json")
 # Monitor URLs count as secrets: a healthchecks.io ping URL is its own key, and a Pushgateway
 # URL may carry credentials. Never logged; each may come from NAME_FILE too.
@@ -92,7 +107,7 @@ class Settings:
     base_url: str
     metals: tuple[str, ...]
     currency: str
-    unit: str
+    unit: str | None  # None: each commodity's unit is its first quote's
     pg_host: str | None
     pg_port: int | None
     pg_user: str | None
@@ -184,7 +199,7 @@ def parse_metals(text: str) -> tuple[str, ...]:
     if not metals or unknown:
         raise ConfigError(
             f"unknown metal(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(KNOWN_METALS)}"
+            f"choose from the API's spot metals {', '.join(KNOWN_METALS)}"
         )
     return metals
 
@@ -221,9 +236,9 @@ def load_settings(
     return Settings(
         api_key=api_key,
         base_url=_base_url(env.get("METALS_DEV_BASE_URL", "https://api.metals.dev/v1")),
-        metals=parse_metals(env.get("METALS", ",".join(KNOWN_METALS))),
+        metals=parse_metals(env.get("METALS", ",".join(DEMO_METALS if demo else DEFAULT_METALS))),
         currency=env.get("CURRENCY", "USD").upper(),
-        unit=env.get("UNIT", "toz"),
+        unit=env.get("UNIT") or None,
         # The demo always uses the embedded server, whatever PGHOST says.
         pg_host=None if demo else (env.get("PGHOST") or None),
         pg_port=int(_number(env, "PGPORT", pg_port, int, 1)) if pg_port else None,

@@ -39,10 +39,11 @@ DEMO_UNITS = ("USD", "toz")  # what the sandbox's synthetic feed quotes
 def check_demo_units(settings: Settings) -> None:
     """The synthetic feed quotes USD per troy ounce: another CURRENCY or UNIT is refused at
     once, before the demo seeds rows it would then refuse to mix with."""
-    if (settings.currency, settings.unit) != DEMO_UNITS:
+    if settings.currency != DEMO_UNITS[0] or settings.unit not in (None, DEMO_UNITS[1]):
         raise ConfigError(
             f"the demo's synthetic feed quotes {DEMO_UNITS[0]} per {DEMO_UNITS[1]}, not "
-            f"{settings.currency} per {settings.unit}; unset CURRENCY and UNIT for --demo"
+            f"{settings.currency} per {settings.unit or DEMO_UNITS[1]}; unset CURRENCY and UNIT "
+            "for --demo"
         )
 
 
@@ -119,7 +120,8 @@ def seed_demo_history(settings: Settings, database: Database, client, submit) ->
 
 
 def latest_prices(settings: Settings) -> dict[str, tuple]:
-    """{metal: (rows, latest rate_price, its timestamp)} for the configured metals."""
+    """{metal: (rows, latest rate_price, its timestamp, its currency/unit)} for the
+    configured metals."""
     conn = open_database(settings).connect()
     try:
         with conn, conn.cursor() as cur:
@@ -127,10 +129,11 @@ def latest_prices(settings: Settings) -> dict[str, tuple]:
             for metal in settings.metals:
                 table = historic_table(metal)
                 cur.execute(
-                    f'SELECT (SELECT count(*) FROM {table}), rate_price, "timestamp" '
+                    f'SELECT (SELECT count(*) FROM {table}), rate_price, "timestamp", '
+                    "currency || '/' || unit "
                     f"FROM {table} WHERE quality = 'ok' ORDER BY \"timestamp\" DESC LIMIT 1"
                 )
-                result[metal] = cur.fetchone() or (0, None, None)
+                result[metal] = cur.fetchone() or (0, None, None, None)
             return result
     finally:
         conn.close()
@@ -153,10 +156,10 @@ def print_demo_summary(settings: Settings, report) -> None:
     print(f"  database: {settings.pg_database} ({where})")
     print(f"  this run: {report.summary()}")
     if report.database_error is None:
-        for metal, (rows, price, stamp) in latest_prices(settings).items():
+        for metal, (rows, price, stamp, unit) in latest_prices(settings).items():
             latest = "-"
             if price is not None:
-                latest = f"{price:,.2f} {settings.currency}/{settings.unit}"
+                latest = f"{price:,.2f} {unit}"
                 latest += f" at {stamp:%Y-%m-%d %H:%M} UTC"
             print(f"  {metal:<10} {rows:>6,} rows   latest {latest}")
     print(f"  models: {len(models)} in {settings.models_dir}/ (model_rate_price, model_rate_ask)")

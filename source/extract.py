@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import pandas as pd
 
-from source.config import DEFAULT_MAX_RESPONSE_BYTES, KNOWN_METALS, MIB, Settings
+from source.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_METALS, MIB, Settings
 from source.db_functions.coverage import record_coverage
 from source.errors import ReportableError, first_line
 from source.facts import ApiUsage
@@ -44,6 +44,7 @@ from source.transform import (
     LoadJob,
     check_units,
     empty_frame,
+    in_unit,
     spot_to_frame,
     timeseries_days,
     timeseries_to_frames,
@@ -248,31 +249,41 @@ def frames_from_payload(
 
 
 def timeseries_job(
-    payload: dict, *, raw_file: Path | None, fetched_at: datetime, replayed: bool = False
+    payload: dict,
+    *,
+    metals: tuple[str, ...],
+    raw_file: Path | None,
+    fetched_at: datetime,
+    replayed: bool = False,
+    units: dict[str, str] | None = None,
 ) -> LoadJob:
-    """One job for a whole /timeseries window: every metal it holds, in one transaction,
-    which also records the days the API answered for (so a rerun skips them). Without a
-    raw file (the disk refused it) the rows load from memory."""
+    """One job for a whole /timeseries window: the configured metals it holds (the body
+    carries every metal the API quotes), in one transaction, which also records the days the
+    API answered for them (so a rerun skips them). Without a raw file (the disk refused it)
+    the rows load from memory. `units`: the unit each metal's rows are kept in (copper per
+    tonne), which its prices are converted to (the body quotes every metal per ounce)."""
     name = str(raw_file) if raw_file else None
 
     def convert() -> tuple[pd.DataFrame, list]:
         frames = timeseries_to_frames(
             payload,
-            metals=KNOWN_METALS,
+            metals=metals,
             endpoint=ENDPOINTS["timeseries"],
             fetched_at=fetched_at,
             raw_file=name,
         )
+        kept = units or {}
+        frames = {m: in_unit(f, kept[m]) if m in kept else f for m, f in frames.items()}
         frame = pd.concat(frames.values(), ignore_index=True) if frames else empty_frame()
         return frame, timeseries_days(payload)
 
     frame, days = _readable("all", ENDPOINTS["timeseries"], convert)
-    also = partial(_record_days, days=days, raw_file=name)
+    also = partial(_record_days, days=days, metals=metals, raw_file=name)
     return LoadJob("all", frame, [raw_file] if raw_file else [], replayed=replayed, also=also)
 
 
-def _record_days(cur, *, days, raw_file: str | None) -> None:
-    record_coverage(cur, days, KNOWN_METALS, raw_file)
+def _record_days(cur, *, days, metals: tuple[str, ...], raw_file: str | None) -> None:
+    record_coverage(cur, days, metals, raw_file)
 
 
 def _incoming_entries(data_dir: Path) -> list[Path]:
@@ -288,13 +299,24 @@ def _incoming_entries(data_dir: Path) -> list[Path]:
         return []
 
 
-def _jobs_of_landed(path: Path, body: bytes, kind: str, metal: str, fetched_at, source: str):
+def _jobs_of_landed(
+    path: Path, body: bytes, kind: str, metal: str, fetched_at, source: str, metals, units_of
+) -> list[LoadJob]:
     """The LoadJobs of one landed body (raising MetalsDevError when it cannot load)."""
     payload = parse_payload(body, metal=metal, endpoint=ENDPOINTS[kind])
     if kind == "timeseries":
         if not timeseries_days(payload):
             return []
-        return [timeseries_job(payload, raw_file=path, fetched_at=fetched_at, replayed=True)]
+        return [
+            timeseries_job(
+                payload,
+                metals=metals,
+                raw_file=path,
+                fetched_at=fetched_at,
+                replayed=True,
+                units=units_of() if units_of else None,
+            )
+        ]
     frames = frames_from_payload(
         metal, payload, fetched_at=fetched_at, raw_file=path, source=source
     )
@@ -302,11 +324,19 @@ def _jobs_of_landed(path: Path, body: bytes, kind: str, metal: str, fetched_at, 
 
 
 def replay_landed(
-    data_dir: Path, *, source: str, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    data_dir: Path,
+    *,
+    source: str,
+    metals: tuple[str, ...] = DEFAULT_METALS,
+    units_of: Callable[[], dict[str, str]] | None = None,
+    max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> list[LoadJob]:
     """Jobs for files landed by earlier runs but never loaded (database down, crash).
 
-    Every metal in a file is loaded, whatever this run's --metals: nothing fetched is lost.
+    A spot file is loaded whatever this run's --metals: nothing fetched is lost; a
+    /timeseries file, which carries every metal the API quotes, for the configured `metals`
+    (each converted to the unit its rows are kept in: `units_of()`, asked only when such a
+    file is found, so a locked table never holds up a run that has none to replay).
     Only regular files named as this pipeline names them are read, links never followed;
     anything else, and any body that cannot load, goes to rejected/ and the run goes on."""
     jobs = []
@@ -328,7 +358,9 @@ def replay_landed(
             found = _readable(
                 metal,
                 ENDPOINTS[kind],
-                lambda: _jobs_of_landed(path, body, kind, metal, fetched_at, source),  # noqa: B023
+                partial(
+                    _jobs_of_landed, path, body, kind, metal, fetched_at, source, metals, units_of
+                ),
             )
         except MetalsDevError as exc:
             log.error("replay of %s failed: %s", path.name, exc)

@@ -203,7 +203,7 @@ class StatusFacts:
     database: str
     demo: bool
     currency: str  # of the stored rows (the settings' only where there are none)
-    unit: str
+    unit: str | None  # None: the commodities are kept in several units (each metal says its own)
     notes: list[str]  # e.g. CURRENCY/UNIT ignored because the rows say otherwise
     metals: list[MetalFacts]
     runs: RunFacts

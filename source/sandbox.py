@@ -21,8 +21,18 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 ANCHOR = datetime(2020, 1, 1, tzinfo=UTC)
-BASE_PRICES = {"gold": 2000.0, "silver": 24.0, "platinum": 1000.0, "palladium": 1200.0}
-SPREAD = {"gold": 0.0004, "silver": 0.0015, "platinum": 0.002, "palladium": 0.003}
+BASE_PRICES = {
+    "gold": 2000.0,
+    "silver": 24.0,
+    "platinum": 1000.0,
+    "palladium": 1200.0,
+    "copper": 9500.0,
+}
+SPREAD = {"gold": 0.0004, "silver": 0.0015, "platinum": 0.002, "palladium": 0.003, "copper": 0.0006}
+# As the API: /metal/spot quotes base metals per metric tonne (copper's real body says "mt"),
+# precious ones per troy ounce; /latest and /timeseries quote every metal per troy ounce.
+SPOT_UNITS = {"copper": "mt"}
+TROY_OUNCES_PER_TONNE = 1_000_000 / 31.1034768
 _AR_COEFFICIENT = (
     0.3  # hourly returns are autocorrelated, so the demo models have something to find
 )
@@ -80,7 +90,7 @@ class PriceModel:
             "status": "success",
             "timestamp": _iso(ANCHOR + timedelta(hours=hour)),
             "currency": currency,
-            "unit": "toz",
+            "unit": SPOT_UNITS.get(metal, "toz"),
             "metal": metal,
             "synthetic": True,
             "rate": {
@@ -226,6 +236,13 @@ class SandboxServer:
             "remaining": max(total - used, 0),
         }
 
+    def _per_toz(self, metal: str, hour: int) -> float:
+        """A metal's price per troy ounce, as /latest and /timeseries quote every metal."""
+        price = self.prices.quote(metal, hour)["rate"]["price"]
+        if SPOT_UNITS.get(metal) == "mt":
+            return round(price / TROY_OUNCES_PER_TONNE, 6)
+        return price
+
     def _history(self, params):
         metal, hours = params["metal"], min(int(params.get("hours", 24)), 24 * 365 * 3)
         now = self.current_hour()
@@ -234,7 +251,7 @@ class SandboxServer:
 
     def _latest(self, params):
         hour = self.current_hour()
-        metals = {m: self.prices.quote(m, hour)["rate"]["price"] for m in BASE_PRICES}
+        metals = {m: self._per_toz(m, hour) for m in BASE_PRICES}
         stamp = _iso(ANCHOR + timedelta(hours=hour))
         return 200, {
             "status": "success",
@@ -255,7 +272,7 @@ class SandboxServer:
             day = start + timedelta(days=offset)
             hour = hour_of(day)
             if 0 <= hour <= self.current_hour():
-                metals = {m: self.prices.quote(m, hour)["rate"]["price"] for m in BASE_PRICES}
+                metals = {m: self._per_toz(m, hour) for m in BASE_PRICES}
                 rates[day.isoformat()] = {
                     "currencies": {"EUR": 1.08, "USD": 1},
                     "date": day.isoformat(),

@@ -56,6 +56,32 @@ def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
     return (now - moment).total_seconds() if moment is not None else None
 
 
+def tables_present(cur, metals: tuple[str, ...]) -> tuple[str, ...]:
+    """The metals that have their table: one just added to METALS has none until the next
+    writing command creates it (a reader never does)."""
+    cur.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name || '_historic') "
+        "IS NOT NULL",
+        (list(metals),),
+    )
+    found = {row[0] for row in cur.fetchall()}
+    return tuple(metal for metal in metals if metal in found)
+
+
+def no_rows_yet(metal: str) -> MetalFacts:
+    return MetalFacts(
+        metal=metal,
+        currency=None,
+        unit=None,
+        latest_price=None,
+        latest_ask=None,
+        quote_time=None,
+        quote_age_seconds=None,
+        rows=0,
+        rows_by_source=dict.fromkeys(SOURCES, 0),
+    )
+
+
 def metal_facts(cur, metal: str, now: datetime, units: tuple[str, str] | None) -> MetalFacts:
     """Latest quote, rows by source, and the currency/unit its rows are kept in (None: no rows)."""
     table = historic_table(metal)
@@ -308,7 +334,13 @@ def gather_status(
     try:
         with conn, conn.cursor() as cur:
             units = stored_units(cur, settings.metals)
-            metals = [metal_facts(cur, metal, now, units.get(metal)) for metal in settings.metals]
+            present = tables_present(cur, settings.metals)
+            metals = [
+                metal_facts(cur, metal, now, units.get(metal))
+                if metal in present
+                else no_rows_yet(metal)
+                for metal in settings.metals
+            ]
             newest = {m.metal: _time(m.quote_time) for m in metals}
             currency, unit, notes = labels(settings, units)
             runs = run_facts(cur, now)
@@ -320,7 +352,7 @@ def gather_status(
                 key=lambda r: order(r.metal),
             )
             streaks = failing_streaks(cur, settings.metals)
-            quality = quality_facts(cur, settings.metals)
+            quality = quality_facts(cur, present)
     finally:
         conn.close()
     facts = StatusFacts(
@@ -345,20 +377,28 @@ def gather_status(
     return facts
 
 
-def labels(settings: Settings, units: dict[str, tuple[str, str]]) -> tuple[str, str, list[str]]:
+def labels(
+    settings: Settings, units: dict[str, tuple[str, str]]
+) -> tuple[str, str | None, list[str]]:
     """Currency and unit as the stored rows say (the settings' only where there are no rows),
     and a note when CURRENCY/UNIT say otherwise: a reader labels what is there."""
     kinds = sorted(set(units.values()))
-    currency, unit = kinds[0] if len(kinds) == 1 else (settings.currency, settings.unit)
+    # Commodities in several units (copper per tonne, gold per ounce): unit None, each
+    # metal's facts carry its own.
+    fallback = (settings.currency, settings.unit or ("toz" if not kinds else None))
+    currency, unit = kinds[0] if len(kinds) == 1 else fallback
     notes = []
-    wanted = (settings.currency, settings.unit)
-    wrong = {metal: kept for metal, kept in units.items() if kept != wanted}
+    wrong = {
+        metal: kept
+        for metal, kept in units.items()
+        if kept[0] != settings.currency or settings.unit not in (None, kept[1])
+    }
     if wrong:
         kept = "; ".join(f"{m} in {c} per {u}" for m, (c, u) in wrong.items())
-        notes.append(
-            f"CURRENCY={settings.currency} UNIT={settings.unit} ignored: the stored rows are "
-            f"{kept} (labels follow the rows)"
+        setting = f"CURRENCY={settings.currency}" + (
+            f" UNIT={settings.unit}" if settings.unit else ""
         )
+        notes.append(f"{setting} ignored: the stored rows are {kept} (labels follow the rows)")
     return currency, unit, notes
 
 

@@ -100,9 +100,35 @@ def quotes_to_frame(
     return frame.sort_values("timestamp", ignore_index=True)
 
 
-def check_units(frame: pd.DataFrame, *, currency: str, unit: str, metal: str, endpoint: str):
-    """Refuse prices in another currency or unit than configured, rather than mix them in."""
-    for column, wanted, name in (("currency", currency, "CURRENCY"), ("unit", unit, "UNIT")):
+# How many troy ounces each weight unit the API speaks holds: /timeseries quotes every metal
+# per troy ounce, while /metal/spot quotes base metals per metric tonne (copper: "mt").
+TROY_OUNCES_PER = {"toz": 1.0, "g": 1 / 31.1034768, "kg": 1000 / 31.1034768}
+TROY_OUNCES_PER["mt"] = 1000 * TROY_OUNCES_PER["kg"]
+_PRICES = ["rate_price", "rate_ask", "rate_bid", "rate_high", "rate_low", "rate_change"]
+
+
+def in_unit(frame: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """The frame's prices per `unit` (a weight unit of TROY_OUNCES_PER); one in a unit this
+    does not know is returned as it is, for the load to refuse rather than mix."""
+    frame = frame.copy()
+    for given in set(frame["unit"]) - {unit}:
+        if given not in TROY_OUNCES_PER or unit not in TROY_OUNCES_PER:
+            continue
+        rows = frame["unit"] == given
+        factor = TROY_OUNCES_PER[unit] / TROY_OUNCES_PER[given]
+        frame.loc[rows, _PRICES] = frame.loc[rows, _PRICES].astype("float64") * factor
+        frame.loc[rows, "unit"] = unit
+    return frame
+
+
+def check_units(frame: pd.DataFrame, *, currency: str, unit: str | None, metal: str, endpoint: str):
+    """Refuse prices in another currency or unit than configured, rather than mix them in.
+    Without a UNIT each commodity keeps the unit of its first quote (the load refuses a
+    quote in another, for that commodity alone)."""
+    wanted_units = [("currency", currency, "CURRENCY")]
+    if unit is not None:
+        wanted_units.append(("unit", unit, "UNIT"))
+    for column, wanted, name in wanted_units:
         found = sorted(set(frame[column].astype(str)) - {wanted})
         if found:
             raise WrongUnits(

@@ -19,9 +19,9 @@ def test_missing_api_key_exits_2_with_one_line_and_no_traceback(tmp_path):
 
 
 def test_unknown_metal_is_a_usage_error(tmp_path):
-    result = MainRunner(tmp_path, base_env(METALS_DEV_API_KEY="k" * 8))("--metals", "gold,copper")
+    result = MainRunner(tmp_path, base_env(METALS_DEV_API_KEY="k" * 8))("--metals", "gold,tin")
     assert result.returncode == 2
-    assert "copper" in result.stderr
+    assert "tin" in result.stderr
 
 
 def test_every_command_has_help_and_the_main_help_names_them_all(tmp_path):

@@ -279,7 +279,7 @@ def test_a_connection_killed_mid_import_loads_nothing(run_main, database, tmp_pa
 def test_usage_errors_are_one_line_exit_2(run_main, tmp_path):
     path = write(tmp_path / "p.csv", "when,price\n2024-01-01,1\n")
     for args, message in [
-        (["--metal", "copper"], "unknown metal 'copper'"),
+        (["--metal", "tin"], "unknown metal 'tin'"),
         (["--metal", "gold", "--price-column", "close"], "no column 'close' for --price-column"),
         (["--metal", "gold"], "no time column found"),
         (["--metal", "gold", "--time-column", "when", "--tz", "Mars/Base"], "not a time zone"),

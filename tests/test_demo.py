@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import MainRunner, base_env
 
-METALS = ("gold", "silver", "platinum", "palladium")
+METALS = ("gold", "silver", "platinum", "palladium", "copper")  # copper per tonne
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_demo_runs_and_prints_a_summary(demo_runs):
 def test_demo_seeds_history_tagged_demo_and_a_rerun_adds_nothing(demo_runs, demo_dir):
     _, second = demo_runs
     assert second.returncode == 0, second.stderr
-    assert "4/4 metals loaded; 0 row(s) inserted" in second.stdout
+    assert "5/5 metals loaded; 0 row(s) inserted" in second.stdout
     rows = dict(
         query_demo_database(
             demo_dir / "pgdata",
@@ -65,7 +65,7 @@ def test_demo_seeds_history_tagged_demo_and_a_rerun_adds_nothing(demo_runs, demo
         )
     )
     assert set(rows) == {"demo"}
-    assert rows["demo"] >= 4 * 24 * 60  # enough hourly history to train on
+    assert rows["demo"] >= 5 * 24 * 60  # enough hourly history to train on
 
 
 def test_demo_responses_land_apart_from_real_ones(demo_runs, demo_dir):
@@ -73,7 +73,7 @@ def test_demo_responses_land_apart_from_real_ones(demo_runs, demo_dir):
     assert not (demo_dir / "source" / "data" / "incoming").exists()
 
 
-def test_demo_leaves_eight_verified_models_and_their_forecasts(demo_runs, demo_dir):
+def test_demo_leaves_ten_verified_models_and_their_forecasts(demo_runs, demo_dir):
     from source.ml.registry import read_metadata
     from tests.test_models import load_checked
 
@@ -90,7 +90,7 @@ def test_demo_leaves_eight_verified_models_and_their_forecasts(demo_runs, demo_d
         demo_dir / "pgdata",
         "SELECT count(*), count(DISTINCT (metal, target)) FROM price_predictions",
     )
-    assert predictions == [(24, 8)]
+    assert predictions == [(30, 10)]
     # The real model beside it was not touched.
     real = demo_dir / "trained_models" / "model_rate_price" / "gold.joblib"
     assert real.read_bytes() == b"the production model"
@@ -118,7 +118,7 @@ def test_a_demo_that_loads_nothing_never_says_it_finished(tmp_path):
     assert result.returncode == 1
     assert "Demo run FAILED, nothing loaded" in result.stdout
     assert "finished" not in result.stdout
-    assert result.stderr.strip().splitlines()[-1].startswith("main.py: 0/4 metals loaded")
+    assert result.stderr.strip().splitlines()[-1].startswith("main.py: 0/5 metals loaded")
 
 
 def test_after_the_demo_status_and_report_point_to_it_and_say_synthetic(demo_runs, demo_dir):

@@ -1,10 +1,17 @@
 """Migration 4 turns the historic tables into the partitions of the analytics table: rows of
-an existing installation survive it, and the keys still hold."""
+an existing installation survive it, and the keys still hold. Every applied migration is
+recorded with its text's checksum; one whose text changed afterwards is refused at start-up."""
 
 import psycopg2
 import pytest
 
-from source.db_functions.migrations import MIGRATIONS, apply_migrations
+from source.db_functions import migrations
+from source.db_functions.migrations import (
+    MIGRATIONS,
+    MigrationEdited,
+    apply_migrations,
+    checksum,
+)
 
 OLD_ROW = """INSERT INTO {table} ("timestamp", metal, currency, unit, rate_price, rate_ask, source)
               VALUES ('2024-05-28 14:32:03.512+00', %s, 'USD', 'toz', %s, %s, 'api')"""
@@ -64,5 +71,65 @@ def test_ledger_rows_of_an_older_database_take_the_job_names(database):
     finally:
         conn.close()
     assert database.query("SELECT command FROM pipeline_runs ORDER BY run_id") == [
-        ("pipeline",), ("import_csv",), ("backfill",), ("train",), ("quality accept",)
+        ("pipeline",),
+        ("import_csv",),
+        ("backfill",),
+        ("train",),
+        ("quality accept",),
     ]
+
+
+def _migrate(database, up_to=None) -> list[int]:
+    conn = database.connect()
+    try:
+        return apply_migrations(conn, up_to=up_to)
+    finally:
+        conn.close()
+
+
+def test_each_applied_migration_is_recorded_with_its_checksum(database):
+    _migrate(database)
+    assert database.query("SELECT version, checksum FROM schema_migrations ORDER BY 1") == [
+        (version, checksum(text)) for version, _, text in MIGRATIONS
+    ]
+
+
+def test_a_database_of_the_release_before_checksums_gets_them_on_first_start(database):
+    """Its rows were recorded without checksums: the first start records this release's, and
+    from then on an edit is refused."""
+    _migrate(database, up_to=8)
+    assert _migrate(database) == [v for v, _, _ in MIGRATIONS if v > 8]
+    assert database.scalar("SELECT count(*) FROM schema_migrations WHERE checksum IS NULL") == 0
+    assert _migrate(database) == []
+
+
+def test_texts_are_fixed_strings_not_built_from_each_other():
+    """No migration is another's text passed through a replace: each is its own literal."""
+    texts = [text for _, _, text in MIGRATIONS]
+    assert len(set(texts)) == len(texts)
+    assert [version for version, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_an_edited_applied_migration_is_refused_naming_it(database, monkeypatch):
+    _migrate(database)
+    edited = [
+        (v, n, t.replace("WHERE quality = 'ok'", "") if v == 7 else t) for v, n, t in MIGRATIONS
+    ]
+    edited.append((len(MIGRATIONS) + 1, "a later one, never run", "CREATE TABLE never_run ();"))
+    monkeypatch.setattr(migrations, "MIGRATIONS", tuple(edited))
+    with pytest.raises(MigrationEdited) as refused:
+        _migrate(database)
+    assert "migration 7 (quality marks; analyst views read good rows only)" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert database.scalar("SELECT to_regclass('never_run') IS NULL")  # nothing ran
+
+
+def test_main_refuses_to_start_on_an_edited_migration(run_main, database):
+    """From the command line: one line naming the migration, exit 1, no run recorded."""
+    _migrate(database)
+    database.query("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 5")
+    done = run_main("--no-train")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().count("\n") == 0
+    assert "migration 5 (analyst views daily_ohlc and price_ranges)" in done.stderr
+    assert database.scalar("SELECT count(*) FROM pipeline_runs") == 0

@@ -191,7 +191,10 @@ def backfill(settings: Settings, args: argparse.Namespace) -> int:
 def _check_import_args(args: argparse.Namespace) -> None:
     """The metal, the file and the delimiter, before the database is touched."""
     if args.metal not in KNOWN_METALS:
-        raise ConfigError(f"unknown metal {args.metal!r}; choose from {', '.join(KNOWN_METALS)}")
+        raise ConfigError(
+            f"unknown metal {args.metal!r}; choose from the API's spot metals "
+            f"{', '.join(KNOWN_METALS)}"
+        )
     if args.metals is not None:
         raise ConfigError(
             f"import-csv loads one metal, named by --metal ({args.metal}); drop --metals "
@@ -252,6 +255,7 @@ def import_csv(settings: Settings, args: argparse.Namespace) -> int:
     from source.csv_import import CsvLayout, import_file
     from source.db_functions.migrations import connect_and_migrate
     from source.db_functions.runs import recorded_run, status_for
+    from source.db_functions.units import kept_units
 
     layout = CsvLayout(
         time_column=args.time_column,
@@ -264,7 +268,8 @@ def import_csv(settings: Settings, args: argparse.Namespace) -> int:
         header=not args.no_header,
     )
     _refuse_contradicting_units(settings, args.job, [args.metal])
-    database = connect_and_migrate(settings)
+    # The metal named gets its table even when METALS does not list it (yet).
+    database = connect_and_migrate(settings, metals=(*settings.metals, args.metal))
     with recorded_run(database, args.job) as record:
         conn = database.connect()
         try:
@@ -274,7 +279,8 @@ def import_csv(settings: Settings, args: argparse.Namespace) -> int:
                 args.metal,
                 layout,
                 currency=settings.currency,
-                unit=settings.unit,
+                # A vendor file says no unit: UNIT, else the one the metal's rows are kept in.
+                unit=settings.unit or kept_units(database, [args.metal]).get(args.metal, "toz"),
                 strict=args.strict,
                 **({"chunk_rows": args.chunk_rows} if args.chunk_rows else {}),
             )

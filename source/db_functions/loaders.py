@@ -15,7 +15,7 @@ from source.db_functions.migrations import ANALYTICS_TABLE, historic_table
 from source.db_functions.quality_marks import assess_metal
 from source.transform import HISTORIC_COLUMNS, RATE_COLUMNS
 
-_COLUMNS = ", ".join(f'"{c}"' for c in HISTORIC_COLUMNS)
+HISTORIC_COLUMNS_SQL = ", ".join(f'"{c}"' for c in HISTORIC_COLUMNS)
 _UPDATED = [*RATE_COLUMNS, "currency", "unit", "status", "source", "fetched_at", "raw_file"]
 _SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED) + ", loaded_at = now()"
 # A reloaded quote with the same values is left alone (fetched_at keeps the first fetch).
@@ -55,10 +55,10 @@ def frame_to_csv(frame: pd.DataFrame) -> io.StringIO:
     return buffer
 
 
-def upsert_from(table: str, key: str, source_table: str, select: str = _COLUMNS) -> str:
+def upsert_from(table: str, key: str, source_table: str, select: str = HISTORIC_COLUMNS_SQL) -> str:
     """INSERT ... SELECT ... ON CONFLICT DO UPDATE; RETURNING tells inserts from updates."""
     return (
-        f"INSERT INTO {table} AS t ({_COLUMNS}) "
+        f"INSERT INTO {table} AS t ({HISTORIC_COLUMNS_SQL}) "
         f"SELECT {select} FROM {source_table} "
         f"ON CONFLICT ({key}) DO UPDATE SET {_SET} WHERE {_CHANGED} AND {_KEEP_RICHER} "
         "RETURNING (xmax = 0) AS inserted"
@@ -92,7 +92,8 @@ def _upsert_metal(cur, metal: str, frame: pd.DataFrame) -> UpsertCounts:
     check_units(cur, table, set(zip(frame["currency"], frame["unit"], strict=True)))
     cur.execute("TRUNCATE staging_prices")
     cur.copy_expert(
-        f"COPY staging_prices ({_COLUMNS}) FROM STDIN WITH (FORMAT csv)", frame_to_csv(frame)
+        f"COPY staging_prices ({HISTORIC_COLUMNS_SQL}) FROM STDIN WITH (FORMAT csv)",
+        frame_to_csv(frame),
     )
     cur.execute(upsert_from(table, '"timestamp"', "staging_prices"))
     counts = counts_of(cur)

@@ -1,295 +1,106 @@
-"""Versioned schema migrations, applied in order and recorded in `schema_migrations`."""
+"""Versioned schema migrations, applied in order and recorded in `schema_migrations` with the
+checksum of their text: a migration whose text changed after a database applied it is refused
+at start-up (MigrationEdited, exit 1), before anything else runs."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterable
+
+from psycopg2 import sql
 
 from source.config import KNOWN_METALS, Settings
 from source.db_functions.connection import Database, open_database
+from source.db_functions.schema_history import COMMODITY_DEFINITION, MIGRATIONS
+from source.errors import EXIT_FAILURE, ReportableError
 
 log = logging.getLogger(__name__)
 
 ANALYTICS_TABLE = "commodities_price_data_analytics"
 _MIGRATION_LOCK_KEY = 7_245_001  # any constant; serialises concurrent migrators
 
-_PRICE_COLUMNS = """
-    metal               text             NOT NULL,
-    currency            text             NOT NULL,
-    unit                text             NOT NULL,
-    status              text             NOT NULL DEFAULT 'success',
-    rate_price          double precision NOT NULL CHECK (rate_price > 0),
-    rate_ask            double precision,
-    rate_bid            double precision,
-    rate_high           double precision,
-    rate_low            double precision,
-    rate_change         double precision,
-    rate_change_percent double precision,
-    source              text             NOT NULL
-                        CHECK (source IN ('api', 'backfill', 'csv', 'demo')),
-    fetched_at          timestamptz,
-    raw_file            text,
-    loaded_at           timestamptz      NOT NULL DEFAULT now()
-"""
+
+class MigrationEdited(ReportableError):
+    """An applied migration's text is not the text the database ran: the release is broken,
+    not the configuration (exit 1). Restore the migration's text; add a new version instead."""
+
+    exit_code = EXIT_FAILURE
+
+
+def checksum(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def historic_table(metal: str) -> str:
+    """A commodity's table name; only the API's spot metals (lower-case letters) have one."""
     if metal not in KNOWN_METALS:
         raise ValueError(f"unknown metal {metal!r}")
     return f"{metal}_historic"
 
 
-def _initial_schema() -> str:
-    historic = "".join(
-        f"""
-        CREATE TABLE {historic_table(metal)} (
-            "timestamp" timestamptz PRIMARY KEY,
-            {_PRICE_COLUMNS},
-            CHECK (metal = '{metal}')
-        );"""
-        for metal in KNOWN_METALS
-    )
-    return (
-        historic
-        + f"""
-        CREATE TABLE {ANALYTICS_TABLE} (
-            "timestamp" timestamptz NOT NULL,
-            {_PRICE_COLUMNS},
-            PRIMARY KEY (metal, "timestamp")
-        );
-        CREATE INDEX ON {ANALYTICS_TABLE} ("timestamp");
-        CREATE TABLE pipeline_runs (
-            run_id        bigserial   PRIMARY KEY,
-            command       text        NOT NULL,
-            started_at    timestamptz NOT NULL DEFAULT now(),
-            finished_at   timestamptz,
-            status        text        NOT NULL DEFAULT 'running',
-            exit_code     integer,
-            metals_ok     text[]      NOT NULL DEFAULT '{{}}',
-            metals_failed text[]      NOT NULL DEFAULT '{{}}',
-            rows_inserted integer     NOT NULL DEFAULT 0,
-            rows_updated  integer     NOT NULL DEFAULT 0,
-            api_requests  integer     NOT NULL DEFAULT 0,
-            message       text
-        );
-    """
+def commodity_definition(metal: str) -> sql.Composed:
+    """The statements that give one commodity its table: its name reaches SQL only here, as
+    an Identifier (the table) and a Literal (the partition's value)."""
+    return sql.SQL(COMMODITY_DEFINITION).format(
+        table=sql.Identifier(historic_table(metal)), metal=sql.Literal(metal)
     )
 
 
-_MODEL_TABLES = """
-    CREATE TABLE model_runs (
-        model_run_id  bigserial        PRIMARY KEY,
-        trained_at    timestamptz      NOT NULL,
-        metal         text             NOT NULL,
-        target        text             NOT NULL,
-        horizon       integer          NOT NULL,
-        chosen_model  text             NOT NULL,
-        rows_used     integer          NOT NULL,
-        data_start    timestamptz,
-        data_end      timestamptz,
-        n_predictions integer          NOT NULL,
-        model_mae     double precision,
-        naive_mae     double precision,
-        mase          double precision,
-        direction_accuracy double precision,
-        direction_base_rate double precision
-    );
-    CREATE INDEX ON model_runs (metal, target, trained_at DESC);
-    CREATE TABLE price_predictions (
-        metal         text             NOT NULL,
-        target        text             NOT NULL,
-        origin_time   timestamptz      NOT NULL,
-        horizon       integer          NOT NULL,
-        predicted_value double precision NOT NULL,
-        last_value    double precision NOT NULL,
-        chosen_model  text             NOT NULL,
-        trained_at    timestamptz      NOT NULL,
-        PRIMARY KEY (metal, target, origin_time, horizon)
-    );
-"""
-
-# Which (day, metal) a /timeseries answer covered, loaded in the same transaction as its rows,
-# so a rerun of a backfill skips them (a day can lack a metal: asked once is enough).
-_BACKFILL_AND_FREQUENCY = """
-    CREATE TABLE backfill_coverage (
-        day         date        NOT NULL,
-        metal       text        NOT NULL,
-        raw_file    text,
-        recorded_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (day, metal)
-    );
-    ALTER TABLE model_runs ADD COLUMN frequency text NOT NULL DEFAULT 'hourly';
-    ALTER TABLE price_predictions ADD COLUMN frequency text NOT NULL DEFAULT 'hourly';
-"""
-
-_ALL_COLUMNS = (
-    '"timestamp", metal, currency, unit, status, rate_price, rate_ask, rate_bid, rate_high, '
-    "rate_low, rate_change, rate_change_percent, source, fetched_at, raw_file, loaded_at"
-)
+def add_commodities(conn, metals: Iterable[str]) -> list[str]:
+    """Give each configured commodity that has none yet its table, in one transaction under
+    the migrators' lock (callers that write hold the run lock too), recorded in `commodities`
+    with the definition's checksum; return those added. Nothing is ever dropped: a commodity
+    taken out of METALS keeps its table and rows."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        cur.execute("SELECT metal FROM commodities")
+        held = {row[0] for row in cur.fetchall()}
+        added = []
+        for metal in dict.fromkeys(metals):
+            if metal in held:
+                continue
+            # A table without its row: e.g. a restore of a backup older than the commodity
+            # (pg_restore --clean leaves what the dump does not hold). It is recorded as is.
+            cur.execute("SELECT to_regclass(%s) IS NULL", (historic_table(metal),))
+            if cur.fetchone()[0]:
+                cur.execute(commodity_definition(metal))
+            cur.execute(
+                "INSERT INTO commodities (metal, checksum) VALUES (%s, %s)",
+                (metal, checksum(COMMODITY_DEFINITION)),
+            )
+            added.append(metal)
+            log.info("added commodity %s: table %s", metal, historic_table(metal))
+    return added
 
 
-def _partitioned_schema() -> str:
-    """The analytics table becomes a LIST-partitioned table whose partitions ARE the historic
-    tables: every row is stored once, a metal's rows are in both or neither by construction,
-    and a load writes half as much. Existing rows move over in the same transaction."""
-    old_indexes = [f"{historic_table(m)}_pkey" for m in KNOWN_METALS] + [
-        f"{ANALYTICS_TABLE}_pkey",
-        f"{ANALYTICS_TABLE}_timestamp_idx",
-    ]
-    statements = [f"ALTER TABLE {ANALYTICS_TABLE} RENAME TO analytics_before_v4"]
-    statements += [f"ALTER TABLE {historic_table(m)} RENAME TO {m}_before_v4" for m in KNOWN_METALS]
-    statements += [
-        f"ALTER INDEX IF EXISTS {name} RENAME TO {name}_before_v4" for name in old_indexes
-    ]
-    # Each partition has its own primary key on "timestamp" (the historic table's key);
-    # with one partition per metal that makes (metal, "timestamp") unique in the analytics
-    # table. No key is declared on the parent: pg_restore --clean cannot drop the inherited
-    # constraints such a key puts on the partitions.
-    statements.append(
-        f"""CREATE TABLE {ANALYTICS_TABLE} (
-                "timestamp" timestamptz NOT NULL,
-                {_PRICE_COLUMNS}
-            ) PARTITION BY LIST (metal)"""
+def _has_checksums(cur) -> bool:
+    cur.execute(
+        """SELECT EXISTS (SELECT 1 FROM pg_attribute
+                           WHERE attrelid = 'schema_migrations'::regclass
+                             AND attname = 'checksum' AND NOT attisdropped)"""
     )
-    for metal in KNOWN_METALS:
-        statements.append(
-            f"CREATE TABLE {historic_table(metal)} PARTITION OF {ANALYTICS_TABLE} "
-            f"""(PRIMARY KEY ("timestamp")) FOR VALUES IN ('{metal}')"""
-        )
-        statements.append(
-            f"INSERT INTO {ANALYTICS_TABLE} ({_ALL_COLUMNS}) "
-            f"SELECT {_ALL_COLUMNS} FROM {metal}_before_v4"
-        )
-    # Rows only the old analytics table held (there should be none) are kept too.
-    statements.append(
-        f"INSERT INTO {ANALYTICS_TABLE} ({_ALL_COLUMNS}) "
-        f"SELECT {_ALL_COLUMNS} FROM analytics_before_v4 a WHERE NOT EXISTS "
-        f"""(SELECT 1 FROM {ANALYTICS_TABLE} n WHERE n.metal = a.metal """
-        """AND n."timestamp" = a."timestamp")"""
-    )
-    statements.append(
-        "DROP TABLE analytics_before_v4, " + ", ".join(f"{m}_before_v4" for m in KNOWN_METALS)
-    )
-    return ";\n".join(statements) + ";"
+    return cur.fetchone()[0]
 
 
-def _analyst_views() -> str:
-    """daily_ohlc and price_ranges (price_ranges_at(t) for any moment, e.g. in tests)."""
-    metals = ", ".join(f"('{m}')" for m in KNOWN_METALS)
-    extreme = """LEFT JOIN LATERAL (
-            SELECT a.rate_price, a."timestamp" FROM {table} a
-             WHERE a.metal = m.metal AND a."timestamp" >= p.starts AND a."timestamp" < p.ends
-             ORDER BY a.rate_price {order}, a."timestamp" LIMIT 1) {alias} ON true"""
-    return f"""
-    CREATE VIEW daily_ohlc AS
-    SELECT metal,
-           ("timestamp" AT TIME ZONE 'UTC')::date AS day,
-           (array_agg(rate_price ORDER BY "timestamp"))[1] AS open,
-           max(rate_price) AS high,
-           min(rate_price) AS low,
-           (array_agg(rate_price ORDER BY "timestamp" DESC))[1] AS close,
-           (array_agg("timestamp" ORDER BY rate_price DESC, "timestamp"))[1] AS high_at,
-           (array_agg("timestamp" ORDER BY rate_price, "timestamp"))[1] AS low_at,
-           count(*) AS rows
-      FROM {ANALYTICS_TABLE}
-     GROUP BY metal, ("timestamp" AT TIME ZONE 'UTC')::date;
-
-    CREATE FUNCTION price_ranges_at(at timestamptz)
-    RETURNS TABLE (metal text, period text, starts timestamptz, ends timestamptz,
-                   high double precision, high_at timestamptz,
-                   low double precision, low_at timestamptz)
-    LANGUAGE sql STABLE AS $$
-      WITH midnight AS (
-        SELECT date_trunc('day', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS today,
-               date_trunc('week', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS monday),
-      periods (period, starts, ends, position) AS (
-        SELECT 'today', today, at + interval '1 microsecond', 1 FROM midnight
-        UNION ALL SELECT 'yesterday', today - interval '1 day', today, 2 FROM midnight
-        UNION ALL SELECT 'this week', monday, at + interval '1 microsecond', 3 FROM midnight
-        UNION ALL SELECT 'last 7 days', at - interval '7 days', at + interval '1 microsecond', 4
-          FROM midnight)
-      SELECT m.metal, p.period, p.starts, p.ends, hi.rate_price, hi."timestamp",
-             lo.rate_price, lo."timestamp"
-        FROM (VALUES {metals}) AS m(metal)
-        CROSS JOIN periods p
-        {extreme.format(table=ANALYTICS_TABLE, order="DESC", alias="hi")}
-        {extreme.format(table=ANALYTICS_TABLE, order="ASC", alias="lo")}
-       ORDER BY m.metal, p.position
-    $$;
-
-    CREATE VIEW price_ranges AS SELECT * FROM price_ranges_at(now());
-"""
+def _recorded(cur) -> dict[int, str | None]:
+    """{version: checksum} of the applied migrations (None: recorded before checksums)."""
+    if _has_checksums(cur):
+        cur.execute("SELECT version, checksum FROM schema_migrations")
+    else:
+        cur.execute("SELECT version, NULL FROM schema_migrations")
+    return dict(cur.fetchall())
 
 
-_INTERVALS = """
-    ALTER TABLE price_predictions ADD COLUMN lower double precision,
-                                  ADD COLUMN upper double precision;
-    ALTER TABLE model_runs ADD COLUMN interval_coverage double precision,
-                           ADD COLUMN interval_score double precision,
-                           ADD COLUMN naive_interval_score double precision,
-                           ADD COLUMN interval_score_ratio double precision;
-"""
-
-def _quality_marks() -> str:
-    """Every row gets a quality mark (existing ones `ok`); the analyst views read `ok` rows
-    only; quality_events keeps every change of a mark (rule or person) for `quality`."""
-    views = _analyst_views()
-    views = views.replace(
-        f"      FROM {ANALYTICS_TABLE}\n     GROUP BY",
-        f"      FROM {ANALYTICS_TABLE}\n     WHERE quality = 'ok'\n     GROUP BY",
-    ).replace(
-        'WHERE a.metal = m.metal AND a."timestamp" >= p.starts',
-        "WHERE a.metal = m.metal AND a.quality = 'ok' AND a.\"timestamp\" >= p.starts",
-    )
-    views = views.replace("CREATE VIEW", "CREATE OR REPLACE VIEW").replace(
-        "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"
-    )
-    # On each partition, not the parent: pg_restore --clean (before PostgreSQL 17) cannot drop
-    # the partitions' share of an index declared on the parent.
-    indexes = "\n    ".join(
-        f'CREATE INDEX ON {historic_table(m)} ("timestamp") WHERE quality <> \'ok\';'
-        for m in KNOWN_METALS
-    )
-    return f"""
-    ALTER TABLE {ANALYTICS_TABLE}
-        ADD COLUMN quality text NOT NULL DEFAULT 'ok'
-            CHECK (quality IN ('ok', 'suspect', 'rejected')),
-        ADD COLUMN quality_decision text NOT NULL DEFAULT 'rule',
-        ADD COLUMN quality_reason text;
-    {indexes}
-    CREATE TABLE quality_events (
-        event_id    bigserial   PRIMARY KEY,
-        metal       text        NOT NULL,
-        "timestamp" timestamptz NOT NULL,
-        price       double precision NOT NULL,
-        quality     text        NOT NULL,
-        decision    text        NOT NULL,
-        reason      text,
-        decided_by  text        NOT NULL,
-        decided_at  timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE INDEX ON quality_events (metal, "timestamp");
-    {views}
-"""
-
-
-# The ledger's command column takes the job's name, as the metrics' `job` label does: the
-# hourly run was recorded as `run`, the CSV import as `import-csv`.
-_JOB_NAMES = """
-    UPDATE pipeline_runs SET command = 'pipeline' WHERE command = 'run';
-    UPDATE pipeline_runs SET command = 'import_csv' WHERE command = 'import-csv';
-"""
-
-
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (1, "historic tables, analytics table, run ledger", _initial_schema()),
-    (2, "model runs and price predictions", _MODEL_TABLES),
-    (3, "backfill coverage; model frequency", _BACKFILL_AND_FREQUENCY),
-    (4, "historic tables become the partitions of the analytics table", _partitioned_schema()),
-    (5, "analyst views daily_ohlc and price_ranges", _analyst_views()),
-    (6, "80% price intervals", _INTERVALS),
-    (7, "quality marks; analyst views read good rows only", _quality_marks()),
-    (8, "one name per job in the run ledger", _JOB_NAMES),
-]
+def refuse_edited(recorded: dict[int, str | None], migrations=MIGRATIONS) -> None:
+    """Raise MigrationEdited, naming the first applied migration whose text changed."""
+    for version, name, text in migrations:
+        kept = recorded.get(version)
+        if kept is not None and kept != checksum(text):
+            raise MigrationEdited(
+                f"migration {version} ({name}) was applied with another text than this "
+                "release's: restore its text (a change goes in a new migration); nothing was run"
+            )
 
 
 def pending_migrations(cur) -> list[int]:
@@ -304,7 +115,9 @@ def pending_migrations(cur) -> list[int]:
 
 
 def apply_migrations(conn, up_to: int | None = None) -> list[int]:
-    """Apply pending migrations (up to a version) in one transaction; return those applied."""
+    """Apply pending migrations (up to a version) in one transaction; return those applied.
+    Applied migrations are checked against their recorded checksums first; those recorded
+    before checksums existed get the checksum of this release's text."""
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
         cur.execute(
@@ -313,11 +126,11 @@ def apply_migrations(conn, up_to: int | None = None) -> list[int]:
                    name       text        NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        cur.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in cur.fetchall()}
+        recorded = _recorded(cur)
+        refuse_edited(recorded, MIGRATIONS)
         applied = []
         for version, name, statements in MIGRATIONS:
-            if version in done or (up_to is not None and version > up_to):
+            if version in recorded or (up_to is not None and version > up_to):
                 continue
             cur.execute(statements)
             cur.execute(
@@ -325,15 +138,28 @@ def apply_migrations(conn, up_to: int | None = None) -> list[int]:
             )
             applied.append(version)
             log.info("applied migration %d: %s", version, name)
+        # Only rows without one are written: a role that may only read the ledger of
+        # migrations starts as before once every checksum is recorded.
+        unrecorded = {v for v, kept in recorded.items() if kept is None} | set(applied)
+        if unrecorded and _has_checksums(cur):
+            for version, _, text in MIGRATIONS:
+                if version in unrecorded:
+                    cur.execute(
+                        """UPDATE schema_migrations SET checksum = %s
+                            WHERE version = %s AND checksum IS NULL""",
+                        (checksum(text), version),
+                    )
     return applied
 
 
-def connect_and_migrate(settings: Settings) -> Database:
-    """Open (or start) the database and bring its schema up to date."""
+def connect_and_migrate(settings: Settings, metals: Iterable[str] | None = None) -> Database:
+    """Open (or start) the database, bring its schema up to date and give each configured
+    commodity (or each of `metals`) its table."""
     database = open_database(settings)
     conn = database.connect()
     try:
         apply_migrations(conn)
+        add_commodities(conn, settings.metals if metals is None else metals)
     finally:
         conn.close()
     return database

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from source.db_functions.loaders import UpsertCounts, check_units
+from source.db_functions.loaders import HISTORIC_COLUMNS_SQL, UpsertCounts, check_units
 from source.db_functions.migrations import historic_table
 from source.db_functions.quality_marks import Judgement, assess_metal
 
@@ -36,10 +36,8 @@ _EIGHT = (8).to_bytes(4, "big")
 # holds it meanwhile (8 KiB blocks made a 1M-row COPY 15x slower next to a busy thread).
 COPY_BLOCK = 1 << 20
 STAGING_COLUMNS = 'line, "timestamp", rate_price, rate_ask'
-TABLE_COLUMNS = (
-    '"timestamp", metal, currency, unit, status, rate_price, rate_ask, rate_bid, rate_high, '
-    "rate_low, rate_change, rate_change_percent, source, fetched_at, raw_file"
-)
+# The historic table's columns in the loaders' order, which table_buffer packs fields in.
+TABLE_COLUMNS = HISTORIC_COLUMNS_SQL
 
 
 def _text(value: str) -> bytes:

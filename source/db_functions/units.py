@@ -29,11 +29,30 @@ def stored_units(cur, metals: tuple[str, ...] | list[str]) -> dict[str, tuple[st
     return found
 
 
-def contradiction(currency: str, unit: str, stored: dict[str, tuple[str, str]]) -> str | None:
-    """One line naming the setting that contradicts the stored rows, or None when none does."""
+def kept_units(database, metals) -> dict[str, str]:
+    """{metal: unit} its rows are kept in, for the metals that hold rows."""
+    conn = database.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            return {metal: unit for metal, (_, unit) in stored_units(cur, metals).items()}
+    finally:
+        conn.close()
+
+
+def contradiction(
+    currency: str, unit: str | None, stored: dict[str, tuple[str, str]]
+) -> str | None:
+    """One line naming the setting that contradicts the stored rows, or None when none does
+    (no UNIT: each commodity keeps its own)."""
     for metal, (kept_currency, kept_unit) in stored.items():
-        wrong = [f"{name}={value}" for name, value, kept in (
-            ("CURRENCY", currency, kept_currency), ("UNIT", unit, kept_unit)) if value != kept]
+        wrong = [
+            f"{name}={value}"
+            for name, value, kept in (
+                ("CURRENCY", currency, kept_currency),
+                ("UNIT", unit, kept_unit),
+            )
+            if value is not None and value != kept
+        ]
         if wrong:
             return (
                 f"{' and '.join(wrong)} contradicts the stored rows: {metal} is kept in "
@@ -43,7 +62,7 @@ def contradiction(currency: str, unit: str, stored: dict[str, tuple[str, str]]) 
     return None
 
 
-def refuse_contradiction(cur, currency: str, unit: str, metals) -> None:
+def refuse_contradiction(cur, currency: str, unit: str | None, metals) -> None:
     """Raise UnitsContradicted before a writer fetches or loads rows it would have to refuse."""
     line = contradiction(currency, unit, stored_units(cur, metals))
     if line is not None:

@@ -33,7 +33,8 @@ def _number(value, digits: int = 2) -> str:
 
 
 def _metals(facts: StatusFacts) -> list[str]:
-    unit = f"{facts.currency}/{facts.unit}"
+    mixed = facts.unit is None  # commodities in several units: each line says its own
+    unit = "per commodity" if mixed else f"{facts.currency}/{facts.unit}"
     lines = [
         f"PRICES ({unit})",
         f"  {'metal':<10} {'price':>11} {'ask':>11} {'quote (UTC)':<17} "
@@ -47,7 +48,7 @@ def _metals(facts: StatusFacts) -> list[str]:
         lines.append(
             f"  {m.metal:<10} {_number(m.latest_price):>11} {_number(m.latest_ask):>11} "
             f"{when(m.quote_time):<17} {_age(m.quote_age_seconds):>5} "
-            f"{m.rows:>8,}  {sources}"
+            f"{m.rows:>8,}  {sources}" + (f"  {m.currency}/{m.unit}" if mixed else "")
         )
     return lines
 
