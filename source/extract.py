@@ -388,7 +388,7 @@ def fetch_spot_prices(
     metals: tuple[str, ...],
     *,
     currency: str,
-    unit: str,
+    unit: str | None,
     source: str,
     data_dir: Path,
     submit: Callable[[LoadJob], None],

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from source.config import Settings
 from source.db_functions import quality_marks
-from source.db_functions.migrations import connect_and_migrate
+from source.db_functions.migrations import connect_and_migrate, tables_present
 from source.db_functions.runs import recorded_run
 from source.errors import EXIT_OK, EXIT_USAGE
 from source.status import open_for_reading
@@ -25,7 +25,7 @@ def _rows(settings: Settings) -> dict:
     conn = database.connect()
     try:
         with conn, conn.cursor() as cur:
-            marked = quality_marks.flagged(cur, settings.metals)
+            marked = quality_marks.flagged(cur, tables_present(cur, settings.metals))
             cur.execute(
                 """SELECT metal, "timestamp", price, quality, decision, reason, decided_by,
                           decided_at

@@ -14,7 +14,7 @@ import psycopg2
 from source.backups.catalog import list_backups
 from source.config import DEMO_DATABASE, Settings
 from source.db_functions.connection import Database, open_database
-from source.db_functions.migrations import historic_table, pending_migrations
+from source.db_functions.migrations import historic_table, pending_migrations, tables_present
 from source.errors import ReportableError
 from source.facts import (
     SOURCES,
@@ -54,18 +54,6 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
     return (now - moment).total_seconds() if moment is not None else None
-
-
-def tables_present(cur, metals: tuple[str, ...]) -> tuple[str, ...]:
-    """The metals that have their table: one just added to METALS has none until the next
-    writing command creates it (a reader never does)."""
-    cur.execute(
-        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name || '_historic') "
-        "IS NOT NULL",
-        (list(metals),),
-    )
-    found = {row[0] for row in cur.fetchall()}
-    return tuple(metal for metal in metals if metal in found)
 
 
 def no_rows_yet(metal: str) -> MetalFacts:

@@ -103,6 +103,18 @@ def refuse_edited(recorded: dict[int, str | None], migrations=MIGRATIONS) -> Non
             )
 
 
+def tables_present(cur, metals: tuple[str, ...]) -> tuple[str, ...]:
+    """The metals that have their table: one just added to METALS has none until the next
+    writing command creates it (a reader never does)."""
+    cur.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name || '_historic') "
+        "IS NOT NULL",
+        (list(metals),),
+    )
+    found = {row[0] for row in cur.fetchall()}
+    return tuple(metal for metal in metals if metal in found)
+
+
 def pending_migrations(cur) -> list[int]:
     """The versions this database lacks, without changing it (all of them before the first
     migration)."""

@@ -10,7 +10,7 @@ import pandas as pd
 
 from source.config import Settings
 from source.db_functions.connection import open_database
-from source.db_functions.migrations import historic_table
+from source.db_functions.migrations import historic_table, tables_present
 
 
 @dataclass
@@ -42,8 +42,9 @@ def price_history(settings: Settings, now: datetime) -> dict[str, PriceHistory]:
     history = {}
     try:
         with conn, conn.cursor() as cur:
+            present = tables_present(cur, settings.metals)  # one just added has none yet
             for metal in settings.metals:
-                history[metal] = _metal_history(cur, metal)
+                history[metal] = _metal_history(cur, metal) if metal in present else _nothing()
     finally:
         conn.close()
     return history
@@ -65,13 +66,18 @@ def _daily_closes(cur, metal: str, after) -> list:
     return cur.fetchall()
 
 
+def _nothing() -> PriceHistory:
+    columns = ["timestamp", "rate_price"]
+    return PriceHistory(_frame([], columns), _frame([], [*columns, "quality"]), None, "hourly")
+
+
 def _metal_history(cur, metal: str) -> PriceHistory:
     table = historic_table(metal)
     cur.execute(f'SELECT min("timestamp"), max("timestamp"), count(*) FROM {table}')
     oldest, newest, quotes = cur.fetchone()
     columns = ["timestamp", "rate_price"]
     if newest is None:
-        return PriceHistory(_frame([], columns), _frame([], [*columns, "quality"]), None, "hourly")
+        return _nothing()
     cur.execute(
         f'SELECT "timestamp", rate_price FROM {table} '
         'WHERE quality = \'ok\' AND "timestamp" > %s ORDER BY "timestamp"',

@@ -254,6 +254,7 @@ def _charts(facts: StatusFacts, history: dict[str, PriceHistory], out: Path, now
             continue
         currency = metal_facts.currency or facts.currency
         unit = metal_facts.unit or facts.unit
+        assert unit is not None, "a metal with rows has their unit"
         forecasts = [f for f in price_forecasts(facts) if f.metal == metal]
         chart = draw_chart(out / f"{metal}.png", metal=metal, currency=currency, unit=unit,
                            history=seen, forecasts=forecasts, now=now, synthetic=synthetic)
