@@ -198,6 +198,8 @@ def _title(metal: str, history, now, synthetic: bool) -> str:
 
 
 def _figure():
+    """One axes; its title is given y=1.0 (nothing sits above the axes), which spares
+    matplotlib measuring the x axis on every draw to find where the title goes."""
     return plt.subplots(figsize=SIZE, dpi=DPI)
 
 
@@ -279,7 +281,8 @@ def _save(figure, axes, path: Path, synthetic: bool) -> Path:
             loc="lower center", ncols=2, frameon=False, bbox_to_anchor=(0.5, 0), borderaxespad=0.5
         )
     _fit(figure, axes, legend)
-    figure.savefig(path)
+    # zlib level 1: the same pixels, a tenth bigger, written in a third of the time
+    figure.savefig(path, pil_kwargs={"compress_level": 1})
     plt.close(figure)
     return path
 
@@ -343,7 +346,7 @@ def _draw_recent(path, metal, currency, unit, history, forecasts, now, synthetic
     pad = max((end - start) * 0.04, pd.Timedelta(hours=12))
     _date_axis(axes, start - pad, end + pad)
     _price_axis(axes, currency, unit)
-    axes.set_title(_title(metal, history, now, synthetic))
+    axes.set_title(_title(metal, history, now, synthetic), y=1.0)
     return _save(figure, axes, path, synthetic)
 
 
@@ -383,6 +386,7 @@ def draw_long_view(
         span = f"{years:.0f} years" if years >= 2 else f"{(end - start).days} days"
         axes.set_title(
             f"{metal.capitalize()}: the whole history, {span} of daily closes "
-            f"({start:%Y-%m-%d} to {end:%Y-%m-%d})" + (" - SYNTHETIC" if synthetic else "")
+            f"({start:%Y-%m-%d} to {end:%Y-%m-%d})" + (" - SYNTHETIC" if synthetic else ""),
+            y=1.0,
         )
         return _save(figure, axes, path, synthetic)
