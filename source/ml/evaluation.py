@@ -17,7 +17,7 @@ from source.ml.intervals import (
     level_floor,
     naive_bounds,
 )
-from source.ml.models import ForecastModel, fit_forecast_model
+from source.ml.models import Choice, ForecastModel, fit_family, fit_forecast_model
 from source.ml.volatility import VolatilityModel, buckets_of, frequency_of
 
 N_FOLDS = 4
@@ -236,3 +236,17 @@ def fit_final(data: Dataset) -> tuple[ForecastModel, VolatilityModel]:
     volatility = data.volatility(len(data.returns))
     model.intervals = calibrate_intervals(data, model, volatility)
     return model, volatility
+
+
+def refit(
+    data: Dataset, choices: list[Choice], intervals: dict[int, IntervalModel]
+) -> tuple[ForecastModel, VolatilityModel]:
+    """The deployed model between evaluations: the families the last evaluation chose refitted
+    on every row, its choice (family and shrinkage per horizon) and interval calibration (the
+    variance members, the |scaled residuals| and the adapted level) kept as they were; the
+    volatility model refitted on the whole series, for the live interval."""
+    chosen = {c.family for c in choices} - {"naive"}
+    estimators = {family: fit_family(family, data.X, data.Y) for family in sorted(chosen)}
+    model = ForecastModel(data.horizons, data.feature_names, list(choices), estimators)
+    model.intervals = dict(intervals)
+    return model, data.volatility(len(data.returns))
