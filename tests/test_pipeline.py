@@ -203,8 +203,12 @@ def test_the_database_going_away_mid_run_is_one_line_and_nothing_is_lost(
     asked = []
     sandbox.on_request = lambda path, params: asked.append(path)
     run = subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), "--no-train"], cwd=run_main.cwd,
-        env=run_main.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(REPO / "main.py"), "--no-train"],
+        cwd=run_main.cwd,
+        env=run_main.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 60
     while len(asked) < 4 and time.monotonic() < deadline:
@@ -380,11 +384,15 @@ def test_an_hourly_run_retrains_only_when_the_input_changed(run_main, database):
     # Refitted on the new row with the choice and calibration of the first run's evaluation,
     # which is less than a day old and a week of rows back: no new metrics recorded.
     assert second["refit_only"] and not first["refit_only"]
-    assert second["evaluated"] == first["evaluated"] == {
-        "at": first["trained_at"],
-        "rows_used": first["rows_used"],
-        "frequency": "hourly",
-    }
+    assert (
+        second["evaluated"]
+        == first["evaluated"]
+        == {
+            "at": first["trained_at"],
+            "rows_used": first["rows_used"],
+            "frequency": "hourly",
+        }
+    )
     assert second["chosen"] == first["chosen"]
     assert database.scalar("SELECT count(*) FROM model_runs WHERE metal = 'gold'") == 6
 
