@@ -366,7 +366,12 @@ def test_a_refit_keeps_the_evaluated_choice_and_calibration_and_skips_the_evalua
     assert meta2["rows_used"] == 1010
     assert meta2["chosen"] == metadata["chosen"] and meta2["metrics"] == metadata["metrics"]
     assert [c.label for c in refitted.choices] == [c.label for c in model.choices]
-    assert meta2["interval"]["by_horizon"] == metadata["interval"]["by_horizon"]
+    for h, interval in refitted.intervals.items():  # calibration kept, the level carried on
+        kept = model.intervals[h]
+        assert interval.members == kept.members
+        np.testing.assert_array_equal(interval.reference, kept.reference)
+        assert abs(interval.level - kept.level) <= 10 * kept.rate + 1e-12  # ten new outcomes
+    assert refitted.intervals[1].level != model.intervals[1].level
     assert forecast["origin_time"] == times.iloc[-1]
     # The families are refitted on the new rows: on the newest ones they forecast anew.
     chosen = {c.family for c in model.choices} - {"naive"}

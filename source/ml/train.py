@@ -79,8 +79,9 @@ def train_series(
     if previous is not None and (
         tuple(previous[0].horizons) != data.horizons
         or list(previous[0].feature_names) != data.feature_names
+        or previous[1]["data_window"]["start"] != series["timestamp"].iloc[0].isoformat()
     ):
-        previous = None  # a model of other features or horizons: evaluate afresh
+        previous = None  # other features, horizons or first row: evaluate afresh
     now = datetime.now(UTC)
     if previous is None:
         metrics = {str(h): m for h, m in walk_forward(data).items()}
@@ -89,7 +90,7 @@ def train_series(
     else:
         old_model, old_metadata = previous
         metrics = old_metadata["metrics"]
-        model, volatility = refit(data, old_model.choices, old_model.intervals)
+        model, volatility = refit(data, old_model, old_metadata["rows_used"])
         evaluated = old_metadata["evaluated"]
     origin_time = series["timestamp"].iloc[-1]
     last_value = float(series[target].iloc[-1])
