@@ -95,7 +95,8 @@ def evaluation(at: datetime, rows: int, frequency: str) -> dict:
 def evaluation_due(previous: dict | None, rows: int, frequency: str, now: datetime) -> str | None:
     """Why the walk-forward evaluation must run for a model of `rows` rows at `frequency`
     (None: the refit may keep the last one). `previous` is the model's metadata, if any."""
-    done = (previous or {}).get("evaluated")
+    previous = previous or {}
+    done = previous.get("evaluated")
     if not done:
         return "no evaluation recorded"
     if done.get("frequency") != frequency or previous.get("frequency") != frequency:
