@@ -138,7 +138,9 @@ def _record_outcome(settings, started, report, database, run_id) -> None:
     elif run_id is not None:  # it went away mid-run: the next run marks the row
         log.warning(
             "run %d not recorded in pipeline_runs (database unavailable); the next run "
-            "marks it interrupted", run_id, extra={"file_only": True},
+            "marks it interrupted",
+            run_id,
+            extra={"file_only": True},
         )
 
 
@@ -240,7 +242,8 @@ def _train(settings: Settings, database: Database) -> tuple[int, str | None]:
             )
         from source.ml.train import train_all  # scikit-learn only when training
 
-        trained = train_all(settings, database, metals)
+        # The walk-forward evaluation only where due (a day old, or a week of new rows).
+        trained = train_all(settings, database, metals, evaluate=False)
     except Exception as exc:  # a training bug must not hide that the data was loaded
         from source.ml.train import TrainingFailed
 

@@ -321,3 +321,59 @@ def test_a_metal_is_retrained_only_when_a_model_of_it_was_trained_on_other_rows(
     assert metals_to_train(tmp_path, now | {("gold", "rate_ask"): mark(501, newest)}) == ("gold",)
     model_paths(tmp_path, "rate_price", "gold")[0].unlink()  # metadata without its model
     assert metals_to_train(tmp_path, now) == ("gold",)
+
+
+def test_the_walk_forward_evaluation_is_due_after_a_day_or_a_week_of_new_rows():
+    from datetime import UTC, datetime, timedelta
+
+    from source.ml.schedule import EVALUATE_AFTER_ROWS, evaluation, evaluation_due
+
+    at = datetime(2026, 3, 4, 10, tzinfo=UTC)
+    meta = {"frequency": "hourly", "evaluated": evaluation(at, 5000, "hourly")}
+    assert EVALUATE_AFTER_ROWS == 168  # a week of hourly quotes
+    assert evaluation_due(meta, 5001, "hourly", at + timedelta(hours=1)) is None
+    assert evaluation_due(meta, 5000 + 167, "hourly", at + timedelta(hours=23)) is None
+    assert evaluation_due(meta, 5000 + 168, "hourly", at + timedelta(hours=1))
+    assert evaluation_due(meta, 5001, "hourly", at + timedelta(hours=24))
+    assert evaluation_due(meta, 4999, "hourly", at + timedelta(hours=1))  # rows went away
+    assert evaluation_due(meta, 5001, "daily", at + timedelta(hours=1))
+    assert evaluation_due({"frequency": "hourly"}, 5001, "hourly", at)  # never evaluated
+    assert evaluation_due(None, 5001, "hourly", at)
+
+
+def test_a_refit_keeps_the_evaluated_choice_and_calibration_and_skips_the_evaluation(
+    monkeypatch,
+):
+    from source.ml import train
+
+    prices = random_walk(1010, seed=9, phi=0.4)
+    times = hourly(1010)
+    first = pd.DataFrame({"timestamp": times[:1000], "rate_price": prices[:1000]})
+    model, metadata, _ = train_series(first, "gold", "rate_price")
+    assert not metadata["refit_only"]
+    assert metadata["evaluated"]["rows_used"] == 1000
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("the walk-forward evaluation ran")
+
+    monkeypatch.setattr(train, "walk_forward", no_evaluation)
+    monkeypatch.setattr(train, "fit_final", no_evaluation)
+    later = pd.DataFrame({"timestamp": times, "rate_price": prices})
+    refitted, meta2, forecast = train_series(
+        later, "gold", "rate_price", previous=(model, metadata)
+    )
+    assert meta2["refit_only"] and meta2["evaluated"] == metadata["evaluated"]
+    assert meta2["rows_used"] == 1010
+    assert meta2["chosen"] == metadata["chosen"] and meta2["metrics"] == metadata["metrics"]
+    assert [c.label for c in refitted.choices] == [c.label for c in model.choices]
+    for h, interval in refitted.intervals.items():  # calibration kept, the level carried on
+        kept = model.intervals[h]
+        assert interval.members == kept.members
+        np.testing.assert_array_equal(interval.reference, kept.reference)
+        assert abs(interval.level - kept.level) <= 10 * kept.rate + 1e-12  # ten new outcomes
+    assert refitted.intervals[1].level != model.intervals[1].level
+    assert forecast["origin_time"] == times.iloc[-1]
+    # The families are refitted on the new rows: on the newest ones they forecast anew.
+    chosen = {c.family for c in model.choices} - {"naive"}
+    for family in chosen:
+        assert refitted.estimators[family] is not model.estimators[family]

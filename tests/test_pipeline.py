@@ -203,8 +203,12 @@ def test_the_database_going_away_mid_run_is_one_line_and_nothing_is_lost(
     asked = []
     sandbox.on_request = lambda path, params: asked.append(path)
     run = subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), "--no-train"], cwd=run_main.cwd,
-        env=run_main.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(REPO / "main.py"), "--no-train"],
+        cwd=run_main.cwd,
+        env=run_main.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 60
     while len(asked) < 4 and time.monotonic() < deadline:
@@ -377,7 +381,24 @@ def test_an_hourly_run_retrains_only_when_the_input_changed(run_main, database):
     second = json.loads(meta.read_text())
     assert second["trained_at"] != first["trained_at"]
     assert second["trained_through"]["rows"] == rows + 1
+    # Refitted on the new row with the choice and calibration of the first run's evaluation,
+    # which is less than a day old and a week of rows back: no new metrics recorded.
+    assert second["refit_only"] and not first["refit_only"]
+    assert (
+        second["evaluated"]
+        == first["evaluated"]
+        == {
+            "at": first["trained_at"],
+            "rows_used": first["rows_used"],
+            "frequency": "hourly",
+        }
+    )
+    assert second["chosen"] == first["chosen"]
+    assert database.scalar("SELECT count(*) FROM model_runs WHERE metal = 'gold'") == 6
 
-    result = run_main("train", "--metals", "gold")  # train always trains
+    result = run_main("train", "--metals", "gold")  # train always trains and evaluates
     assert "2 model(s) trained" in result.stdout
-    assert json.loads(meta.read_text())["trained_at"] != second["trained_at"]
+    third = json.loads(meta.read_text())
+    assert third["trained_at"] != second["trained_at"]
+    assert not third["refit_only"] and third["evaluated"]["at"] == third["trained_at"]
+    assert database.scalar("SELECT count(*) FROM model_runs WHERE metal = 'gold'") == 12

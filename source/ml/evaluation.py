@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,7 @@ from source.ml.intervals import (
     level_floor,
     naive_bounds,
 )
-from source.ml.models import ForecastModel, fit_forecast_model
+from source.ml.models import ForecastModel, fit_family, fit_forecast_model
 from source.ml.volatility import VolatilityModel, buckets_of, frequency_of
 
 N_FOLDS = 4
@@ -235,4 +235,33 @@ def fit_final(data: Dataset) -> tuple[ForecastModel, VolatilityModel]:
     )
     volatility = data.volatility(len(data.returns))
     model.intervals = calibrate_intervals(data, model, volatility)
+    return model, volatility
+
+
+def refit(
+    data: Dataset, previous: ForecastModel, previous_rows: int
+) -> tuple[ForecastModel, VolatilityModel]:
+    """The deployed model between evaluations: the families the last evaluation chose refitted
+    on every row, its choice (family and shrinkage per horizon) and interval calibration (the
+    variance members and |scaled residuals|) kept; the volatility model refitted on the whole
+    series, for the live interval. The adapted level carries on through the outcomes that
+    became known since `previous` (the model saved last, trained on the first `previous_rows`
+    rows of this series), scored with its forecasts: made before those outcomes were known."""
+    chosen = {c.family for c in previous.choices} - {"naive"}
+    estimators = {family: fit_family(family, data.X, data.Y) for family in sorted(chosen)}
+    model = ForecastModel(data.horizons, data.feature_names, list(previous.choices), estimators)
+    volatility = data.volatility(len(data.returns))
+    new = data.positions >= previous_rows - max(data.horizons)  # usable only since then
+    predicted = previous.predict_returns(data.X[new]) if new.any() else None
+    intervals = {}
+    for j, h in enumerate(data.horizons):
+        interval = previous.intervals[h]
+        if predicted is not None:
+            origins = data.positions[new]
+            variance = interval.variance(volatility, origins, h)
+            scores = np.abs(data.Y[new, j] - predicted[:, j]) / np.sqrt(variance)
+            _, level = interval.adapt(scores, origins, h)
+            interval = replace(interval, level=level)
+        intervals[h] = interval
+    model.intervals = intervals
     return model, volatility

@@ -53,6 +53,17 @@ def save_model(models_dir: Path, target: str, metal: str, model, metadata: dict)
     return metadata
 
 
+def load_model(models_dir: Path, target: str, metal: str, metadata: dict):
+    """The saved model, unpickled only when its file matches the sha256 in `metadata`."""
+    import joblib
+
+    model_path, _ = model_paths(models_dir, target, metal)
+    if not model_path.is_file() or sha256_of(model_path) != metadata.get("sha256"):
+        raise ModelIntegrityError(f"{model_path}: missing or not the file its metadata names")
+    with model_path.open("rb") as handle:
+        return joblib.load(handle)
+
+
 def read_metadata(models_dir: Path, target: str, metal: str) -> dict:
     _, meta_path = model_paths(models_dir, target, metal)
     try:

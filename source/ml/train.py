@@ -1,6 +1,12 @@
 """The training stage: for every metal and target, evaluate walk-forward, fit the deployed
 model, save it with metadata, and write metrics (`model_runs`) and forecasts
-(`price_predictions`) to the database."""
+(`price_predictions`) to the database.
+
+The walk-forward evaluation (which also chooses each horizon's model and calibrates the
+intervals) is most of the cost. `train` always runs it; the hourly run only when it is due
+(source/ml/schedule.py: a day old, or a week of new rows): otherwise the model is refitted on
+the new rows with the last evaluation's choice and calibration, and its metrics are that
+evaluation's (metadata `evaluated`: when it ran, on how many rows)."""
 
 from __future__ import annotations
 
@@ -20,13 +26,27 @@ from source.config import Settings
 from source.db_functions.connection import Database
 from source.db_functions.migrations import historic_table
 from source.errors import ReportableError
-from source.ml.evaluation import MIN_ROWS, Dataset, NotEnoughData, fit_final, walk_forward
+from source.ml.evaluation import (
+    MIN_ROWS,
+    Dataset,
+    NotEnoughData,
+    fit_final,
+    refit,
+    walk_forward,
+)
 from source.ml.features import HORIZONS, warmup_rows
 from source.ml.intervals import LEVEL
 from source.ml.models import GBM_MAX_ROWS, SHRINKAGE
-from source.ml.registry import TARGETS, library_versions, save_model
+from source.ml.registry import (
+    TARGETS,
+    ModelIntegrityError,
+    library_versions,
+    load_model,
+    read_metadata,
+    save_model,
+)
 from source.ml.sampling import DAILY, HOURLY, training_rows
-from source.ml.schedule import mark_of
+from source.ml.schedule import evaluation, evaluation_due, mark_of
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +64,34 @@ def read_history(conn, metal: str) -> pd.DataFrame:
     return frame.astype({"rate_price": "float64", "rate_ask": "float64"})
 
 
-def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict | None = None):
-    """Evaluate and fit on a (timestamp, target) frame; return model, metadata, forecasts."""
+def train_series(
+    series: pd.DataFrame,
+    metal: str,
+    target: str,
+    sampling: dict | None = None,
+    previous: tuple | None = None,
+):
+    """Evaluate and fit on a (timestamp, target) frame; return model, metadata, forecasts.
+    With `previous` (the last evaluated model and its metadata, of the same features and
+    horizons) no evaluation runs: the model is refitted with its choice and calibration."""
     sampling = sampling or {"frequency": HOURLY, "rule": "as given", "rows_used": len(series)}
     data = Dataset.from_series(series[target], series["timestamp"])
-    metrics = walk_forward(data)
-    model, volatility = fit_final(data)
+    if previous is not None and (
+        tuple(previous[0].horizons) != data.horizons
+        or list(previous[0].feature_names) != data.feature_names
+        or previous[1]["data_window"]["start"] != series["timestamp"].iloc[0].isoformat()
+    ):
+        previous = None  # other features, horizons or first row: evaluate afresh
+    now = datetime.now(UTC)
+    if previous is None:
+        metrics = {str(h): m for h, m in walk_forward(data).items()}
+        model, volatility = fit_final(data)
+        evaluated = evaluation(now, len(series), sampling["frequency"])
+    else:
+        old_model, old_metadata = previous
+        metrics = old_metadata["metrics"]
+        model, volatility = refit(data, old_model, old_metadata["rows_used"])
+        evaluated = old_metadata["evaluated"]
     origin_time = series["timestamp"].iloc[-1]
     last_value = float(series[target].iloc[-1])
     returns = model.predict_returns(data.last_features)[0]
@@ -65,7 +107,7 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
     metadata = {
         "metal": metal,
         "target": target,
-        "trained_at": datetime.now(UTC).isoformat(),
+        "trained_at": now.isoformat(),
         "rows_used": len(series),
         "data_window": {
             "start": series["timestamp"].iloc[0].isoformat(),
@@ -81,7 +123,9 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
         "chosen": {str(h): c.label for h, c in zip(data.horizons, model.choices, strict=True)},
         "evaluation": "expanding-window walk-forward, 4 folds over the latest 25% of rows; "
         "model and shrinkage chosen on the window before each fold; naive = persistence",
-        "metrics": {str(h): m for h, m in metrics.items()},
+        "metrics": metrics,
+        "evaluated": evaluated,
+        "refit_only": previous is not None,
         "interval": {
             "level": LEVEL,
             "method": "validation residuals scaled by a seasonal (hour-of-week) volatility "
@@ -111,40 +155,47 @@ def train_series(series: pd.DataFrame, metal: str, target: str, sampling: dict |
     )
 
 
+def _record_metrics(cur, metadata: dict) -> None:
+    """The evaluation's metrics per horizon, one `model_runs` row each."""
+    execute_values(
+        cur,
+        """INSERT INTO model_runs (trained_at, metal, target, horizon, chosen_model, rows_used,
+               data_start, data_end, n_predictions, model_mae, naive_mae, mase,
+               direction_accuracy, direction_base_rate, frequency, interval_coverage,
+               interval_score, naive_interval_score, interval_score_ratio) VALUES %s""",
+        [
+            (
+                metadata["trained_at"],
+                metadata["metal"],
+                metadata["target"],
+                int(h),
+                metadata["chosen"][h],
+                metadata["rows_used"],
+                metadata["data_window"]["start"],
+                metadata["data_window"]["end"],
+                m["n_predictions"],
+                m["model_mae"],
+                m["naive_mae"],
+                m["mase"],
+                m["direction_accuracy"],
+                m["direction_base_rate"],
+                metadata["frequency"],
+                m["interval_coverage"],
+                m["interval_score"],
+                m["naive_interval_score"],
+                m["interval_score_ratio"],
+            )
+            for h, m in metadata["metrics"].items()
+        ],
+    )
+
+
 def _record(conn, metadata: dict, forecast: dict) -> None:
+    """The forecasts; the metrics too when an evaluation ran (a refit's are not new)."""
     trained_at = metadata["trained_at"]
     with conn, conn.cursor() as cur:
-        execute_values(
-            cur,
-            """INSERT INTO model_runs (trained_at, metal, target, horizon, chosen_model, rows_used,
-                   data_start, data_end, n_predictions, model_mae, naive_mae, mase,
-                   direction_accuracy, direction_base_rate, frequency, interval_coverage,
-                   interval_score, naive_interval_score, interval_score_ratio) VALUES %s""",
-            [
-                (
-                    trained_at,
-                    metadata["metal"],
-                    metadata["target"],
-                    int(h),
-                    metadata["chosen"][h],
-                    metadata["rows_used"],
-                    metadata["data_window"]["start"],
-                    metadata["data_window"]["end"],
-                    m["n_predictions"],
-                    m["model_mae"],
-                    m["naive_mae"],
-                    m["mase"],
-                    m["direction_accuracy"],
-                    m["direction_base_rate"],
-                    metadata["frequency"],
-                    m["interval_coverage"],
-                    m["interval_score"],
-                    m["naive_interval_score"],
-                    m["interval_score_ratio"],
-                )
-                for h, m in metadata["metrics"].items()
-            ],
-        )
+        if not metadata["refit_only"]:
+            _record_metrics(cur, metadata)
         execute_values(
             cur,
             """INSERT INTO price_predictions (metal, target, origin_time, horizon, predicted_value,
@@ -189,14 +240,16 @@ def available_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def fit_in_worker(series: pd.DataFrame, metal: str, target: str, sampling: dict):
+def fit_in_worker(
+    series: pd.DataFrame, metal: str, target: str, sampling: dict, previous: tuple | None = None
+):
     """One model's computation, with BLAS/OpenMP held to one thread: parallelism comes from
     running models side by side, so a busy host is not oversubscribed. Returns
     ("ok", model, metadata, forecast, seconds), ("skipped", reason) or ("failed", text, trace)."""
     started = time.monotonic()
     with threadpool_limits(limits=1):
         try:
-            model, metadata, forecast = train_series(series, metal, target, sampling)
+            model, metadata, forecast = train_series(series, metal, target, sampling, previous)
         except NotEnoughData as exc:
             return ("skipped", str(exc))
         except Exception as exc:  # reported by the parent with the others
@@ -213,9 +266,12 @@ def _store(settings: Settings, conn, result) -> None:
     mase = metadata["metrics"][str(first)]["mase"]
     low, high = forecast["bounds"][first]
     log.info(
-        "%s %s: trained on %d %s rows in %.1fs; 1-step %s, MASE %s, next %.4f (80%%: %.4f-%.4f)",
+        "%s %s: %s on %d %s rows in %.1fs; 1-step %s, MASE %s, next %.4f (80%%: %.4f-%.4f)",
         metal,
         target,
+        f"refitted (evaluation of {metadata['evaluated']['at']} kept)"
+        if metadata["refit_only"]
+        else "evaluated and trained",
         metadata["rows_used"],
         metadata["frequency"],
         seconds,
@@ -227,11 +283,37 @@ def _store(settings: Settings, conn, result) -> None:
     )
 
 
-def train_all(settings: Settings, database: Database, metals: tuple[str, ...] = ()) -> int:
+def previous_evaluation(models_dir, metal: str, target: str, rows: int, frequency: str):
+    """(model, metadata) of the last evaluation when a refit may keep it; None when the
+    walk-forward evaluation is due (or the saved model cannot be trusted)."""
+    try:
+        metadata = read_metadata(models_dir, target, metal)
+    except ModelIntegrityError:
+        return None
+    reason = evaluation_due(metadata, rows, frequency, datetime.now(UTC))
+    if reason is not None:
+        log.info("%s %s: walk-forward evaluation due (%s)", metal, target, reason)
+        return None
+    try:
+        return load_model(models_dir, target, metal, metadata), metadata
+    except Exception as exc:  # unreadable or not the file its metadata names: evaluate
+        log.warning("%s %s: saved model not reusable (%s), evaluating", metal, target, exc)
+        return None
+
+
+def train_all(
+    settings: Settings,
+    database: Database,
+    metals: tuple[str, ...] = (),
+    *,
+    evaluate: bool = True,
+) -> int:
     """Train every (metal, target) model of `metals` (default: all), side by side in worker
     processes (one per core); return how many were written. Each model's metadata records
-    what it was trained through (`trained_through`, source/ml/schedule.py). One model failing
-    does not stop the others; TrainingFailed names them at the end."""
+    what it was trained through (`trained_through`, source/ml/schedule.py). With
+    `evaluate=False` (the hourly run) the walk-forward evaluation runs only where it is due;
+    the other models are refitted with their last evaluation's choice and calibration. One
+    model failing does not stop the others; TrainingFailed names them at the end."""
     conn = database.connect()
     try:
         tasks, marks = [], {}
@@ -241,15 +323,23 @@ def train_all(settings: Settings, database: Database, metals: tuple[str, ...] = 
                 rows = history[["timestamp", target]].dropna()
                 marks[(metal, target)] = mark_of(rows)
                 series, sampling = training_rows(rows, min_rows())
-                tasks.append((series, metal, target, sampling))
+                previous = None
+                if not evaluate:
+                    previous = previous_evaluation(
+                        settings.models_dir, metal, target, len(series), sampling["frequency"]
+                    )
+                tasks.append((series, metal, target, sampling, previous))
         workers = min(len(tasks), available_cores()) or 1
         log.info("training %d model(s) in %d process(es)", len(tasks), workers)
         results = Parallel(n_jobs=workers)(delayed(fit_in_worker)(*task) for task in tasks)
         trained, failed, skipped = 0, [], 0
-        for (_, metal, target, _), result in zip(tasks, results, strict=True):
+        for (_, metal, target, _, _), result in zip(tasks, results, strict=True):
             if result[0] == "skipped":
                 log.info(
-                    "%s %s: model skipped, too little data (%s)", metal, target, result[1],
+                    "%s %s: model skipped, too little data (%s)",
+                    metal,
+                    target,
+                    result[1],
                     extra={"file_only": True},
                 )
                 skipped += 1
@@ -276,7 +366,8 @@ def train_all(settings: Settings, database: Database, metals: tuple[str, ...] = 
     if skipped:  # one line, not one per model: a fresh install sees it every hour for days
         log.warning(
             "%d model(s) skipped, too little data yet (need %d usable rows; see the log file)",
-            skipped, MIN_ROWS,
+            skipped,
+            MIN_ROWS,
         )
     if failed:
         raise TrainingFailed(f"{len(failed)} model(s) failed: " + "; ".join(failed))
