@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 from source.backups.catalog import Backup, BackupError, catalogue
 from source.backups.manifest import MANIFEST, FileEntry, mismatch
-from source.backups.store import BLOCK, HashingReader, Transform, is_backup_id, opened
+from source.backups.store import (
+    BLOCK,
+    HashingReader,
+    Transform,
+    is_backup_id,
+    opened,
+    transformed,
+)
 from source.config import Settings
 from source.errors import EXIT_FAILURE, first_line
 
@@ -166,8 +173,8 @@ class RemoteStore:
                     str(source), self.bucket, key, ExtraArgs=extra, Config=self.transfer
                 )
             else:
-                with opened(source) as plain:
-                    reader = HashingReader(transform(plain) if transform else plain, PART_SIZE)
+                with opened(source) as plain, transformed(plain, transform) as stream:
+                    reader = HashingReader(stream, PART_SIZE)
                     self.client.upload_fileobj(
                         reader, self.bucket, key, ExtraArgs=extra, Config=self.transfer
                     )

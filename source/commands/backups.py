@@ -76,13 +76,21 @@ def create(settings: Settings, args: argparse.Namespace) -> int:
 
     database = open_for_backups(settings)
     backup = create_backup(settings, database)
-    if not getattr(args, "no_verify", False) and verify_backup(database, backup)[0]:
+    # Verified by restore on the plaintext, which is then replaced by its encryption.
+    problems = [] if getattr(args, "no_verify", False) else verify_backup(database, backup)[0]
+    if settings.backup_age_recipients:
+        from source.backups.encryption import seal
+
+        backup = seal(backup, settings.backup_age_recipients)
+    if problems:
         line = f"backup {backup.id} was written but does NOT verify"
         monitoring.record(summary=line)
         print(f"backups_main.py: {line}", file=sys.stderr)
         return EXIT_FAILURE
     prune(settings.backup_dir, settings.backup_keep)
     summary = f"backup {backup.id} created ({backup.size_bytes / 1e6:.1f} MB) in {backup.path}"
+    if settings.backup_age_recipients:
+        summary += f", encrypted (age) to {len(settings.backup_age_recipients)} recipient(s)"
     monitoring.record(summary=summary)
     print(summary)
     if settings.backup_s3_url:
@@ -161,7 +169,14 @@ def verify(settings: Settings, args: argparse.Namespace) -> int:
     if getattr(args, "remote", False):
         return _verify_remote(settings, args)
     backup = find_backup(settings.backup_dir, checked_id(args.id))
-    problems, level = verify_backup(open_for_backups(settings), backup)
+    if _encrypted(backup) and not settings.backup_age_identity:
+        return _verify_stored(backup)
+    with _plaintext(settings, backup) as plain:
+        problems, level = verify_backup(open_for_backups(settings), plain)
+        if plain is not backup:
+            from source.backups.encryption import carry_verification
+
+            carry_verification(plain, backup)
     if problems:
         line = f"backup {backup.id} does NOT verify: {'; '.join(problems)}"
         monitoring.record(summary=line)
@@ -169,6 +184,45 @@ def verify(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     monitoring.record(summary=f"backup {backup.id} verified ({level})")
     print(f"backup {backup.id} verified ({level})")
+    return EXIT_OK
+
+
+def _encrypted(backup) -> bool:
+    from source.backups.encryption import encryption_of
+    from source.backups.manifest import read_manifest
+
+    try:
+        return encryption_of(read_manifest(backup.local_path)) is not None
+    except ValueError:
+        return False  # verify says what is wrong with the manifest
+
+
+def _plaintext(settings: Settings, backup):
+    """The backup decrypted for verify and restore (itself when not encrypted)."""
+    from source.backups.encryption import plaintext
+
+    return plaintext(backup, settings.backup_age_identity)
+
+
+def _verify_stored(backup) -> int:
+    """An encrypted backup without the identity: the sha256 of what is stored, no more."""
+    from source.backups.catalog import record_verification
+    from source.backups.manifest import checksum_problems, read_manifest
+    from source.backups.store import LocalStore
+
+    problems = checksum_problems(backup.local_path, read_manifest(backup.local_path))
+    if problems:
+        record_verification(LocalStore(backup.local_path.parent), backup.id, False, problems, None)
+        line = f"backup {backup.id} does NOT verify: {'; '.join(problems)}"
+        monitoring.record(summary=line)
+        print(f"backups_main.py: {line}", file=sys.stderr)
+        return EXIT_FAILURE
+    line = (
+        f"backup {backup.id}: the sha256 of every stored (encrypted) file matches the manifest; "
+        "decrypting it and the restore test need the identity (BACKUP_AGE_IDENTITY_FILE)"
+    )
+    monitoring.record(summary=line)
+    print(line)
     return EXIT_OK
 
 
@@ -180,8 +234,8 @@ def _verify_remote(settings: Settings, args) -> int:
 
     store = _store(settings)
     backup_id = _remote_id(store, checked_id(args.id))
-    with fetched(settings, store, backup_id) as copy:
-        problems, level = verify_backup(open_for_backups(settings), copy)
+    with fetched(settings, store, backup_id) as copy, _plaintext(settings, copy) as plain:
+        problems, level = verify_backup(open_for_backups(settings), plain)
     detail = "downloaded, checked and restored into a scratch database"
     record_verification(store, backup_id, not problems, problems, level, detail)
     if problems:
@@ -243,7 +297,8 @@ def restore(settings: Settings, args: argparse.Namespace) -> int:
         database = open_for_backups(settings)
         with database_run_lock(database) as session:
             if local is not None:
-                restore_backup(database, local, settings.models_dir, session)
+                with _plaintext(settings, local) as plain:
+                    restore_backup(database, plain, settings.models_dir, session)
                 restored = local.id
             else:
                 restored = _restore_from_bucket(settings, database, wanted, session)
@@ -288,7 +343,8 @@ def _restore_from_bucket(settings: Settings, database, wanted: str, session) -> 
     backup_id = _remote_id(store, wanted)
     log.info("restore: %s is not here; fetching it from %s", backup_id, store.url)
     with fetched(settings, store, backup_id) as copy:
-        restore_backup(database, copy, settings.models_dir, session)
+        with _plaintext(settings, copy) as plain:
+            restore_backup(database, plain, settings.models_dir, session)
         keep_locally(settings, copy, store)
     return backup_id
 
