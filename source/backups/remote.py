@@ -137,6 +137,21 @@ class RemoteStore:
             raise self._fail("listing", exc) from None
         return {folder: files for folder, files in objects.items() if MANIFEST in files}
 
+    def names(self, folder: str) -> dict[str, int]:
+        """Every object under `<prefix>/<folder>/`: its key below that folder, and its size."""
+        base = self.key(folder)
+        found = {}
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    found[item["Key"][len(base) :]] = item["Size"]
+        except Exception as exc:
+            raise self._fail(f"listing {folder}", exc) from None
+        return found
+
     def list(self) -> list[Backup]:
         """This store's catalogue (source.backups.catalog.catalogue), oldest first."""
         return catalogue(self)

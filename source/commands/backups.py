@@ -279,6 +279,12 @@ def _remote_id(store, wanted: str | None) -> str:
             help="backup ID as shown by list, or `latest`; fetched from the bucket when the "
             "local copy is gone",
         ),
+        option(
+            "--replay",
+            action="store_true",
+            help="then load the bucket's landed files newer than the backup (the default "
+            "for `latest` with BACKUP_S3_URL)",
+        ),
     ),
     folders=(PIPELINE_LOCK.folder,),  # it also takes the hourly run's lock
     **BACKUP_JOB,
@@ -302,9 +308,39 @@ def restore(settings: Settings, args: argparse.Namespace) -> int:
                 restored = local.id
             else:
                 restored = _restore_from_bucket(settings, database, wanted, session)
-    monitoring.record(summary=f"restored backup {restored}", models_changed=True)
-    print(f"restored backup {restored}")
+        summary = f"restored backup {restored}"
+        if settings.backup_s3_url and (wanted == LATEST or getattr(args, "replay", False)):
+            summary += _replay_landed(settings, restored)
+    monitoring.record(summary=summary, models_changed=True)
+    print(summary)
     return EXIT_OK
+
+
+def _replay_landed(settings: Settings, backup_id: str) -> str:
+    """The bucket's landed files newer than the backup, loaded as an hourly run loads what
+    an earlier one landed: the database comes back as it was after the last copied run."""
+    from source.backfill import replay_first
+    from source.backups.catalog import Backup
+    from source.backups.landed import fetch_landed
+    from source.db_functions.migrations import connect_and_migrate
+    from source.extract import INCOMING
+
+    created = Backup(backup_id, "", "", 0).created_at
+    fetched = fetch_landed(settings, _store(settings), created, settings.data_dir / INCOMING)
+    outcomes = replay_first(settings, connect_and_migrate(settings)) if fetched else []
+    failed = [o for o in outcomes if o.error]
+    rows = sum(o.inserted + o.updated for o in outcomes if not o.error)
+    log.info("restore: %d landed file(s) replayed from the bucket, %d row(s)", fetched, rows)
+    if failed:
+        from source.backups.catalog import BackupError
+
+        raise BackupError(
+            f"backup {backup_id} restored, but {len(failed)} landed file(s) did not load: "
+            f"{failed[0].error}"
+        )
+    if not fetched:
+        return ""
+    return f"; then {fetched} landed file(s) newer than it replayed ({rows} rows)"
 
 
 def _local_backup(settings: Settings, wanted: str):

@@ -229,6 +229,7 @@ _INTERVALS = """
                            ADD COLUMN interval_score_ratio double precision;
 """
 
+
 def _quality_marks() -> str:
     """Every row gets a quality mark (existing ones `ok`); the analyst views read `ok` rows
     only; quality_events keeps every change of a mark (rule or person) for `quality`."""
@@ -246,7 +247,7 @@ def _quality_marks() -> str:
     # On each partition, not the parent: pg_restore --clean (before PostgreSQL 17) cannot drop
     # the partitions' share of an index declared on the parent.
     indexes = "\n    ".join(
-        f'CREATE INDEX ON {historic_table(m)} ("timestamp") WHERE quality <> \'ok\';'
+        f"CREATE INDEX ON {historic_table(m)} (\"timestamp\") WHERE quality <> 'ok';"
         for m in KNOWN_METALS
     )
     return f"""
@@ -280,6 +281,13 @@ _JOB_NAMES = """
 """
 
 
+# With BACKUP_S3_URL: how many landed files the run copied to the bucket, or why it could not
+# (NULL, NULL: no bucket configured, or a row from before).
+_OFFSITE_COPY = """
+    ALTER TABLE pipeline_runs ADD COLUMN offsite_copied integer, ADD COLUMN offsite_error text;
+"""
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "historic tables, analytics table, run ledger", _initial_schema()),
     (2, "model runs and price predictions", _MODEL_TABLES),
@@ -289,6 +297,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (6, "80% price intervals", _INTERVALS),
     (7, "quality marks; analyst views read good rows only", _quality_marks()),
     (8, "one name per job in the run ledger", _JOB_NAMES),
+    (9, "the run ledger records the copy of its landed files to the bucket", _OFFSITE_COPY),
 ]
 
 
