@@ -126,6 +126,8 @@ def _run(
             from source.backups.landed import copy_landed  # boto3 only with a bucket
 
             report.offsite = copy_landed(settings, settings.data_dir / LOADED)
+            if report.offsite.newest is not None:
+                monitoring.record(offsite_newest=report.offsite.newest.timestamp())
         if train and database is not None and report.metals_ok:
             report.models_trained, report.training_error = _train(settings, database)
     except BaseException as exc:

@@ -333,9 +333,17 @@ def test_the_drill_loses_no_run_after_the_backup(remote, store, database, sandbo
     """A backup, three hourly runs with new quotes, then the host lost: the database, the
     backups, the raw files and the models. `restore latest` brings back every row."""
     assert backups(remote).returncode == 0
+    remote.env["METRICS_DIR"] = str(remote.cwd / "metrics")
     for _ in range(3):
         sandbox.hour_offset += 1
         assert remote("--no-train").returncode == 0
+    metrics = (remote.cwd / "metrics" / "commodities_pipeline.prom").read_text()
+    (newest,) = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("commodities_offsite_newest_data_timestamp_seconds{")
+    ]
+    assert time.time() - 120 < newest <= time.time()  # the last run's files
     landed = {k for k in keys(store, remote.prefix) if k.startswith("landed/")}
     # Each run's four spot answers, copied after loading; the first run after the backup also
     # copies the two runs just before it (fetched within the hour before: they may have been

@@ -39,6 +39,7 @@ class LandedCopy:
 
     copied: int
     error: str | None = None
+    newest: datetime | None = None  # the newest data in the bucket: backup or landed file
 
 
 def fetched_at(name: str) -> datetime | None:
@@ -92,14 +93,17 @@ def copy_landed(
             encrypting(settings.backup_age_recipients) if settings.backup_age_recipients else None
         )
         copied = 0
+        times = [backups[-1].created_at] if backups else []
+        times += [t for names in there.values() for n in names if (t := fetched_at(n))]
         for day, path in local_landed(loaded_dir, since):
             if path.name in there.get(day, {}):
                 continue
             store.write(f"{LANDED}/{day}", path.name, path, transform=transform)
             copied += 1
+            times.append(fetched_at(path.name))  # type: ignore[arg-type]
         if copied:
             log.info("copied %d landed file(s) to %s/%s", copied, store.where(), LANDED)
-        return LandedCopy(copied)
+        return LandedCopy(copied, newest=max(times) if times else None)
     except Exception as exc:  # the bucket's trouble, or a file that vanished: retried next run
         line = str(exc) if isinstance(exc, RemoteError) else f"{type(exc).__name__}: {exc}"
         log.warning("landed files not copied to the bucket (the next run retries): %s", line)

@@ -175,6 +175,8 @@ def backfill(settings: Settings, args: argparse.Namespace) -> int:
 
             copied = copy_landed(settings, settings.data_dir / LOADED)
             record.offsite_copied, record.offsite_error = copied.copied, copied.error
+            if copied.newest is not None:
+                monitoring.record(offsite_newest=copied.newest.timestamp())
         record.status, record.exit_code = report.status, report.exit_code
         record.rows_inserted, record.rows_updated = report.rows_inserted, report.rows_updated
         record.api_requests, record.message = report.api_requests, report.summary()
