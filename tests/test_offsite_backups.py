@@ -385,6 +385,7 @@ def test_a_failed_copy_of_landed_files_never_blocks_the_load_and_the_next_run_re
         "SELECT offsite_copied, offsite_error FROM pipeline_runs ORDER BY run_id DESC LIMIT 1"
     )
     assert copied == 0 and "cannot connect" in error
+    assert "landed files are not in the bucket" in remote("status").stdout
     remote.env["AWS_ENDPOINT_URL_S3"] = good
     sandbox.hour_offset += 1
     assert remote("--no-train").returncode == 0
@@ -393,3 +394,4 @@ def test_a_failed_copy_of_landed_files_never_blocks_the_load_and_the_next_run_re
     )
     # The failed run's four files, its own, and the two runs just before the backup.
     assert (copied, error) == (16, None)
+    assert "landed files are not in the bucket" not in remote("status").stdout
