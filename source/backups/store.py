@@ -183,7 +183,8 @@ def opened(source: Path | BinaryIO) -> Iterator[BinaryIO]:
 
 @contextmanager
 def transformed(plain: BinaryIO, transform: Transform | None) -> Iterator[BinaryIO]:
-    """`plain` through `transform` (closed afterwards, which stops a transform's worker)."""
+    """`plain` through `transform`, closed afterwards when it can be (which stops a worker
+    the transform runs, e.g. the encryption's)."""
     if transform is None:
         yield plain
         return
@@ -191,7 +192,8 @@ def transformed(plain: BinaryIO, transform: Transform | None) -> Iterator[Binary
     try:
         yield stream
     finally:
-        stream.close()
+        if close := getattr(stream, "close", None):
+            close()
 
 
 def temporary_folder(parent: Path, prefix: str) -> Path:
