@@ -98,8 +98,21 @@ def create(settings: Settings, args: argparse.Namespace) -> int:
 
         uploaded = copy_offsite(settings)  # OffsiteFailed: one line, exit 3
         summary += f"; copied to {settings.backup_s3_url}: {', '.join(uploaded) or 'nothing new'}"
-        monitoring.record(summary=summary)
+        monitoring.record(summary=summary, offsite_newest=_newest_offsite(settings))
     return EXIT_OK
+
+
+def _newest_offsite(settings: Settings) -> float | None:
+    """The newest data in the bucket (a backup or a landed file), for the metric; None when
+    the bucket cannot be listed (the copy just succeeded: rare, and the next run tells)."""
+    from source.backups.landed import newest_offsite
+    from source.backups.remote import RemoteError, RemoteStore
+
+    try:
+        newest = newest_offsite(RemoteStore(settings))
+    except RemoteError:
+        return None
+    return newest.timestamp() if newest else None
 
 
 @BACKUPS.command(
