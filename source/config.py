@@ -35,6 +35,7 @@ SECRET_NAMES = (
     "HEALTHCHECK_URL",
     "PUSHGATEWAY_URL",
     "AWS_SECRET_ACCESS_KEY",
+    "BACKUP_AGE_IDENTITY",  # the age identity (private keys) that decrypts backups
 )
 # Every variable the project reads (each secret also as NAME_FILE); tests clear them all.
 VARIABLES = (
@@ -74,6 +75,8 @@ VARIABLES = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_PROFILE",
+    "BACKUP_AGE_RECIPIENTS",
+    "BACKUP_AGE_RECIPIENTS_FILE",
 ) + tuple(f"{name}_FILE" for name in SECRET_NAMES)
 DEMO_API_KEY = "demo-key-not-secret"
 DEMO_DATABASE = "commodities_demo"
@@ -132,6 +135,10 @@ class Settings:
     backup_s3_url: str | None = None  # s3://bucket/prefix: every backup is copied there too
     backup_keep_remote: int = 56  # two weeks at four a day
     s3: S3Access = field(default_factory=lambda: S3Access(), repr=False)
+    # age public keys (age1...): when set, every backup file is stored encrypted to them.
+    backup_age_recipients: tuple[str, ...] = ()
+    # The age identity file's text (AGE-SECRET-KEY-... lines): what decrypts backups.
+    backup_age_identity: str | None = field(default=None, repr=False)
     demo: bool = False
     log_format: str = "text"  # or "json": one JSON object a line, for a log shipper
 
@@ -144,6 +151,7 @@ class Settings:
             self.healthcheck_url,
             self.pushgateway_url,
             self.s3.secret_access_key,
+            *age_secret_keys(self.backup_age_identity or ""),
         )
         return tuple(s for s in values if s and len(s) >= 4)
 
@@ -283,9 +291,34 @@ def load_settings(
             secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             profile=env.get("AWS_PROFILE") or None,
         ),
+        backup_age_recipients=_age_recipients(env),
+        backup_age_identity=env.get("BACKUP_AGE_IDENTITY") or None,
         demo=demo,
         log_format=_log_format(env.get("LOG_FORMAT") or "text"),
     )
+
+
+def age_secret_keys(text: str) -> list[str]:
+    """The keys of an age identity file (one AGE-SECRET-KEY-... a line; # comments)."""
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("AGE-SECRET-")]
+
+
+def _age_recipients(env: Mapping[str, str]) -> tuple[str, ...]:
+    """BACKUP_AGE_RECIPIENTS (comma- or space-separated) or the lines of
+    BACKUP_AGE_RECIPIENTS_FILE (as age -R reads them: one key a line, # comments)."""
+    text = env.get("BACKUP_AGE_RECIPIENTS") or ""
+    if env.get("BACKUP_AGE_RECIPIENTS_FILE"):
+        body = read_secret_file("BACKUP_AGE_RECIPIENTS_FILE", env["BACKUP_AGE_RECIPIENTS_FILE"])
+        text += "\n" + "\n".join(line.split("#")[0] for line in body.splitlines())
+    keys = tuple(dict.fromkeys(k for k in text.replace(",", " ").split() if k))
+    wrong = [k for k in keys if not (k.startswith("age1") and len(k) == 62)]
+    if wrong:
+        shown = wrong[0] if not wrong[0].startswith("AGE-SECRET-") else "a secret key (!)"
+        raise ConfigError(
+            f"BACKUP_AGE_RECIPIENTS must hold age public keys (age1..., 62 characters, from "
+            f"age-keygen -y), got {shown}"
+        )
+    return keys
 
 
 def _log_format(value: str) -> str:

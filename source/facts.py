@@ -107,6 +107,9 @@ class RunFacts:
     api_requests_this_month: int  # counted in the ledger, this calendar month (UTC)
     last_successful_run: str | None  # the last hourly run that succeeded, or partly
     last_successful_run_age_seconds: float | None
+    # With BACKUP_S3_URL: why the newest run that tried could not copy its landed files to the
+    # bucket (None: it could, or no run tried).
+    offsite_error: str | None = None
 
 
 @dataclass

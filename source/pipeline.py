@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import TYPE_CHECKING
 
 import psycopg2
 
@@ -20,6 +21,7 @@ from source.db_functions.runs import RunRecord, close_recorded_run, open_run, st
 from source.db_functions.units import kept_units
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from source.extract import (
+    LOADED,
     fetch_spot_prices,
     make_client,
     mark_job_rejected,
@@ -28,6 +30,9 @@ from source.extract import (
 )
 from source.load import LoadOutcome, LoadTotals, QueueLoader
 from source.metals_dev import AuthError, QuotaExceeded
+
+if TYPE_CHECKING:
+    from source.backups.landed import LandedCopy
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ class RunReport(LoadTotals):
     # When an exception ended the run: the exit code the process returns with it (143 for
     # SIGTERM, a reportable error's own code, 1 for a crash).
     ended_with: int | None = None
+    offsite: LandedCopy | None = None  # the copy of the landed files (BACKUP_S3_URL)
 
     @property
     def load_errors(self) -> dict[str, str]:
@@ -117,6 +123,12 @@ def _run(
     """The stages after the ledger is open; the outcome is recorded whatever happens."""
     try:
         _extract_and_load(settings, database, report)
+        if settings.backup_s3_url and database is not None:
+            from source.backups.landed import copy_landed  # boto3 only with a bucket
+
+            report.offsite = copy_landed(settings, settings.data_dir / LOADED)
+            if report.offsite.newest is not None:
+                monitoring.record(offsite_newest=report.offsite.newest.timestamp())
         if train and database is not None and report.metals_ok:
             report.models_trained, report.training_error = _train(settings, database)
     except BaseException as exc:
@@ -293,4 +305,6 @@ def _close_ledger(database: Database, run_id: int, report: RunReport) -> None:
         metals_failed=report.metals_failed,
         message=report.summary(),
     )
+    if report.offsite is not None:
+        record.offsite_copied, record.offsite_error = report.offsite.copied, report.offsite.error
     close_recorded_run(database, run_id, record)

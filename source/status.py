@@ -130,7 +130,25 @@ def run_facts(cur, now: datetime) -> RunFacts:
         api_requests_this_month=requests_this_month(cur, now),
         last_successful_run=_iso(last_success),
         last_successful_run_age_seconds=_age_seconds(last_success, now),
+        offsite_error=_offsite_error(cur),
     )
+
+
+def _offsite_error(cur) -> str | None:
+    """The newest run's failed copy of its landed files (the column comes with migration 11:
+    status never migrates, so an older database has none)."""
+    cur.execute(
+        """SELECT 1 FROM information_schema.columns
+            WHERE table_name = 'pipeline_runs' AND column_name = 'offsite_error'"""
+    )
+    if cur.fetchone() is None:
+        return None
+    cur.execute(
+        """SELECT offsite_error FROM pipeline_runs WHERE offsite_copied IS NOT NULL
+            ORDER BY run_id DESC LIMIT 1"""
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
 
 
 def failing_streaks(cur, metals: tuple[str, ...]) -> dict[str, int]:
@@ -283,6 +301,11 @@ def warnings_for(facts: StatusFacts) -> list[str]:
         warnings.append(
             "no successful hourly run in the last 2 hours"
             + (f" (last: {runs.last_successful_run})" if runs.last_successful_run else "")
+        )
+    if runs.offsite_error:
+        warnings.append(
+            "the last run's landed files are not in the bucket (the next run retries): "
+            + runs.offsite_error
         )
     newest = facts.backups.newest
     if newest is None:

@@ -83,8 +83,10 @@ def test_create_copies_every_file_checked_and_list_shows_where(remote, store, da
     assert result.returncode == 0, result.stderr
     (backup_id,) = local_ids(remote)
     stored = objects(store, remote.prefix)
-    assert set(stored) == {f"{backup_id}/{name}" for name in (
-        "database.dump", "models.tar.gz", "manifest.json", "verification.json")}
+    assert set(stored) == {
+        f"{backup_id}/{name}"
+        for name in ("database.dump", "models.tar.gz", "manifest.json", "verification.json")
+    }
     manifest = json.loads(stored[f"{backup_id}/manifest.json"])
     for name, entry in manifest["files"].items():
         assert hashlib.sha256(stored[f"{backup_id}/{name}"]).hexdigest() == entry["sha256"]
@@ -117,9 +119,7 @@ def test_the_disaster_drill_restores_everything_from_the_bucket(remote, store, d
     assert f"fetching it from s3://{BUCKET}/{remote.prefix}" in remote.log_text()
 
 
-def test_the_store_down_keeps_the_local_backup_warns_and_the_next_create_catches_up(
-    remote, store
-):
+def test_the_store_down_keeps_the_local_backup_warns_and_the_next_create_catches_up(remote, store):
     metrics = remote.cwd / "metrics"
     remote.env["METRICS_DIR"] = str(metrics)
     store.stop()
@@ -231,9 +231,12 @@ def test_the_store_killed_mid_upload_never_lists_that_backup_as_complete(remote,
     (remote.cwd / "trained_models" / "big.bin").write_bytes(os.urandom(24 * 1024 * 1024))
     proxy = ThrottledProxy(store.s3_port, rate=4 * 1024 * 1024)
     run = subprocess.Popen(
-        [sys.executable, str(REPO / "backups_main.py")], cwd=remote.cwd,
+        [sys.executable, str(REPO / "backups_main.py")],
+        cwd=remote.cwd,
         env={**remote.env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{proxy.port}"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -324,3 +327,71 @@ def test_both_stores_stream_through_a_transform_and_check_what_they_hold(store, 
         with pytest.raises((StoredFileDiffers, RemoteError), match="bytes"):
             target.write("landed", "z.bin", io.BytesIO(plain), wrong)
         assert catalogue(target) == []
+
+
+def test_the_drill_loses_no_run_after_the_backup(remote, store, database, sandbox):
+    """A backup, three hourly runs with new quotes, then the host lost: the database, the
+    backups, the raw files and the models. `restore latest` brings back every row."""
+    assert backups(remote).returncode == 0
+    remote.env["METRICS_DIR"] = str(remote.cwd / "metrics")
+    for _ in range(3):
+        sandbox.hour_offset += 1
+        assert remote("--no-train").returncode == 0
+    metrics = (remote.cwd / "metrics" / "commodities_pipeline.prom").read_text()
+    (newest,) = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("commodities_offsite_newest_data_timestamp_seconds{")
+    ]
+    assert time.time() - 120 < newest <= time.time()  # the last run's files
+    landed = {k for k in keys(store, remote.prefix) if k.startswith("landed/")}
+    # Each run's four spot answers, copied after loading; the first run after the backup also
+    # copies the two runs just before it (fetched within the hour before: they may have been
+    # loaded after its snapshot).
+    assert len(landed) == 5 * 4
+    after = quotes(database)
+    copied = database.query(
+        "SELECT offsite_copied, offsite_error FROM pipeline_runs ORDER BY run_id DESC LIMIT 3"
+    )
+    assert copied == [(4, None), (4, None), (12, None)]
+
+    database.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    for folder in ("backups", "source", "trained_models"):  # DATA_DIR is source/data
+        shutil.rmtree(remote.cwd / folder)
+    result = backups(remote, "restore", "latest")
+    assert result.returncode == 0, result.stderr
+    assert "then 20 landed file(s) newer than it replayed" in result.stdout
+    assert quotes(database) == after
+
+
+def quotes(database) -> list[tuple]:
+    """Every quote as the API gave it and where it came from (not when it was loaded)."""
+    return database.query(
+        'SELECT metal, "timestamp", currency, unit, rate_price, rate_ask, rate_bid, rate_high, '
+        "rate_low, rate_change, source, fetched_at, raw_file "
+        'FROM commodities_price_data_analytics ORDER BY metal, "timestamp"'
+    )
+
+
+def test_a_failed_copy_of_landed_files_never_blocks_the_load_and_the_next_run_retries(
+    remote, store, database, sandbox
+):
+    assert backups(remote).returncode == 0
+    good = remote.env["AWS_ENDPOINT_URL_S3"]
+    remote.env["AWS_ENDPOINT_URL_S3"] = "http://127.0.0.1:9"  # nothing listens there
+    sandbox.hour_offset += 1
+    assert remote("--no-train").returncode == 0  # loaded all the same
+    ((copied, error),) = database.query(
+        "SELECT offsite_copied, offsite_error FROM pipeline_runs ORDER BY run_id DESC LIMIT 1"
+    )
+    assert copied == 0 and "cannot connect" in error
+    assert "landed files are not in the bucket" in remote("status").stdout
+    remote.env["AWS_ENDPOINT_URL_S3"] = good
+    sandbox.hour_offset += 1
+    assert remote("--no-train").returncode == 0
+    ((copied, error),) = database.query(
+        "SELECT offsite_copied, offsite_error FROM pipeline_runs ORDER BY run_id DESC LIMIT 1"
+    )
+    # The failed run's four files, its own, and the two runs just before the backup.
+    assert (copied, error) == (16, None)
+    assert "landed files are not in the bucket" not in remote("status").stdout

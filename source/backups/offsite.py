@@ -25,6 +25,7 @@ from source.backups.catalog import (
     read_backup,
     record_verification,
 )
+from source.backups.landed import prune_landed
 from source.backups.manifest import MANIFEST
 from source.backups.remote import RemoteError, RemoteStore
 from source.backups.store import LocalStore, Store, StoredFileDiffers, temporary_folder
@@ -89,6 +90,7 @@ def copy_offsite(settings: Settings, store: RemoteStore | None = None) -> list[s
             uploaded.append(backup.id)
             log.info("backup %s copied to %s (%.1f MB)", backup.id, store.where(), sent / 1e6)
         prune_store(store, settings.backup_keep_remote, "BACKUP_KEEP_REMOTE")
+        prune_landed(store)  # the landed files no backup left in the bucket needs
     except RemoteError as exc:
         raise OffsiteFailed(f"the backup stays on this host only: {exc}") from None
     return uploaded

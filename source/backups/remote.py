@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 from source.backups.catalog import Backup, BackupError, catalogue
 from source.backups.manifest import MANIFEST, FileEntry, mismatch
-from source.backups.store import BLOCK, HashingReader, Transform, is_backup_id, opened
+from source.backups.store import (
+    BLOCK,
+    HashingReader,
+    Transform,
+    is_backup_id,
+    opened,
+    transformed,
+)
 from source.config import Settings
 from source.errors import EXIT_FAILURE, first_line
 
@@ -130,6 +137,21 @@ class RemoteStore:
             raise self._fail("listing", exc) from None
         return {folder: files for folder, files in objects.items() if MANIFEST in files}
 
+    def names(self, folder: str) -> dict[str, int]:
+        """Every object under `<prefix>/<folder>/`: its key below that folder, and its size."""
+        base = self.key(folder)
+        found = {}
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    found[item["Key"][len(base) :]] = item["Size"]
+        except Exception as exc:
+            raise self._fail(f"listing {folder}", exc) from None
+        return found
+
     def list(self) -> list[Backup]:
         """This store's catalogue (source.backups.catalog.catalogue), oldest first."""
         return catalogue(self)
@@ -166,8 +188,8 @@ class RemoteStore:
                     str(source), self.bucket, key, ExtraArgs=extra, Config=self.transfer
                 )
             else:
-                with opened(source) as plain:
-                    reader = HashingReader(transform(plain) if transform else plain, PART_SIZE)
+                with opened(source) as plain, transformed(plain, transform) as stream:
+                    reader = HashingReader(stream, PART_SIZE)
                     self.client.upload_fileobj(
                         reader, self.bucket, key, ExtraArgs=extra, Config=self.transfer
                     )

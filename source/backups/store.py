@@ -151,8 +151,8 @@ class LocalStore:
     ) -> FileEntry:
         target = self.path(folder)
         target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with opened(source) as plain:
-            reader = HashingReader(transform(plain) if transform else plain)
+        with opened(source) as plain, transformed(plain, transform) as stream:
+            reader = HashingReader(stream)
             atomic_write(target / name, lambda handle: shutil.copyfileobj(reader, handle, BLOCK))
         stored = reader.entry()
         problem = expected and transform is None and mismatch(name, stored, expected)
@@ -179,6 +179,21 @@ def opened(source: Path | BinaryIO) -> Iterator[BinaryIO]:
             yield handle
     else:
         yield source
+
+
+@contextmanager
+def transformed(plain: BinaryIO, transform: Transform | None) -> Iterator[BinaryIO]:
+    """`plain` through `transform`, closed afterwards when it can be (which stops a worker
+    the transform runs, e.g. the encryption's)."""
+    if transform is None:
+        yield plain
+        return
+    stream = transform(plain)
+    try:
+        yield stream
+    finally:
+        if close := getattr(stream, "close", None):
+            close()
 
 
 def temporary_folder(parent: Path, prefix: str) -> Path:

@@ -76,13 +76,21 @@ def create(settings: Settings, args: argparse.Namespace) -> int:
 
     database = open_for_backups(settings)
     backup = create_backup(settings, database)
-    if not getattr(args, "no_verify", False) and verify_backup(database, backup)[0]:
+    # Verified by restore on the plaintext, which is then replaced by its encryption.
+    problems = [] if getattr(args, "no_verify", False) else verify_backup(database, backup)[0]
+    if settings.backup_age_recipients:
+        from source.backups.encryption import seal
+
+        backup = seal(backup, settings.backup_age_recipients)
+    if problems:
         line = f"backup {backup.id} was written but does NOT verify"
         monitoring.record(summary=line)
         print(f"backups_main.py: {line}", file=sys.stderr)
         return EXIT_FAILURE
     prune(settings.backup_dir, settings.backup_keep)
     summary = f"backup {backup.id} created ({backup.size_bytes / 1e6:.1f} MB) in {backup.path}"
+    if settings.backup_age_recipients:
+        summary += f", encrypted (age) to {len(settings.backup_age_recipients)} recipient(s)"
     monitoring.record(summary=summary)
     print(summary)
     if settings.backup_s3_url:
@@ -90,8 +98,21 @@ def create(settings: Settings, args: argparse.Namespace) -> int:
 
         uploaded = copy_offsite(settings)  # OffsiteFailed: one line, exit 3
         summary += f"; copied to {settings.backup_s3_url}: {', '.join(uploaded) or 'nothing new'}"
-        monitoring.record(summary=summary)
+        monitoring.record(summary=summary, offsite_newest=_newest_offsite(settings))
     return EXIT_OK
+
+
+def _newest_offsite(settings: Settings) -> float | None:
+    """The newest data in the bucket (a backup or a landed file), for the metric; None when
+    the bucket cannot be listed (the copy just succeeded: rare, and the next run tells)."""
+    from source.backups.landed import newest_offsite
+    from source.backups.remote import RemoteError, RemoteStore
+
+    try:
+        newest = newest_offsite(RemoteStore(settings))
+    except RemoteError:
+        return None
+    return newest.timestamp() if newest else None
 
 
 @BACKUPS.command(
@@ -163,7 +184,14 @@ def verify(settings: Settings, args: argparse.Namespace) -> int:
     if getattr(args, "remote", False):
         return _verify_remote(settings, args)
     backup = find_backup(settings.backup_dir, checked_id(args.id))
-    problems, level = verify_backup(open_for_backups(settings), backup)
+    if _encrypted(backup) and not settings.backup_age_identity:
+        return _verify_stored(backup)
+    with _plaintext(settings, backup) as plain:
+        problems, level = verify_backup(open_for_backups(settings), plain)
+        if plain is not backup:
+            from source.backups.encryption import carry_verification
+
+            carry_verification(plain, backup)
     if problems:
         line = f"backup {backup.id} does NOT verify: {'; '.join(problems)}"
         monitoring.record(summary=line)
@@ -171,6 +199,45 @@ def verify(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     monitoring.record(summary=f"backup {backup.id} verified ({level})")
     print(f"backup {backup.id} verified ({level})")
+    return EXIT_OK
+
+
+def _encrypted(backup) -> bool:
+    from source.backups.encryption import encryption_of
+    from source.backups.manifest import read_manifest
+
+    try:
+        return encryption_of(read_manifest(backup.local_path)) is not None
+    except ValueError:
+        return False  # verify says what is wrong with the manifest
+
+
+def _plaintext(settings: Settings, backup):
+    """The backup decrypted for verify and restore (itself when not encrypted)."""
+    from source.backups.encryption import plaintext
+
+    return plaintext(backup, settings.backup_age_identity)
+
+
+def _verify_stored(backup) -> int:
+    """An encrypted backup without the identity: the sha256 of what is stored, no more."""
+    from source.backups.catalog import record_verification
+    from source.backups.manifest import checksum_problems, read_manifest
+    from source.backups.store import LocalStore
+
+    problems = checksum_problems(backup.local_path, read_manifest(backup.local_path))
+    if problems:
+        record_verification(LocalStore(backup.local_path.parent), backup.id, False, problems, None)
+        line = f"backup {backup.id} does NOT verify: {'; '.join(problems)}"
+        monitoring.record(summary=line)
+        print(f"backups_main.py: {line}", file=sys.stderr)
+        return EXIT_FAILURE
+    line = (
+        f"backup {backup.id}: the sha256 of every stored (encrypted) file matches the manifest; "
+        "decrypting it and the restore test need the identity (BACKUP_AGE_IDENTITY_FILE)"
+    )
+    monitoring.record(summary=line)
+    print(line)
     return EXIT_OK
 
 
@@ -182,8 +249,8 @@ def _verify_remote(settings: Settings, args) -> int:
 
     store = _store(settings)
     backup_id = _remote_id(store, checked_id(args.id))
-    with fetched(settings, store, backup_id) as copy:
-        problems, level = verify_backup(open_for_backups(settings), copy)
+    with fetched(settings, store, backup_id) as copy, _plaintext(settings, copy) as plain:
+        problems, level = verify_backup(open_for_backups(settings), plain)
     detail = "downloaded, checked and restored into a scratch database"
     record_verification(store, backup_id, not problems, problems, level, detail)
     if problems:
@@ -227,6 +294,12 @@ def _remote_id(store, wanted: str | None) -> str:
             help="backup ID as shown by list, or `latest`; fetched from the bucket when the "
             "local copy is gone",
         ),
+        option(
+            "--replay",
+            action="store_true",
+            help="then load the bucket's landed files newer than the backup (the default "
+            "for `latest` with BACKUP_S3_URL)",
+        ),
     ),
     folders=(PIPELINE_LOCK.folder,),  # it also takes the hourly run's lock
     **BACKUP_JOB,
@@ -246,13 +319,44 @@ def restore(settings: Settings, args: argparse.Namespace) -> int:
         database = open_for_backups(settings)
         with database_run_lock(database) as session:
             if local is not None:
-                restore_backup(database, local, settings.models_dir, session)
+                with _plaintext(settings, local) as plain:
+                    restore_backup(database, plain, settings.models_dir, session)
                 restored = local.id
             else:
                 restored = _restore_from_bucket(settings, database, wanted, session)
-    monitoring.record(summary=f"restored backup {restored}", models_changed=True)
-    print(f"restored backup {restored}")
+        summary = f"restored backup {restored}"
+        if settings.backup_s3_url and (wanted == LATEST or getattr(args, "replay", False)):
+            summary += _replay_landed(settings, restored)
+    monitoring.record(summary=summary, models_changed=True)
+    print(summary)
     return EXIT_OK
+
+
+def _replay_landed(settings: Settings, backup_id: str) -> str:
+    """The bucket's landed files newer than the backup, loaded as an hourly run loads what
+    an earlier one landed: the database comes back as it was after the last copied run."""
+    from source.backfill import replay_first
+    from source.backups.catalog import Backup
+    from source.backups.landed import fetch_landed
+    from source.db_functions.migrations import connect_and_migrate
+    from source.extract import INCOMING
+
+    created = Backup(backup_id, "", "", 0).created_at
+    fetched = fetch_landed(settings, _store(settings), created, settings.data_dir / INCOMING)
+    outcomes = replay_first(settings, connect_and_migrate(settings)) if fetched else []
+    failed = [o for o in outcomes if o.error]
+    rows = sum(o.inserted + o.updated for o in outcomes if not o.error)
+    log.info("restore: %d landed file(s) replayed from the bucket, %d row(s)", fetched, rows)
+    if failed:
+        from source.backups.catalog import BackupError
+
+        raise BackupError(
+            f"backup {backup_id} restored, but {len(failed)} landed file(s) did not load: "
+            f"{failed[0].error}"
+        )
+    if not fetched:
+        return ""
+    return f"; then {fetched} landed file(s) newer than it replayed ({rows} rows)"
 
 
 def _local_backup(settings: Settings, wanted: str):
@@ -291,7 +395,8 @@ def _restore_from_bucket(settings: Settings, database, wanted: str, session) -> 
     backup_id = _remote_id(store, wanted)
     log.info("restore: %s is not here; fetching it from %s", backup_id, store.url)
     with fetched(settings, store, backup_id) as copy:
-        restore_backup(database, copy, settings.models_dir, session)
+        with _plaintext(settings, copy) as plain:
+            restore_backup(database, plain, settings.models_dir, session)
         keep_locally(settings, copy, store)
     return backup_id
 

@@ -169,6 +169,14 @@ def backfill(settings: Settings, args: argparse.Namespace) -> int:
     with recorded_run(database, args.job) as record:
         report = run_backfill(settings, database, first, last, force=args.force)
         log_api_trouble(report.errors.values())
+        if settings.backup_s3_url:  # its landed windows to the bucket, as the hourly run's
+            from source.backups.landed import copy_landed
+            from source.extract import LOADED
+
+            copied = copy_landed(settings, settings.data_dir / LOADED)
+            record.offsite_copied, record.offsite_error = copied.copied, copied.error
+            if copied.newest is not None:
+                monitoring.record(offsite_newest=copied.newest.timestamp())
         record.status, record.exit_code = report.status, report.exit_code
         record.rows_inserted, record.rows_updated = report.rows_inserted, report.rows_updated
         record.api_requests, record.message = report.api_requests, report.summary()

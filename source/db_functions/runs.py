@@ -39,13 +39,15 @@ def close_run(
     rows_updated: int,
     api_requests: int,
     message: str | None,
+    offsite_copied: int | None = None,
+    offsite_error: str | None = None,
 ) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(
             """UPDATE pipeline_runs
                   SET finished_at = now(), status = %s, exit_code = %s, metals_ok = %s,
                       metals_failed = %s, rows_inserted = %s, rows_updated = %s,
-                      api_requests = %s, message = %s
+                      api_requests = %s, message = %s, offsite_copied = %s, offsite_error = %s
                 WHERE run_id = %s""",
             (
                 status,
@@ -56,6 +58,8 @@ def close_run(
                 rows_updated,
                 api_requests,
                 message,
+                offsite_copied,
+                offsite_error,
                 run_id,
             ),
         )
@@ -78,6 +82,8 @@ class RunRecord:
     metals_ok: list[str] = field(default_factory=list)
     metals_failed: list[str] = field(default_factory=list)
     message: str | None = None
+    offsite_copied: int | None = None  # landed files copied to the bucket (BACKUP_S3_URL)
+    offsite_error: str | None = None  # why they could not be (the next run retries)
 
 
 @contextmanager

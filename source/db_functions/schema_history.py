@@ -454,6 +454,12 @@ _V10_COMMODITIES = """
     $$;
 """
 
+# With BACKUP_S3_URL: how many landed files the run copied to the bucket, or why it could not
+# (NULL, NULL: no bucket configured, or a row from before).
+_V11_OFFSITE_COPY = """
+    ALTER TABLE pipeline_runs ADD COLUMN offsite_copied integer, ADD COLUMN offsite_error text;
+"""
+
 # What one commodity needs, applied when a configured commodity has none yet: its historic
 # table as a partition of the analytics table (so the analytics table, daily_ohlc and
 # price_ranges hold it), and the partial index migration 7 gave each partition. {table} and
@@ -475,4 +481,5 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (8, "one name per job in the run ledger", _V8_JOB_NAMES),
     (9, "each applied migration's checksum", _V9_CHECKSUMS),
     (10, "the commodities held; price_ranges lists them", _V10_COMMODITIES),
+    (11, "the run ledger records the copy of its landed files to the bucket", _V11_OFFSITE_COPY),
 )

@@ -49,6 +49,7 @@ class JobRecord:
     monthly_quota: int | None = None
     quota_exhausted: bool = False
     models_changed: bool = False
+    offsite_newest: float | None = None  # the newest data in the bucket, epoch seconds
     # Given by the runner at the end: the catalogue after a backup job, the skill of the
     # models after a job changed them.
     backups: BackupFacts | None = None
@@ -75,6 +76,7 @@ def record(
     requests_this_month: int | None = None,
     quota_exhausted: bool | None = None,
     models_changed: bool | None = None,
+    offsite_newest: float | None = None,
 ) -> None:
     """Add what a step learnt to the running job's record (a name it does not know is a
     TypeError); those left out (None) stay as they are. Nothing happens outside a monitored
@@ -92,6 +94,7 @@ def record(
         "requests_this_month": requests_this_month,
         "quota_exhausted": quota_exhausted,
         "models_changed": models_changed,
+        "offsite_newest": offsite_newest,
     }
     for name, value in given.items():
         if value is not None:

@@ -14,6 +14,7 @@ from source.facts import BackupFacts, ModelFacts
 
 PREFIX = "commodities"
 LAST_SUCCESS = f"{PREFIX}_job_last_success_timestamp_seconds"
+OFFSITE_NEWEST = f"{PREFIX}_offsite_newest_data_timestamp_seconds"
 QUOTE_TIME = f"{PREFIX}_metal_last_quote_timestamp_seconds"
 FAILING = f"{PREFIX}_metal_failed_runs_in_a_row"
 REQUESTS_THIS_MONTH = f"{PREFIX}_api_requests_this_month"
@@ -47,6 +48,11 @@ def job_registry(record, now: float, previous: Previous | None = None) -> Collec
     job_gauge("api_requests", "Metals.Dev requests the last run made.", record.api_requests)
     if record.job == "pipeline":
         _metal_metrics(registry, record, previous)
+    # With BACKUP_S3_URL: what the bucket holds (carried forward when it could not be read).
+    offsite = record.offsite_newest or previous.get(_key(OFFSITE_NEWEST, job))
+    if offsite is not None:
+        help_text = "Newest data in the bucket (a backup or a landed file), epoch seconds."
+        _gauge(registry, OFFSITE_NEWEST, help_text, ["job"]).labels(**job).set(offsite)
     return registry
 
 
