@@ -222,6 +222,13 @@ class Prometheus:
         answer.raise_for_status()
         return answer.json()["data"]["result"]
 
+    def wait_ready(self, seconds: float = 60) -> None:
+        """The port opens before the TSDB is loaded; until then every query answers 503."""
+        deadline = time.monotonic() + seconds
+        while requests.get(f"{self.url}/-/ready", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, f"Prometheus not ready after {seconds:.0f} s"
+            time.sleep(0.25)
+
     def rules(self) -> list[dict]:
         answer = requests.get(f"{self.url}/api/v1/rules", timeout=5).json()
         return [rule for group in answer["data"]["groups"] for rule in group["rules"]]
@@ -261,6 +268,7 @@ def prometheus(textfiles, tmp_path_factory):
         )
         try:
             client = Prometheus(server.url)
+            client.wait_ready()
             # 4 of 4 requests used: CommoditiesApiQuotaAlmostUsed fires at the first evaluation.
             firing = 'ALERTS{alertname="CommoditiesApiQuotaAlmostUsed", alertstate="firing"}'
             deadline = time.monotonic() + 30
