@@ -15,7 +15,7 @@ from source.config import Settings
 from source.db_functions.connection import Database
 from source.db_functions.coverage import missing_days
 from source.db_functions.runs import status_for
-from source.db_functions.units import kept_units
+from source.db_functions.units import target_units
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ReportableError
 from source.extract import (
     make_client,
@@ -204,7 +204,7 @@ def replay_first(settings: Settings, database: Database) -> list[LoadOutcome]:
             settings.data_dir,
             source=settings.source_tag,
             metals=settings.metals,
-            units_of=partial(kept_units, database, settings.metals),
+            units_of=partial(target_units, database, settings.metals, settings.unit),
             max_bytes=settings.max_response_bytes,
         ):
             loader.submit(job)
@@ -240,7 +240,7 @@ def run_backfill(
             client.check_ready()
         with _loader(settings, database) as loader, progress as bar:
             report.outcomes = loader.outcomes
-            units = kept_units(database, settings.metals)
+            units = target_units(database, settings.metals, settings.unit)
             report.errors = fetch_windows(client, windows, settings, loader.submit, bar, units)
     finally:
         report.api_requests = client.request_count

@@ -25,6 +25,9 @@ KNOWN_METALS = (
     "zinc",
 )
 DEFAULT_METALS = ("gold", "silver", "platinum", "palladium")
+# The unit /metal/spot quotes a commodity in when it is not the troy ounce (copper's real body
+# says "mt"); /latest and /timeseries quote every metal per troy ounce.
+SPOT_UNITS = {"copper": "mt"}
 DEMO_METALS = (*DEFAULT_METALS, "copper")  # the demo shows a commodity quoted per tonne
 LOG_FORMATS = ("text", "json")
 # Monitor URLs count as secrets: a healthchecks.io ping URL is its own key, and a Pushgateway
@@ -244,7 +247,7 @@ def load_settings(
     return Settings(
         api_key=api_key,
         base_url=_base_url(env.get("METALS_DEV_BASE_URL", "https://api.metals.dev/v1")),
-        metals=parse_metals(env.get("METALS", ",".join(DEMO_METALS if demo else DEFAULT_METALS))),
+        metals=parse_metals(env.get("METALS") or ",".join(DEMO_METALS if demo else DEFAULT_METALS)),
         currency=env.get("CURRENCY", "USD").upper(),
         unit=env.get("UNIT") or None,
         # The demo always uses the embedded server, whatever PGHOST says.

@@ -18,7 +18,7 @@ from source.db_functions.connection import Database, DatabaseUnavailable
 from source.db_functions.migrations import connect_and_migrate
 from source.db_functions.run_lock import database_run_lock
 from source.db_functions.runs import RunRecord, close_recorded_run, open_run, status_for
-from source.db_functions.units import kept_units
+from source.db_functions.units import target_units
 from source.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from source.extract import (
     LOADED,
@@ -177,13 +177,15 @@ def _open_ledger(settings: Settings, report: RunReport, job: str, held: ExitStac
         return None, None
 
 
-def _kept_units(database: Database | None, metals: tuple[str, ...]) -> dict[str, str]:
-    """Each metal's kept unit for replayed /timeseries files; none when the database is down
-    (the load, later, refuses a unit it cannot take)."""
+def _target_units(
+    database: Database | None, metals: tuple[str, ...], unit: str | None
+) -> dict[str, str]:
+    """Each metal's unit for replayed /timeseries files (units.target_units); none when the
+    database is down (the load, later, refuses a unit it cannot take)."""
     if database is None:
         return {}
     try:
-        return kept_units(database, metals)
+        return target_units(database, metals, unit)
     except (DatabaseUnavailable, psycopg2.Error):
         return {}
 
@@ -203,7 +205,7 @@ def _extract_and_load(settings: Settings, database: Database | None, report: Run
                 settings.data_dir,
                 source=settings.source_tag,
                 metals=settings.metals,
-                units_of=partial(_kept_units, database, settings.metals),
+                units_of=partial(_target_units, database, settings.metals, settings.unit),
                 max_bytes=settings.max_response_bytes,
             ):
                 loader.submit(job)

@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from source.config import SPOT_UNITS
+
 ANCHOR = datetime(2020, 1, 1, tzinfo=UTC)
 BASE_PRICES = {
     "gold": 2000.0,
@@ -29,9 +31,6 @@ BASE_PRICES = {
     "copper": 9500.0,
 }
 SPREAD = {"gold": 0.0004, "silver": 0.0015, "platinum": 0.002, "palladium": 0.003, "copper": 0.0006}
-# As the API: /metal/spot quotes base metals per metric tonne (copper's real body says "mt"),
-# precious ones per troy ounce; /latest and /timeseries quote every metal per troy ounce.
-SPOT_UNITS = {"copper": "mt"}
 TROY_OUNCES_PER_TONNE = 1_000_000 / 31.1034768
 _AR_COEFFICIENT = (
     0.3  # hourly returns are autocorrelated, so the demo models have something to find

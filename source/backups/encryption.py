@@ -29,6 +29,7 @@ from source.backups.manifest import (
     MANIFEST,
     FileEntry,
     checksum_problems,
+    encryption_of,
     file_entry,
     mismatch,
     read_manifest,
@@ -51,12 +52,6 @@ class IdentityMissing(BackupError):
 
 class IdentityWrong(BackupError):
     """The identity holds no key the backup was encrypted to (or cannot be read): exit 1."""
-
-
-def encryption_of(manifest: dict) -> dict | None:
-    """The manifest's `encryption` record ({"format", "recipients", "files"}), or None."""
-    record = manifest.get("encryption")
-    return record if isinstance(record, dict) and record.get("files") else None
 
 
 def recipients_of(keys: tuple[str, ...] | list[str]) -> list:

@@ -43,6 +43,12 @@ def manifest_files(manifest: dict) -> dict[str, FileEntry]:
         raise ValueError(f"the manifest's files are malformed ({exc!r})") from None
 
 
+def encryption_of(manifest: dict) -> dict | None:
+    """The manifest's `encryption` record ({"format", "recipients", "files"}), or None."""
+    record = manifest.get("encryption")
+    return record if isinstance(record, dict) and record.get("files") else None
+
+
 def mismatch(name: str, stored: FileEntry, expected: FileEntry) -> str | None:
     """How a stored file differs from the manifest's entry, or None."""
     if stored.size != expected.size:

@@ -138,7 +138,7 @@ def list_(settings: Settings, args: argparse.Namespace) -> int:
             + (f" or {settings.backup_s3_url}" if settings.backup_s3_url else "")
         )
     else:
-        print(f"{'ID':<20} {'AGE':>6} {'SIZE':>10}  {'WHERE':<12} VERIFIED")
+        print(f"{'ID':<20} {'AGE':>6} {'SIZE':>10}  {'WHERE':<12} {'STORED':<10} VERIFIED")
     for backup_id in sorted(set(local) | set(remote), reverse=True):
         here, there = local.get(backup_id), remote.get(backup_id)
         where = "local+remote" if here and there else ("local" if here else "remote")
@@ -151,7 +151,11 @@ def list_(settings: Settings, args: argparse.Namespace) -> int:
         assert shown is not None  # the ID came from one of the two listings
         size = shown.size_bytes
         age = _age(_seconds_since(shown.created_at))
-        print(f"{backup_id:<20} {age:>6} {size / 1e6:>8.1f}MB  {where:<12} {'; '.join(states)}")
+        stored = f"age ({shown.recipients} key)" if shown.encrypted else "plain"
+        print(
+            f"{backup_id:<20} {age:>6} {size / 1e6:>8.1f}MB  {where:<12} {stored:<10} "
+            + "; ".join(states)
+        )
     if trouble:
         print(f"backups_main.py: remote copies unknown: {trouble}", file=sys.stderr)
         return EXIT_FAILURE
@@ -316,7 +320,7 @@ def restore(settings: Settings, args: argparse.Namespace) -> int:
             print("backups_main.py: an hourly run holds the lock; try again", file=sys.stderr)
             return EXIT_LOCKED
         local = _local_backup(settings, wanted)
-        database = open_for_backups(settings)
+        database = open_for_backups(settings, create=True)
         with database_run_lock(database) as session:
             if local is not None:
                 with _plaintext(settings, local) as plain:

@@ -4,6 +4,7 @@ request or load) and set aside with a note by those that only read."""
 
 from __future__ import annotations
 
+from source.config import SPOT_UNITS
 from source.db_functions.migrations import historic_table
 from source.errors import EXIT_USAGE, ReportableError
 
@@ -37,6 +38,17 @@ def kept_units(database, metals) -> dict[str, str]:
             return {metal: unit for metal, (_, unit) in stored_units(cur, metals).items()}
     finally:
         conn.close()
+
+
+def target_units(database, metals, unit: str | None) -> dict[str, str]:
+    """{metal: unit} its prices are to be kept in: UNIT when set; else the unit its stored
+    rows are in, or, for a commodity with no rows yet, the unit its spot quotes come in
+    (copper per tonne), so a backfill before the first hourly run keeps what that run loads."""
+    if unit is not None:
+        return dict.fromkeys(metals, unit)
+    return {metal: SPOT_UNITS.get(metal, "toz") for metal in metals} | kept_units(
+        database, metals
+    )
 
 
 def contradiction(
