@@ -196,6 +196,7 @@ class MonitorFacts:
     quotes: dict[str, float]  # metal: its newest quote's time, epoch seconds
     streaks: dict[str, int]  # metal: hourly runs in a row it failed
     requests_this_month: int
+    units: dict[str, tuple[str, str]] = field(default_factory=dict)  # metal: (currency, unit)
 
 
 @dataclass

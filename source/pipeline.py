@@ -291,6 +291,7 @@ def _record_for_monitors(settings: Settings, database: Database, report: RunRepo
     monitoring.record(
         quotes=facts.quotes,
         streaks=facts.streaks,
+        units=facts.units,
         requests_this_month=facts.requests_this_month,
         quota_exhausted=quota,
     )

@@ -171,7 +171,9 @@ def failing_streaks(cur, metals: tuple[str, ...]) -> dict[str, int]:
 
 def monitor_facts(cur, metals: tuple[str, ...], now: datetime) -> MonitorFacts:
     """For the monitors at the end of an hourly run: newest quote per metal (epoch seconds),
-    failing streaks and API requests this month."""
+    failing streaks, API requests this month, and the currency and unit each is kept in."""
+    from source.db_functions.units import stored_units
+
     quotes = {}
     for metal in metals:
         cur.execute(f'SELECT max("timestamp") FROM {historic_table(metal)}')
@@ -182,6 +184,7 @@ def monitor_facts(cur, metals: tuple[str, ...], now: datetime) -> MonitorFacts:
         quotes=quotes,
         streaks=failing_streaks(cur, metals),
         requests_this_month=requests_this_month(cur, now),
+        units=stored_units(cur, metals),
     )
 
 

@@ -163,6 +163,8 @@ def test_node_exporter_reads_the_hourly_jobs_metrics(run_main, metrics_dir):
         assert value(scraped, "commodities_metal_failed_runs_in_a_row", metal=metal) == 0
         quote = value(scraped, "commodities_metal_last_quote_timestamp_seconds", metal=metal)
         assert quote == pytest.approx(1772620200, abs=3600)  # the sandbox's 2026-03-04 10:00
+        info = value(scraped, "commodities_metal_info", metal=metal, currency="USD", unit="toz")
+        assert info == 1, f"{metal}: no commodities_metal_info in USD per toz"
     mtime = value(scraped, "node_textfile_mtime_seconds",
                   file=str(metrics_dir / "commodities_pipeline.prom"))
     assert mtime is not None
@@ -197,6 +199,7 @@ def test_the_database_down_counts_failing_runs_on_from_the_last_file(run_main, m
         assert down.returncode == 1
         text = prom(metrics_dir, "pipeline")
         assert value(text, "commodities_metal_failed_runs_in_a_row", metal="gold") == streak
+        assert value(text, "commodities_metal_info", currency="USD", metal="gold", unit="toz") == 1
         # What only the database knows is carried forward, not dropped.
         assert value(text, "commodities_metal_last_quote_timestamp_seconds", metal="gold") == quotes
 

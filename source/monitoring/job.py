@@ -44,6 +44,7 @@ class JobRecord:
     metals_failed: tuple[str, ...] | None = None
     # From the database, when it could be read at the end of the run (else carried forward).
     quotes: dict[str, float] | None = None
+    units: dict[str, tuple[str, str]] | None = None  # metal: (currency, unit) of its rows
     streaks: dict[str, int] | None = None
     requests_this_month: int | None = None
     monthly_quota: int | None = None
@@ -72,6 +73,7 @@ def record(
     api_requests: int | None = None,
     metals_failed: tuple[str, ...] | None = None,
     quotes: dict[str, float] | None = None,
+    units: dict[str, tuple[str, str]] | None = None,
     streaks: dict[str, int] | None = None,
     requests_this_month: int | None = None,
     quota_exhausted: bool | None = None,
@@ -90,6 +92,7 @@ def record(
         "api_requests": api_requests,
         "metals_failed": metals_failed,
         "quotes": quotes,
+        "units": units,
         "streaks": streaks,
         "requests_this_month": requests_this_month,
         "quota_exhausted": quota_exhausted,

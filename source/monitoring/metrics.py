@@ -17,6 +17,7 @@ LAST_SUCCESS = f"{PREFIX}_job_last_success_timestamp_seconds"
 OFFSITE_NEWEST = f"{PREFIX}_offsite_newest_data_timestamp_seconds"
 QUOTE_TIME = f"{PREFIX}_metal_last_quote_timestamp_seconds"
 FAILING = f"{PREFIX}_metal_failed_runs_in_a_row"
+INFO = f"{PREFIX}_metal_info"
 REQUESTS_THIS_MONTH = f"{PREFIX}_api_requests_this_month"
 PUSH_TIMEOUT_SECONDS = 3.0
 
@@ -60,6 +61,12 @@ def _metal_metrics(registry: CollectorRegistry, record, previous: Previous) -> N
     metals = record.metals or ()
     quotes = _gauge(registry, QUOTE_TIME, "Time of the newest stored quote (the API's).", ["metal"])
     failing = _gauge(registry, FAILING, "Hourly runs in a row this metal failed.", ["metal"])
+    info = _gauge(
+        registry, INFO, "1 per commodity: the currency and unit its prices are kept in.",
+        ["metal", "currency", "unit"],
+    )
+    for metal, (currency, unit) in _units(record, previous, metals).items():
+        info.labels(metal=metal, currency=currency, unit=unit).set(1)
     for metal in metals:
         labels = {"metal": metal}
         quote = (record.quotes or {}).get(metal, previous.get(_key(QUOTE_TIME, labels)))
@@ -91,6 +98,17 @@ def _metal_metrics(registry: CollectorRegistry, record, previous: Previous) -> N
         _gauge(registry, f"{PREFIX}_api_quota_remaining", "Requests left this month.").set(
             remaining
         )
+
+
+def _units(record, previous: Previous, metals) -> dict[str, tuple[str, str]]:
+    """Each metal's (currency, unit): from the database, else carried forward from the last
+    file (the database down)."""
+    units = dict(record.units or {})
+    for (name, labels), _ in previous.items():
+        found = dict(labels)
+        if name == INFO and found.get("metal") in metals and found["metal"] not in units:
+            units[found["metal"]] = (found.get("currency", ""), found.get("unit", ""))
+    return units
 
 
 def backup_metrics(registry: CollectorRegistry, backups: BackupFacts) -> None:
