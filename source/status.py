@@ -15,6 +15,7 @@ from source.backups.catalog import list_backups
 from source.config import DEMO_DATABASE, Settings
 from source.db_functions.connection import Database, open_database
 from source.db_functions.migrations import historic_table, pending_migrations, tables_present
+from source.db_functions.units import stored_units
 from source.errors import ReportableError
 from source.facts import (
     SOURCES,
@@ -172,8 +173,6 @@ def failing_streaks(cur, metals: tuple[str, ...]) -> dict[str, int]:
 def monitor_facts(cur, metals: tuple[str, ...], now: datetime) -> MonitorFacts:
     """For the monitors at the end of an hourly run: newest quote per metal (epoch seconds),
     failing streaks, API requests this month, and the currency and unit each is kept in."""
-    from source.db_functions.units import stored_units
-
     quotes = {}
     for metal in metals:
         cur.execute(f'SELECT max("timestamp") FROM {historic_table(metal)}')
@@ -341,8 +340,6 @@ def gather_status(
     settings: Settings, database: Database, now: datetime, api_usage: ApiUsage | None = None
 ) -> StatusFacts:
     """Every fact status and the report show, with the warnings and the health verdict."""
-    from source.db_functions.units import stored_units
-
     order = _metal_order(settings)
     conn = database.connect()
     try:

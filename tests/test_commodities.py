@@ -89,6 +89,16 @@ def test_a_quote_in_another_unit_is_refused_for_that_commodity_only(run_main, da
     assert database.query("SELECT DISTINCT unit FROM copper_historic") == [("mt",)]
 
 
+def assert_copper_per_tonne(database) -> None:
+    """Copper's daily (backfilled) and spot prices are both per tonne, side by side."""
+    spot, daily = database.query(
+        "SELECT max(rate_price) FILTER (WHERE source = 'api'), "
+        "max(rate_price) FILTER (WHERE source = 'backfill') FROM copper_historic"
+    )[0]
+    assert database.query("SELECT DISTINCT unit FROM copper_historic") == [("mt",)]
+    assert 0.8 < daily / spot < 1.25  # both per tonne (per ounce it would be 1/32150th)
+
+
 def test_backfill_converts_ounce_prices_to_the_unit_copper_is_kept_in(run_main, database, sandbox):
     """/timeseries quotes every metal per ounce; copper's rows are per tonne since its first
     spot quote, so its daily prices are converted, not mixed in."""
@@ -96,12 +106,7 @@ def test_backfill_converts_ounce_prices_to_the_unit_copper_is_kept_in(run_main, 
     assert run_main("--no-train", METALS=FIVE).returncode == 0
     done = run_main("backfill", "--start", "2026-02-01", "--end", "2026-02-03", METALS=FIVE)
     assert done.returncode == 0, done.stderr
-    spot, daily = database.query(
-        "SELECT max(rate_price) FILTER (WHERE source = 'api'), "
-        "max(rate_price) FILTER (WHERE source = 'backfill') FROM copper_historic"
-    )[0]
-    assert database.query("SELECT DISTINCT unit FROM copper_historic") == [("mt",)]
-    assert 0.8 < daily / spot < 1.25  # both per tonne (per ounce it would be 1/32150th)
+    assert_copper_per_tonne(database)
 
 
 def test_a_backfill_before_the_first_hourly_run_keeps_copper_per_tonne(
@@ -113,12 +118,7 @@ def test_a_backfill_before_the_first_hourly_run_keeps_copper_per_tonne(
     assert done.returncode == 0, done.stderr
     hourly = run_main("--no-train", METALS=FIVE)
     assert hourly.returncode == 0, hourly.stderr
-    daily, spot = database.query(
-        "SELECT max(rate_price) FILTER (WHERE source = 'backfill'), "
-        "max(rate_price) FILTER (WHERE source = 'api') FROM copper_historic"
-    )[0]
-    assert database.query("SELECT DISTINCT unit FROM copper_historic") == [("mt",)]
-    assert 0.8 < daily / spot < 1.25
+    assert_copper_per_tonne(database)
     assert database.query("SELECT DISTINCT unit FROM gold_historic") == [("toz",)]
 
 
