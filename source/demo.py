@@ -11,7 +11,7 @@ from functools import partial
 
 from source.config import DEMO_API_KEY, ConfigError, Settings
 from source.db_functions.connection import Database, DatabaseUnavailable, open_database
-from source.db_functions.migrations import connect_and_migrate, historic_table
+from source.db_functions.migrations import connect_and_migrate, historic_sql
 from source.extract import (
     frames_from_payload,
     make_client,
@@ -87,7 +87,7 @@ def _rows_per_metal(database: Database, metals: tuple[str, ...]) -> dict[str, in
         with conn, conn.cursor() as cur:
             counts = {}
             for metal in metals:
-                cur.execute(f"SELECT count(*) FROM {historic_table(metal)}")
+                cur.execute(f"SELECT count(*) FROM {historic_sql(metal)}")
                 counts[metal] = cur.fetchone()[0]
             return counts
     finally:
@@ -127,7 +127,7 @@ def latest_prices(settings: Settings) -> dict[str, tuple]:
         with conn, conn.cursor() as cur:
             result = {}
             for metal in settings.metals:
-                table = historic_table(metal)
+                table = historic_sql(metal)
                 cur.execute(
                     f'SELECT (SELECT count(*) FROM {table}), rate_price, "timestamp", '
                     "currency || '/' || unit "

@@ -13,6 +13,7 @@ import psycopg2
 
 from source.db_functions.connection import Database, DatabaseUnavailable
 from source.db_functions.loaders import UnitMismatch, UpsertCounts, upsert_prices
+from source.db_functions.migrations import historic_table
 from source.errors import first_line
 from source.log_setup import in_this_context, log_fields
 from source.transform import LoadJob
@@ -195,7 +196,7 @@ class QueueLoader:
             log.error("%s: load failed, raw file kept for the next run", job.metal, exc_info=True)
             return LoadOutcome(job, error=f"{type(exc).__name__}: {exc}")
         _log_marks(counts.marks)
-        tables = ", ".join(f"{m}_historic" for m in sorted(job.frame["metal"].unique()))
+        tables = ", ".join(historic_table(m) for m in sorted(job.frame["metal"].unique()))
         log.info(
             "%s: %d row(s) inserted, %d updated in %s and the analytics table%s",
             job.metal,

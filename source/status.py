@@ -14,7 +14,7 @@ import psycopg2
 from source.backups.catalog import list_backups
 from source.config import DEMO_DATABASE, Settings
 from source.db_functions.connection import Database, open_database
-from source.db_functions.migrations import historic_table, pending_migrations, tables_present
+from source.db_functions.migrations import historic_sql, pending_migrations, tables_present
 from source.db_functions.units import stored_units
 from source.errors import ReportableError
 from source.facts import (
@@ -73,7 +73,7 @@ def no_rows_yet(metal: str) -> MetalFacts:
 
 def metal_facts(cur, metal: str, now: datetime, units: tuple[str, str] | None) -> MetalFacts:
     """Latest quote, rows by source, and the currency/unit its rows are kept in (None: no rows)."""
-    table = historic_table(metal)
+    table = historic_sql(metal)
     latest = _rows(  # the newest good quote: a suspect one is shown apart (quality)
         cur,
         f"SELECT \"timestamp\", rate_price, rate_ask FROM {table} WHERE quality = 'ok' "
@@ -175,7 +175,7 @@ def monitor_facts(cur, metals: tuple[str, ...], now: datetime) -> MonitorFacts:
     failing streaks, API requests this month, and the currency and unit each is kept in."""
     quotes = {}
     for metal in metals:
-        cur.execute(f'SELECT max("timestamp") FROM {historic_table(metal)}')
+        cur.execute(f'SELECT max("timestamp") FROM {historic_sql(metal)}')
         newest = cur.fetchone()[0]
         if newest is not None:
             quotes[metal] = newest.timestamp()

@@ -2,9 +2,14 @@
 (quoted per tonne) beside gold (per troy ounce), each in its own unit."""
 
 import json
+import re
+
+import pytest
 
 from source.config import SPOT_UNITS
-from source.db_functions.migrations import apply_migrations, commodity_definition
+from source.db_functions.connection import quote_identifier
+from source.db_functions.migrations import apply_migrations, commodity_definition, historic_sql
+from tests.conftest import REPO
 
 FIVE = "gold,silver,platinum,palladium,copper"
 
@@ -122,10 +127,33 @@ def test_a_backfill_before_the_first_hourly_run_keeps_copper_per_tonne(
     assert database.query("SELECT DISTINCT unit FROM gold_historic") == [("toz",)]
 
 
-def test_a_commodity_name_reaches_sql_as_an_identifier():
-    composed = commodity_definition("copper")
-    assert "Identifier('copper_historic')" in repr(composed)
-    assert "Literal('copper')" in repr(composed)
+def test_a_commodity_name_reaches_sql_only_quoted(database):
+    assert historic_sql("copper") == '"copper_historic"'
+    hostile = 'x"; DROP TABLE gold_historic; --'
+    assert quote_identifier(hostile) == '"x""; DROP TABLE gold_historic; --"'
+    conn = database.connect()
+    try:  # the quoting is PostgreSQL's own (quote_ident), not an approximation of it
+        with conn, conn.cursor() as cur:
+            for name in ('copper_historic', 'a"b', "Gold", "x'; --", "ü"):
+                cur.execute("SELECT quote_ident(%s)", (name,))
+                assert quote_identifier(name) in (cur.fetchone()[0], f'"{name}"')
+    finally:
+        conn.close()
+    with pytest.raises(ValueError, match="unknown metal"):
+        historic_sql('gold_historic; DROP TABLE x')
+    assert "Literal('copper')" in repr(commodity_definition("copper"))
+
+
+def test_no_module_but_migrations_spells_a_historic_table_name():
+    """Every statement on a commodity's table takes its name from historic_sql."""
+    spelled = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in sorted((REPO / "source").rglob("*.py"))
+        if path.name != "migrations.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\{[^}]*\}_historic|_historic['\"]\s*%|\+ *['\"]_historic", line)
+    ]
+    assert spelled == []
 
 
 def test_done_when_five_metals_run_end_to_end_on_a_database_of_the_release_before(

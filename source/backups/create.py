@@ -16,7 +16,7 @@ from source.backups.catalog import PARTIAL_PREFIX, Backup, find_backup, new_back
 from source.backups.manifest import DATABASE_DUMP, MANIFEST, MODELS_ARCHIVE, file_entry
 from source.backups.pgtools import find_tool, libpq_env, run_tool
 from source.config import DEMO_SUBDIR, Settings
-from source.db_functions.connection import Database
+from source.db_functions.connection import Database, quote_identifier
 from source.files import fsync_path
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def row_counts(cur) -> dict[str, int]:
     cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
     counts = {}
     for (table,) in cur.fetchall():
-        cur.execute(f'SELECT count(*) FROM public."{table}"')
+        cur.execute(f"SELECT count(*) FROM public.{quote_identifier(table)}")
         counts[table] = cur.fetchone()[0]
     return counts
 

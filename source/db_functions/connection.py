@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 10
 
 
+def quote_identifier(name: str) -> str:
+    """The one way a name becomes SQL text: PostgreSQL's double-quoted identifier with any
+    double quote doubled (what psycopg2's sql.Identifier writes), so no name, however hostile,
+    can end the identifier and start a statement."""
+    if not name or "\x00" in name:
+        raise ValueError(f"not a usable SQL identifier: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
 class DatabaseUnavailable(ReportableError):
     """The database cannot be reached or started; str() is one line."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from source.db_functions.migrations import ANALYTICS_TABLE, historic_table
+from source.db_functions.migrations import ANALYTICS_TABLE, historic_sql, historic_table
 from source.db_functions.quality_marks import assess_metal
 from source.transform import HISTORIC_COLUMNS, RATE_COLUMNS
 
@@ -75,21 +75,22 @@ class UnitMismatch(ValueError):
     """The frame's currency/unit differ from the rows already in the table."""
 
 
-def check_units(cur, table: str, incoming: set[tuple[str, str]]) -> None:
+def check_units(cur, metal: str, incoming: set[tuple[str, str]]) -> None:
     """Rows are keyed by timestamp alone, so one table must hold one currency and unit."""
-    cur.execute(f"SELECT currency, unit FROM {table} LIMIT 1")
+    cur.execute(f"SELECT currency, unit FROM {historic_sql(metal)} LIMIT 1")
     existing = cur.fetchone()
     if existing and incoming and incoming != {existing}:
         found = ", ".join(f"{c}/{u}" for c, u in sorted(incoming))
         raise UnitMismatch(
-            f"{table} holds {existing[0]}/{existing[1]} prices, these rows are {found}; "
+            f"{historic_table(metal)} holds {existing[0]}/{existing[1]} prices, "
+            f"these rows are {found}; "
             "use another database (PGDATABASE) for another currency or unit"
         )
 
 
 def _upsert_metal(cur, metal: str, frame: pd.DataFrame) -> UpsertCounts:
-    table = historic_table(metal)
-    check_units(cur, table, set(zip(frame["currency"], frame["unit"], strict=True)))
+    table = historic_sql(metal)
+    check_units(cur, metal, set(zip(frame["currency"], frame["unit"], strict=True)))
     cur.execute("TRUNCATE staging_prices")
     cur.copy_expert(
         f"COPY staging_prices ({HISTORIC_COLUMNS_SQL}) FROM STDIN WITH (FORMAT csv)",

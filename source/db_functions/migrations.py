@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from psycopg2 import sql
 
 from source.config import KNOWN_METALS, Settings
-from source.db_functions.connection import Database, open_database
+from source.db_functions.connection import Database, open_database, quote_identifier
 from source.db_functions.schema_history import COMMODITY_DEFINITION, MIGRATIONS
 from source.errors import EXIT_FAILURE, ReportableError
 
@@ -39,11 +39,16 @@ def historic_table(metal: str) -> str:
     return f"{metal}_historic"
 
 
+def historic_sql(metal: str) -> str:
+    """The commodity's table as SQL text, quoted (for statements; messages use the name)."""
+    return quote_identifier(historic_table(metal))
+
+
 def commodity_definition(metal: str) -> sql.Composed:
-    """The statements that give one commodity its table: its name reaches SQL only here, as
-    an Identifier (the table) and a Literal (the partition's value)."""
+    """The statements that give one commodity its table: its name reaches SQL as the quoted
+    identifier of `historic_sql` (the table) and a Literal (the partition's value)."""
     return sql.SQL(COMMODITY_DEFINITION).format(
-        table=sql.Identifier(historic_table(metal)), metal=sql.Literal(metal)
+        table=sql.SQL(historic_sql(metal)), metal=sql.Literal(metal)
     )
 
 

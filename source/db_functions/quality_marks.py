@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from source import quality
-from source.db_functions.migrations import historic_table
+from source.db_functions.migrations import historic_sql
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def assess_metal(cur, metal: str, since: datetime) -> list[MarkChange]:
     """Judge `metal`'s rows from `since` on (new or changed rows and every later one) and store
     the marks that changed; returns them, oldest first. Reads the rows in chunks through a
     server-side cursor of the same transaction."""
-    table = historic_table(metal)
+    table = historic_sql(metal)
     state = quality.resume(_history(cur, table, since))
     changes: list[MarkChange] = []
     scan = cur.connection.cursor(name=f"quality_scan_{metal}")
@@ -88,7 +88,7 @@ class Judgement:
 
     def __init__(self, cur, metal: str, first: datetime):
         self.metal = metal
-        self.table = historic_table(metal)
+        self.table = historic_sql(metal)
         cur.execute(f'SELECT EXISTS (SELECT 1 FROM {self.table} WHERE "timestamp" >= %s)', (first,))
         self.valid = not cur.fetchone()[0]
         self.state = quality.resume(_history(cur, self.table, first)) if self.valid else None
@@ -168,7 +168,7 @@ def _store(cur, table: str, changes: list[MarkChange], *, decided_by: str) -> No
 def decide(cur, metal: str, time: datetime, accept: bool) -> tuple[MarkChange, list[MarkChange]]:
     """A person's decision on one row, then the rows after it judged again in its light.
     Raises LookupError when there is no such row."""
-    table = historic_table(metal)
+    table = historic_sql(metal)
     cur.execute(f'SELECT {_COLUMNS} FROM {table} WHERE "timestamp" = %s FOR UPDATE', (time,))
     row = cur.fetchone()
     if row is None:
@@ -204,7 +204,7 @@ def _marked(cur, metals: tuple[str, ...], condition: str) -> list[dict]:
     for metal in metals:
         cur.execute(
             f'SELECT "timestamp", rate_price, quality, quality_decision, quality_reason '
-            f'FROM {historic_table(metal)} WHERE {condition} ORDER BY "timestamp"'
+            f'FROM {historic_sql(metal)} WHERE {condition} ORDER BY "timestamp"'
         )
         for time, price, mark, decision, reason in cur.fetchall():
             found.append(

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from source.db_functions.loaders import HISTORIC_COLUMNS_SQL, UpsertCounts, check_units
-from source.db_functions.migrations import historic_table
+from source.db_functions.migrations import historic_sql
 from source.db_functions.quality_marks import Judgement, assess_metal
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's binary time origin, in Unix µs
@@ -114,7 +114,7 @@ class BulkWriter:
 
     def __init__(self, cur, *, metal: str, currency: str, unit: str, raw_file: str):
         self.cur = cur
-        self.table = historic_table(metal)
+        self.table = historic_sql(metal)
         self.labels = {"metal": metal, "currency": currency, "unit": unit, "raw_file": raw_file}
         self.metal = metal
         self.direct_rows = 0
@@ -123,7 +123,7 @@ class BulkWriter:
         self.staged_in_order = True  # no time repeats: upsert straight from the staging table
         self.first_us: int | None = None  # the earliest time written straight in
         self.judgement: Judgement | None = None
-        check_units(cur, self.table, {(currency, unit)})
+        check_units(cur, metal, {(currency, unit)})
         cur.execute("SELECT (extract(epoch FROM now()) * 1000000)::bigint")
         self.fetched_us = cur.fetchone()[0]
 

@@ -5,7 +5,7 @@ request or load) and set aside with a note by those that only read."""
 from __future__ import annotations
 
 from source.config import SPOT_UNITS
-from source.db_functions.migrations import historic_table
+from source.db_functions.migrations import historic_sql, historic_table
 from source.errors import EXIT_USAGE, ReportableError
 
 
@@ -23,7 +23,7 @@ def stored_units(cur, metals: tuple[str, ...] | list[str]) -> dict[str, tuple[st
         cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
         if not cur.fetchone()[0]:
             continue
-        cur.execute(f"SELECT currency, unit FROM {table} LIMIT 1")
+        cur.execute(f"SELECT currency, unit FROM {historic_sql(metal)} LIMIT 1")
         row = cur.fetchone()
         if row is not None:
             found[metal] = (row[0], row[1])

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from source.config import Settings
 from source.db_functions.connection import Database
-from source.db_functions.migrations import historic_table
+from source.db_functions.migrations import historic_sql
 from source.ml.registry import ModelIntegrityError, model_paths, read_metadata
 
 
@@ -36,7 +36,7 @@ def stored_marks(cur, metals: tuple[str, ...]) -> dict[tuple[str, str], dict]:
         cur.execute(
             'SELECT count(rate_price), max("timestamp") FILTER (WHERE rate_price IS NOT NULL), '
             'count(rate_ask), max("timestamp") FILTER (WHERE rate_ask IS NOT NULL) '
-            f"FROM {historic_table(metal)} WHERE quality = 'ok'"
+            f"FROM {historic_sql(metal)} WHERE quality = 'ok'"
         )
         price_rows, price_newest, ask_rows, ask_newest = cur.fetchone()
         marks[(metal, "rate_price")] = mark(price_rows, price_newest)

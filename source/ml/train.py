@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from source.config import Settings
 from source.db_functions.connection import Database
-from source.db_functions.migrations import historic_table
+from source.db_functions.migrations import historic_sql
 from source.errors import ReportableError
 from source.ml.evaluation import (
     MIN_ROWS,
@@ -55,7 +55,7 @@ def read_history(conn, metal: str) -> pd.DataFrame:
     """The metal's good rows only: a suspect or rejected quote never reaches a model."""
     with conn.cursor() as cur:
         cur.execute(
-            f'SELECT "timestamp", rate_price, rate_ask FROM {historic_table(metal)} '
+            f'SELECT "timestamp", rate_price, rate_ask FROM {historic_sql(metal)} '
             "WHERE quality = 'ok' ORDER BY \"timestamp\""
         )
         rows = cur.fetchall()

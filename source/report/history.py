@@ -10,7 +10,7 @@ import pandas as pd
 
 from source.config import Settings
 from source.db_functions.connection import open_database
-from source.db_functions.migrations import historic_table, tables_present
+from source.db_functions.migrations import historic_sql, tables_present
 
 
 @dataclass
@@ -72,7 +72,7 @@ def _nothing() -> PriceHistory:
 
 
 def _metal_history(cur, metal: str) -> PriceHistory:
-    table = historic_table(metal)
+    table = historic_sql(metal)
     cur.execute(f'SELECT min("timestamp"), max("timestamp"), count(*) FROM {table}')
     oldest, newest, quotes = cur.fetchone()
     columns = ["timestamp", "rate_price"]
