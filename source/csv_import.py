@@ -10,6 +10,7 @@ import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -356,10 +357,15 @@ def import_file(
     unit: str,
     strict: bool,
     chunk_rows: int = CHUNK_ROWS,
+    raw_file: str | None = None,
+    fetched_at: datetime | None = None,
 ) -> ImportReport:
-    """Stream, validate and COPY (straight in, or via staging + upsert), one transaction."""
+    """Stream, validate and COPY (straight in, or via staging + upsert), one transaction.
+    `raw_file` and `fetched_at` are the file the rows name as theirs and when it was read
+    (default: `path`, now; a restore replaying a kept copy gives the original's)."""
+    named = {"raw_file": raw_file or str(path.resolve()), "fetched_at": fetched_at}
     try:
-        return _import(conn, path, metal, layout, currency, unit, strict, chunk_rows)
+        return _import(conn, path, metal, layout, currency, unit, strict, chunk_rows, named)
     except psycopg2.Error as exc:
         # A lost connection surfaces as "connection already closed" from the rollback; the
         # reason is the error that came before it.
@@ -369,7 +375,7 @@ def import_file(
         ) from None
 
 
-def _import(conn, path, metal, layout, currency, unit, strict, chunk_rows) -> ImportReport:
+def _import(conn, path, metal, layout, currency, unit, strict, chunk_rows, named) -> ImportReport:
     zone = _zone(layout.tz)
     report = ImportReport(path=path, metal=metal)
     size = path.stat().st_size
@@ -378,9 +384,7 @@ def _import(conn, path, metal, layout, currency, unit, strict, chunk_rows) -> Im
     # One worker thread writes chunk n while this thread parses chunk n+1 (the server's
     # insert time then hides the parsing); at most two chunks are in memory.
     with conn, conn.cursor() as cur, progress as bar, ThreadPoolExecutor(1, "copy") as copier:
-        writer = BulkWriter(
-            cur, metal=metal, currency=currency, unit=unit, raw_file=str(path.resolve())
-        )
+        writer = BulkWriter(cur, metal=metal, currency=currency, unit=unit, **named)
         in_flight = None
         for chunk, first_line, roles, position in read_chunks(path, layout, chunk_rows):
             good, bad, blank = parse_chunk(chunk, first_line, roles, layout, zone)

@@ -13,7 +13,13 @@ import pytest
 from source.config import ConfigError, load_settings
 from source.files import sha256_of
 from tests.test_backups import backups, fingerprint, only_backup
-from tests.test_offsite_backups import objects, remote, store  # noqa: F401 (fixtures)
+from tests.test_offsite_backups import (  # noqa: F401 (the fixtures remote and store)
+    objects,
+    quotes,
+    remote,
+    store,
+    vendor_import,
+)
 
 AGE, AGE_KEYGEN = shutil.which("age"), shutil.which("age-keygen")
 pytestmark = pytest.mark.skipif(
@@ -142,14 +148,18 @@ def test_the_bucket_holds_no_plaintext_and_restores_with_the_identity(
 ):
     identity = tmp_path / "identity.txt"
     remote.env["BACKUP_AGE_RECIPIENTS"] = keygen(identity)
-    before = fingerprint(database)
     result = backups(remote)
     assert result.returncode == 0, result.stderr
+    imported = remote(*vendor_import(tmp_path))  # after the backup: its copy is in the bucket
+    assert imported.returncode == 0, imported.stderr
+    before = quotes(database)
     stored = objects(store, remote.prefix)
     assert {k.split("/")[1] for k in stored} >= {"database.dump", "models.tar.gz", "manifest.json"}
+    assert sum(k.endswith(("_import_gold.csv", "_import_gold.options.json")) for k in stored) == 2
     for key, body in stored.items():
-        if key.endswith((".dump", ".tar.gz")):
+        if key.endswith((".dump", ".tar.gz")) or key.startswith("landed/"):
             assert body.startswith(b"age-encryption.org/v1\n"), key
+        assert b"2050.5" not in body and b"Europe/Zurich" not in body, key
 
     shutil.rmtree(remote.cwd / "backups")
     listing = backups(remote, "list").stdout.splitlines()
@@ -158,7 +168,8 @@ def test_the_bucket_holds_no_plaintext_and_restores_with_the_identity(
     remote.env["BACKUP_AGE_IDENTITY_FILE"] = str(identity)
     result = backups(remote, "restore", "latest")
     assert result.returncode == 0, result.stderr
-    assert fingerprint(database) == before
+    assert "and 1 import(s) newer than it replayed" in result.stdout
+    assert quotes(database) == before
     kept = only_backup(remote)  # the fetched copy is kept, still encrypted
     assert (kept / "database.dump").read_bytes().startswith(b"age-encryption.org/v1\n")
 

@@ -335,9 +335,12 @@ def test_the_drill_loses_no_run_after_the_backup(remote, store, database, sandbo
     backups, the raw files and the models. `restore latest` brings back every row."""
     assert backups(remote).returncode == 0
     remote.env["METRICS_DIR"] = str(remote.cwd / "metrics")
-    for _ in range(3):
+    for run in range(3):
         sandbox.hour_offset += 1
         assert remote("--no-train").returncode == 0
+        if run == 0:  # and a vendor's file imported between two runs, read its own way
+            imported = remote(*vendor_import(tmp_path))
+            assert imported.returncode == 0, imported.stderr
     metrics = (remote.cwd / "metrics" / "commodities_pipeline.prom").read_text()
     (newest,) = [
         float(line.split()[-1])
@@ -348,13 +351,16 @@ def test_the_drill_loses_no_run_after_the_backup(remote, store, database, sandbo
     landed = {k for k in keys(store, remote.prefix) if k.startswith("landed/")}
     # Each run's four spot answers, copied after loading; the first run after the backup also
     # copies the two runs just before it (fetched within the hour before: they may have been
-    # loaded after its snapshot).
-    assert len(landed) == 5 * 4
+    # loaded after its snapshot). The import keeps its CSV and how it was read.
+    assert len(landed) == 5 * 4 + 2
+    (csv,) = [k for k in landed if k.endswith("_import_gold.csv")]
+    assert objects(store, remote.prefix)[csv] == VENDOR_CSV.encode()
     after = quotes(database)
+    assert ("2024-01-02 10:00", 2050.5) in gold_prices(database)  # 11:00 in Zurich
     copied = database.query(
-        "SELECT offsite_copied, offsite_error FROM pipeline_runs ORDER BY run_id DESC LIMIT 3"
+        "SELECT offsite_copied, offsite_error FROM pipeline_runs ORDER BY run_id DESC LIMIT 4"
     )
-    assert copied == [(4, None), (4, None), (12, None)]
+    assert copied == [(4, None), (4, None), (2, None), (12, None)]
 
     models = files_under(remote.cwd / "trained_models")
     for folder in ("backups", "source", "trained_models"):  # DATA_DIR is source/data
@@ -364,9 +370,39 @@ def test_the_drill_loses_no_run_after_the_backup(remote, store, database, sandbo
         remote.env.update(FreshDatabase(server, database.name).env)
         result = backups(remote, "restore", "latest")
         assert result.returncode == 0, result.stderr
-        assert "then 20 landed file(s) newer than it replayed" in result.stdout
+        assert "then 20 landed file(s) and 1 import(s) newer than it replayed" in result.stdout
         assert quotes(FreshDatabase(server, database.name)) == after
     assert files_under(remote.cwd / "trained_models") == models
+
+
+VENDOR_CSV = "Zeit;Kurs\n02.01.2024 11:00;2050.5\n02.01.2024 12:00;2051.25\n"
+
+
+def vendor_import(folder) -> tuple[str, ...]:
+    """An import-csv of VENDOR_CSV, written to `folder`, with the options it needs."""
+    path = folder / "vendor.csv"
+    path.write_text(VENDOR_CSV)
+    return (
+        "import-csv",
+        str(path),
+        "--metal",
+        "gold",
+        "--time-column",
+        "Zeit",
+        "--price-column",
+        "Kurs",
+        "--time-format",
+        "%d.%m.%Y %H:%M",
+        "--tz",
+        "Europe/Zurich",
+    )
+
+
+def gold_prices(database) -> list[tuple]:
+    return database.query(
+        """SELECT to_char("timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), rate_price
+             FROM gold_historic ORDER BY 1"""
+    )
 
 
 def files_under(folder) -> dict[str, bytes]:
@@ -417,3 +453,34 @@ def test_a_failed_copy_of_landed_files_never_blocks_the_load_and_the_next_run_re
     # The failed run's four files, its own, and the two runs just before the backup.
     assert (copied, error) == (16, None)
     assert "landed files are not in the bucket" not in remote("status").stdout
+
+
+@pytest.mark.parametrize(
+    ("hostile", "refused"),
+    [
+        pytest.param({"metal": 'gold"; DROP TABLE gold_historic; --'}, True, id="no-commodity"),
+        pytest.param({"name": "../../escaped.csv"}, False, id="name-climbing-out"),
+    ],
+)
+def test_a_kept_import_with_hostile_options_is_refused_or_contained(
+    remote, store, database, tmp_path, hostile, refused
+):
+    """The options in the bucket are input like any other: a metal that is no commodity is
+    refused in one line (the backup itself restored), a name that climbs out of the scratch
+    folder stays in it."""
+    assert backups(remote).returncode == 0
+    assert remote(*vendor_import(tmp_path)).returncode == 0
+    (options,) = [k for k in keys(store, remote.prefix) if k.endswith(".options.json")]
+    key = f"{remote.prefix}/{options}"
+    kept = json.loads(store.client().get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    store.client().put_object(Bucket=BUCKET, Key=key, Body=json.dumps(kept | hostile).encode())
+    result = backups(remote, "restore", "latest")
+    if refused:
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert "restored, but 1 landed file(s) did not load" in line and "not the options" in line
+    else:
+        assert result.returncode == 0, result.stderr
+        assert ("2024-01-02 10:00", 2050.5) in gold_prices(database)
+    assert database.query("SELECT count(*) FROM gold_historic")[0][0] > 0
+    assert not list(remote.cwd.parent.rglob("escaped.csv"))

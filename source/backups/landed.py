@@ -6,12 +6,20 @@ In the bucket they live under `<prefix>/landed/<YYYY-MM-DD>/<name>`, a top-level
 backup catalogue passes over; the name is the one the file had on this host (it starts with
 its fetch time, UTC). What is copied: every loaded file fetched since shortly before the
 bucket's newest backup that the bucket lacks, so a failed copy is caught up by the next run.
-What is kept: the days from shortly before the bucket's oldest backup on."""
+What is kept: the days from shortly before the bucket's oldest backup on.
+
+An import-csv with a bucket keeps a copy of its CSV beside the landed files,
+`<time>_import_<metal>.csv`, and how it was read, `<time>_import_<metal>.options.json` (written
+second, so the pair is whole when the options are there); both are copied like the rest and
+`restore latest` imports the CSV again, in time order with the landed responses."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +28,7 @@ from source.backups.catalog import catalogue
 from source.backups.encryption import encrypting, identities_of
 from source.backups.remote import RemoteError, RemoteStore
 from source.config import Settings
-from source.files import atomic_write
+from source.files import atomic_write, fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +38,8 @@ LANDED = "landed"  # the bucket's folder of landed files
 OVERLAP = timedelta(hours=1)
 AGE_MAGIC = b"age-encryption.org/v1\n"
 _TIME = re.compile(r"^(\d{8}T\d{6})\d{6}Z_[a-z]+_[a-z]+(\.\d+)?\.json$")
+_IMPORTED = re.compile(r"^(\d{8}T\d{6})\d{6}Z_import_([a-z]+)\.(csv|options\.json)$")
+IMPORT_OPTIONS = ".options.json"
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -43,14 +53,97 @@ class LandedCopy:
 
 
 def fetched_at(name: str) -> datetime | None:
-    """The fetch time a landed file's name starts with, else None."""
-    match = _TIME.match(name)
+    """The fetch (or import) time a landed file's name starts with, else None."""
+    match = _TIME.match(name) or _IMPORTED.match(name)
     if match is None:
         return None
     try:
         return datetime.strptime(match[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
     except ValueError:
         return None
+
+
+def is_import(name: str) -> bool:
+    """A kept CSV of an import-csv, or its options (not a response to load)."""
+    return _IMPORTED.match(name) is not None
+
+
+@dataclass(frozen=True)
+class KeptImport:
+    """An import-csv the bucket can replay: its CSV and how it was read."""
+
+    day: str
+    csv: str
+    options: str
+    imported_at: datetime
+
+
+def keep_import(loaded_dir: Path, csv_path: Path, metal: str, options: dict, now: datetime) -> Path:
+    """Copy an imported CSV to loaded/<day>/ with its options, for copy_landed to take to the
+    bucket; each written whole (temporary name, fsync, rename), the options last."""
+    name = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}_import_{metal}"
+    directory = loaded_dir / now.strftime("%Y-%m-%d")
+    directory.mkdir(parents=True, exist_ok=True)
+    target, partial = directory / f"{name}.csv", directory / f".{name}.csv.partial"
+    shutil.copyfile(csv_path, partial)
+    fsync_path(partial)
+    os.replace(partial, target)
+    atomic_write(directory / f"{name}{IMPORT_OPTIONS}", json.dumps(options, indent=1).encode())
+    return target
+
+
+def remote_imports(store: RemoteStore, since: datetime) -> list[KeptImport]:
+    """The bucket's whole import pairs (CSV and options) made since `since`, oldest first."""
+    found = []
+    for day, names in sorted(remote_landed(store).items()):
+        for name in sorted(names):
+            match = _IMPORTED.match(name)
+            when = fetched_at(name)
+            if match is None or match[3] != "csv" or when is None or when < since:
+                continue
+            options = name.removesuffix(".csv") + IMPORT_OPTIONS
+            if options in names:
+                found.append(KeptImport(day, name, options, when))
+    return found
+
+
+def fetch_import(settings: Settings, store: RemoteStore, kept: KeptImport, target: Path) -> dict:
+    """Download a kept import's CSV to `target` (decrypted) and return its options."""
+    from source.backups.encryption import decrypt_file
+
+    folder = f"{LANDED}/{kept.day}"
+    options = json.loads(_decrypted(settings, kept.options, _download(store, folder, kept.options)))
+    stored = target.with_name(target.name + ".stored")
+    with store.open(folder, kept.csv) as body, open(stored, "wb") as out:
+        shutil.copyfileobj(body, out, 1 << 20)
+    with open(stored, "rb") as head:
+        encrypted = head.read(len(AGE_MAGIC)) == AGE_MAGIC
+    if encrypted:
+        identities = identities_of(settings.backup_age_identity, f"landed file {kept.csv}", [])
+        decrypt_file(stored, target, identities, f"landed file {kept.day}/{kept.csv}")
+        stored.unlink()
+    else:
+        os.replace(stored, target)
+    return options
+
+
+def _download(store: RemoteStore, folder: str, name: str) -> bytes:
+    with store.open(folder, name) as body:
+        return _read_all(body)
+
+
+def _decrypted(settings: Settings, name: str, data: bytes) -> bytes:
+    if not data.startswith(AGE_MAGIC):
+        return data
+    import pyrage
+
+    identities = identities_of(settings.backup_age_identity, f"landed file {name}", [])
+    try:
+        return pyrage.decrypt(data, identities)
+    except pyrage.DecryptError as exc:
+        raise RemoteError(
+            f"landed file {name} does not decrypt with BACKUP_AGE_IDENTITY_FILE ({exc})"
+        ) from None
 
 
 def remote_landed(store: RemoteStore) -> dict[str, dict[str, int]]:
@@ -110,35 +203,27 @@ def copy_landed(
         return LandedCopy(0, line.splitlines()[0] if line else type(exc).__name__)
 
 
-def fetch_landed(settings: Settings, store: RemoteStore, since: datetime, target: Path) -> int:
-    """Download the bucket's landed files fetched since `since` (minus the overlap) into
-    `target` (DATA_DIR/incoming/, where the next load picks them up), decrypting those that
-    are encrypted. Returns how many."""
-    import pyrage
-
-    identities = None
+def fetch_landed(
+    settings: Settings,
+    store: RemoteStore,
+    since: datetime,
+    target: Path,
+    before: datetime | None = None,
+) -> int:
+    """Download the bucket's landed responses fetched since `since` and before `before` (when
+    given) into `target` (DATA_DIR/incoming/, where the next load picks them up), decrypting
+    those that are encrypted. Returns how many."""
     count = 0
     target.mkdir(parents=True, exist_ok=True)
     for day, names in sorted(remote_landed(store).items()):
         for name in sorted(names):
             when = fetched_at(name)
-            if when is None or when < since - OVERLAP:
+            if when is None or is_import(name) or when < since:
                 continue
-            with store.open(f"{LANDED}/{day}", name) as body:
-                data = _read_all(body)
-            if data.startswith(AGE_MAGIC):
-                if identities is None:
-                    identities = identities_of(
-                        settings.backup_age_identity, f"landed file {name}", []
-                    )
-                try:
-                    data = pyrage.decrypt(data, identities)
-                except pyrage.DecryptError as exc:
-                    raise RemoteError(
-                        f"landed file {day}/{name} does not decrypt with "
-                        f"BACKUP_AGE_IDENTITY_FILE ({exc})"
-                    ) from None
-            atomic_write(target / name, data)
+            if before is not None and when >= before:
+                continue
+            data = _download(store, f"{LANDED}/{day}", name)
+            atomic_write(target / name, _decrypted(settings, f"{day}/{name}", data))
             count += 1
     return count
 

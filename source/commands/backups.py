@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from source import monitoring
 from source.backups.catalog import (
@@ -26,7 +28,7 @@ from source.commands.registry import (
     demo_option,
     option,
 )
-from source.config import Settings
+from source.config import KNOWN_METALS, Settings
 from source.db_functions.run_lock import database_run_lock
 from source.entrypoint import run_lock
 from source.errors import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK
@@ -337,30 +339,104 @@ def restore(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _replay_landed(settings: Settings, backup_id: str) -> str:
-    """The bucket's landed files newer than the backup, loaded as an hourly run loads what
-    an earlier one landed: the database comes back as it was after the last copied run."""
+    """The bucket's landed files newer than the backup, loaded in time order as an hourly run
+    loads what an earlier one landed, and its kept CSVs imported again where they fall: the
+    database comes back as it was after the last run whose files reached the bucket."""
+    from source.backups.catalog import Backup, BackupError
+    from source.backups.landed import OVERLAP, remote_imports
+
+    store = _store(settings)
+    since = Backup(backup_id, "", "", 0).created_at - OVERLAP  # loading twice changes nothing
+    replayed = _Replayed()
+    for kept in remote_imports(store, since):
+        _replay_responses(settings, store, since, kept.imported_at, replayed)
+        _replay_import(settings, store, kept, replayed)
+        since = kept.imported_at
+    _replay_responses(settings, store, since, None, replayed)
+    log.info(
+        "restore: %d landed file(s) and %d import(s) replayed from the bucket, %d row(s)",
+        replayed.files,
+        replayed.imports,
+        replayed.rows,
+    )
+    if replayed.failed:
+        raise BackupError(
+            f"backup {backup_id} restored, but {len(replayed.failed)} landed file(s) did not "
+            f"load: {replayed.failed[0]}"
+        )
+    if not replayed.files and not replayed.imports:
+        return ""
+    imports = f" and {replayed.imports} import(s)" if replayed.imports else ""
+    return (
+        f"; then {replayed.files} landed file(s){imports} newer than it replayed "
+        f"({replayed.rows} rows)"
+    )
+
+
+@dataclass
+class _Replayed:
+    files: int = 0
+    imports: int = 0
+    rows: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def _replay_responses(settings, store, since, before, replayed: _Replayed) -> None:
     from source.backfill import replay_first
-    from source.backups.catalog import Backup
     from source.backups.landed import fetch_landed
     from source.db_functions.migrations import connect_and_migrate
     from source.extract import INCOMING
 
-    created = Backup(backup_id, "", "", 0).created_at
-    fetched = fetch_landed(settings, _store(settings), created, settings.data_dir / INCOMING)
-    outcomes = replay_first(settings, connect_and_migrate(settings)) if fetched else []
-    failed = [o for o in outcomes if o.error]
-    rows = sum(o.inserted + o.updated for o in outcomes if not o.error)
-    log.info("restore: %d landed file(s) replayed from the bucket, %d row(s)", fetched, rows)
-    if failed:
-        from source.backups.catalog import BackupError
-
-        raise BackupError(
-            f"backup {backup_id} restored, but {len(failed)} landed file(s) did not load: "
-            f"{failed[0].error}"
-        )
+    fetched = fetch_landed(settings, store, since, settings.data_dir / INCOMING, before=before)
     if not fetched:
-        return ""
-    return f"; then {fetched} landed file(s) newer than it replayed ({rows} rows)"
+        return
+    outcomes = replay_first(settings, connect_and_migrate(settings))
+    replayed.files += fetched
+    replayed.rows += sum(o.inserted + o.updated for o in outcomes if not o.error)
+    replayed.failed += [o.error for o in outcomes if o.error]
+
+
+def _replay_import(settings: Settings, store, kept, replayed: _Replayed) -> None:
+    """A kept import-csv, imported again with the options it was first read with."""
+    import tempfile
+
+    from source.backups.landed import fetch_import
+    from source.csv_import import CsvLayout, ImportFailed, import_file
+    from source.db_functions.migrations import connect_and_migrate
+
+    with tempfile.TemporaryDirectory(dir=settings.data_dir, prefix=".replay-") as scratch:
+        downloaded = Path(scratch) / kept.csv
+        options = fetch_import(settings, store, kept, downloaded)
+        try:
+            metal, layout = options["metal"], CsvLayout(**options["layout"])
+            if metal not in KNOWN_METALS:
+                raise KeyError(metal)
+            read_as = {k: options[k] for k in ("currency", "unit", "strict")}
+            name = Path(str(options.get("name") or kept.csv)).name.strip(".") or kept.csv
+            stamp = options.get("fetched_at")
+            fetched_at = datetime.fromisoformat(stamp) if stamp else kept.imported_at
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            replayed.failed.append(f"{kept.options}: not the options of an import ({exc!r})")
+            return
+        database = connect_and_migrate(settings, metals=(*settings.metals, metal))
+        conn = database.connect()
+        try:
+            report = import_file(
+                conn,
+                downloaded.rename(Path(scratch) / name),  # its messages name the file imported
+                metal,
+                layout,
+                **read_as,
+                raw_file=options.get("raw_file"),
+                fetched_at=fetched_at,
+            )
+        except ImportFailed as exc:
+            replayed.failed.append(str(exc))
+            return
+        finally:
+            conn.close()
+    replayed.imports += 1
+    replayed.rows += report.rows_loaded
 
 
 def _local_backup(settings: Settings, wanted: str):

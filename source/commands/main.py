@@ -170,13 +170,7 @@ def backfill(settings: Settings, args: argparse.Namespace) -> int:
         report = run_backfill(settings, database, first, last, force=args.force)
         log_api_trouble(report.errors.values())
         if settings.backup_s3_url:  # its landed windows to the bucket, as the hourly run's
-            from source.backups.landed import copy_landed
-            from source.extract import LOADED
-
-            copied = copy_landed(settings, settings.data_dir / LOADED)
-            record.offsite_copied, record.offsite_error = copied.copied, copied.error
-            if copied.newest is not None:
-                monitoring.record(offsite_newest=copied.newest.timestamp())
+            _copy_offsite(settings, record)
         record.status, record.exit_code = report.status, report.exit_code
         record.rows_inserted, record.rows_updated = report.rows_inserted, report.rows_updated
         record.api_requests, record.message = report.api_requests, report.summary()
@@ -260,6 +254,8 @@ def _delimiter(text: str | None) -> str | None:
     check=_check_import_args,
 )
 def import_csv(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from source.csv_import import CsvLayout, import_file
     from source.db_functions.migrations import connect_and_migrate
     from source.db_functions.runs import recorded_run, status_for
@@ -279,6 +275,10 @@ def import_csv(settings: Settings, args: argparse.Namespace) -> int:
     # The metal named gets its table even when METALS does not list it (yet).
     database = connect_and_migrate(settings, metals=(*settings.metals, args.metal))
     with recorded_run(database, args.job) as record:
+        # A vendor file says no unit: UNIT, else the one the metal's rows are kept in.
+        unit = settings.unit or kept_units(database, [args.metal]).get(args.metal, "toz")
+        read_as = {"currency": settings.currency, "unit": unit, "strict": args.strict}
+        started = datetime.now(UTC)  # the rows' fetched_at, and the kept copy's
         conn = database.connect()
         try:
             report = import_file(
@@ -286,10 +286,8 @@ def import_csv(settings: Settings, args: argparse.Namespace) -> int:
                 args.path,
                 args.metal,
                 layout,
-                currency=settings.currency,
-                # A vendor file says no unit: UNIT, else the one the metal's rows are kept in.
-                unit=settings.unit or kept_units(database, [args.metal]).get(args.metal, "toz"),
-                strict=args.strict,
+                **read_as,
+                fetched_at=started,
                 **({"chunk_rows": args.chunk_rows} if args.chunk_rows else {}),
             )
         finally:
@@ -299,10 +297,47 @@ def import_csv(settings: Settings, args: argparse.Namespace) -> int:
         record.metals_ok = [args.metal]
         record.rows_inserted, record.rows_updated = report.counts.inserted, report.counts.updated
         record.message = report.summary()
+        if settings.backup_s3_url and report.rows_loaded:
+            _keep_import(settings, args, started, {"layout": asdict(layout), **read_as})
+            _copy_offsite(settings, record)
     monitoring.record(rows_inserted=report.counts.inserted, summary=report.summary())
     _report_bad_lines(report, logging.getLogger(args.job))
     print(f"import-csv {report.summary()}")
     return exit_code
+
+
+def _copy_offsite(settings: Settings, record) -> None:
+    """The job's landed files to the bucket after its load, recorded in its ledger row."""
+    from source.backups.landed import copy_landed  # boto3 only with a bucket
+    from source.extract import LOADED
+
+    copied = copy_landed(settings, settings.data_dir / LOADED)
+    record.offsite_copied, record.offsite_error = copied.copied, copied.error
+    if copied.newest is not None:
+        monitoring.record(offsite_newest=copied.newest.timestamp())
+
+
+def _keep_import(
+    settings: Settings, args: argparse.Namespace, started: datetime, read_as: dict
+) -> None:
+    """A copy of the imported CSV and how it was read, for `restore latest` to import again
+    when the host is lost before the next backup."""
+    from source.backups.landed import keep_import
+    from source.extract import LOADED
+
+    options = {
+        "name": args.path.name,
+        "raw_file": str(args.path.resolve()),
+        "fetched_at": started.isoformat(),
+        "metal": args.metal,
+        **read_as,
+    }
+    try:
+        keep_import(settings.data_dir / LOADED, args.path, args.metal, options, started)
+    except OSError as exc:  # the rows are in: say what the bucket will lack, do not fail
+        logging.getLogger(args.job).warning(
+            "import-csv: no copy of %s kept for the bucket (%s)", args.path.name, exc
+        )
 
 
 def _report_bad_lines(report, log: logging.Logger) -> None:

@@ -112,7 +112,18 @@ def table_buffer(rows: pd.DataFrame, *, metal, currency, unit, fetched_us, raw_f
 class BulkWriter:
     """Writes parsed chunks of one file for one metal; call finish() once, in the transaction."""
 
-    def __init__(self, cur, *, metal: str, currency: str, unit: str, raw_file: str):
+    def __init__(
+        self,
+        cur,
+        *,
+        metal: str,
+        currency: str,
+        unit: str,
+        raw_file: str,
+        fetched_at: datetime | None = None,
+    ):
+        """`fetched_at` is when the rows were read (default: now; a replay gives the time of
+        the import it repeats)."""
         self.cur = cur
         self.table = historic_sql(metal)
         self.labels = {"metal": metal, "currency": currency, "unit": unit, "raw_file": raw_file}
@@ -124,8 +135,11 @@ class BulkWriter:
         self.first_us: int | None = None  # the earliest time written straight in
         self.judgement: Judgement | None = None
         check_units(cur, metal, {(currency, unit)})
-        cur.execute("SELECT (extract(epoch FROM now()) * 1000000)::bigint")
+        cur.execute(
+            "SELECT (extract(epoch FROM coalesce(%s, now())) * 1000000)::bigint", (fetched_at,)
+        )
         self.fetched_us = cur.fetchone()[0]
+        self.params = {**self.labels, "fetched_at": _when(self.fetched_us)}
 
     def begin(self, rows: pd.DataFrame) -> None:
         """Before the file's first rows are written (nothing else in flight on the cursor):
@@ -233,7 +247,7 @@ class BulkWriter:
                    SET rate_price = r.rate_price, rate_ask = r.rate_ask, rate_bid = NULL,
                        rate_high = NULL, rate_low = NULL, rate_change = NULL,
                        rate_change_percent = NULL, currency = %(currency)s, unit = %(unit)s,
-                       fetched_at = now(), raw_file = %(raw_file)s, loaded_at = now()
+                       fetched_at = %(fetched_at)s, raw_file = %(raw_file)s, loaded_at = now()
                   FROM csv_rows AS r
                  WHERE t."timestamp" = r."timestamp" AND t.source = 'csv'
                    AND (t.rate_price, t.rate_ask, t.rate_bid, t.rate_high, t.rate_low,
@@ -242,19 +256,19 @@ class BulkWriter:
                         NULL, %(currency)s, %(unit)s)
                 RETURNING t."timestamp")
                 SELECT count(*), min("timestamp") FROM changed""",
-            self.labels,
+            self.params,
         )
         updated, first_updated = cur.fetchone()
         cur.execute(
             f"""WITH added AS (INSERT INTO {self.table} ({TABLE_COLUMNS})
                 SELECT "timestamp", %(metal)s, %(currency)s, %(unit)s, 'success', rate_price,
-                       rate_ask, NULL, NULL, NULL, NULL, NULL, 'csv', now(), %(raw_file)s
+                       rate_ask, NULL, NULL, NULL, NULL, NULL, 'csv', %(fetched_at)s, %(raw_file)s
                   FROM csv_rows AS r
                  WHERE NOT EXISTS (SELECT 1 FROM {self.table} AS t
                                     WHERE t."timestamp" = r."timestamp")
                 RETURNING "timestamp")
                 SELECT count(*), min("timestamp") FROM added""",
-            self.labels,
+            self.params,
         )
         inserted, first_inserted = cur.fetchone()
         changed = [t for t in (first_updated, first_inserted) if t is not None]
@@ -271,7 +285,7 @@ class BulkWriter:
             f"""WITH written AS (
                 INSERT INTO {self.table} AS t ({TABLE_COLUMNS})
                 SELECT "timestamp", %(metal)s, %(currency)s, %(unit)s, 'success', rate_price,
-                       NULLIF(rate_ask, 'NaN'), NULL, NULL, NULL, NULL, NULL, 'csv', now(),
+                       NULLIF(rate_ask, 'NaN'), NULL, NULL, NULL, NULL, NULL, 'csv', %(fetched_at)s,
                        %(raw_file)s
                   FROM csv_staging AS s
                  WHERE NOT EXISTS (
@@ -286,8 +300,8 @@ class BulkWriter:
                    SET rate_price = EXCLUDED.rate_price, rate_ask = EXCLUDED.rate_ask,
                        rate_bid = NULL, rate_high = NULL, rate_low = NULL, rate_change = NULL,
                        rate_change_percent = NULL, currency = EXCLUDED.currency,
-                       unit = EXCLUDED.unit, fetched_at = now(), raw_file = EXCLUDED.raw_file,
-                       loaded_at = now()
+                       unit = EXCLUDED.unit, fetched_at = %(fetched_at)s,
+                       raw_file = EXCLUDED.raw_file, loaded_at = now()
                  WHERE t.source = 'csv'
                    AND (t.rate_price, t.rate_ask, t.rate_bid, t.rate_high, t.rate_low,
                         t.rate_change, t.rate_change_percent, t.currency, t.unit)
@@ -297,7 +311,7 @@ class BulkWriter:
             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
                    min("timestamp")
               FROM written""",
-            self.labels,
+            self.params,
         )
         inserted, updated, first_changed = self.cur.fetchone()
         return UpsertCounts(inserted=inserted, updated=updated), first_changed
