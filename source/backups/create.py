@@ -39,9 +39,11 @@ def row_counts(cur) -> dict[str, int]:
 
 def archive_models(models_dir: Path, target: Path, exclude: tuple[str, ...] = ()) -> int:
     """tar.gz of MODELS_DIR under the name `models/` (without the top-level folders in
-    `exclude`, e.g. the demo's); returns the number of files."""
+    `exclude`, e.g. the demo's); returns the number of files. Compressed at zlib level 1:
+    fitted models are mostly float arrays, which level 9 shrinks by 0.3% more in six times
+    the time (14 MB of models: 11.14 MB in 0.54 s against 11.11 MB in 3.2 s)."""
     count = 0
-    with tarfile.open(target, "w:gz") as archive:
+    with tarfile.open(target, "w:gz", compresslevel=1) as archive:
         root = tarfile.TarInfo("models")
         root.type, root.mode, root.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
         archive.addfile(root)
