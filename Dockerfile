@@ -51,6 +51,9 @@ WORKDIR /app
 # Code stays owned by root (read-only to the app); only the volume directories are writable.
 COPY main.py backups_main.py ./
 COPY source ./source
+# Bytecode compiled here: the code is read-only to the app, so without it every command would
+# compile its modules again (about 0.1 s of each `status`).
+RUN python -m compileall -q main.py backups_main.py source
 # The directories compose mounts as volumes, created here so volumes inherit the owner:
 # raw landing, logs, models, backups, the demo's embedded PostgreSQL, reports, metrics (the
 # last readable by node_exporter's own user when it mounts the volume).

@@ -460,6 +460,14 @@ _V11_OFFSITE_COPY = """
     ALTER TABLE pipeline_runs ADD COLUMN offsite_copied integer, ADD COLUMN offsite_error text;
 """
 
+# The quotes the rule or a person took a second look at (status, report and `quality` list
+# them) found by an index instead of a scan of every row: a handful of entries per commodity.
+# Made on the analytics table, so every partition has it, those made later included.
+_V12_DECISIONS_INDEX = """
+    CREATE INDEX ON commodities_price_data_analytics ("timestamp")
+        WHERE quality_decision <> 'rule';
+"""
+
 # What one commodity needs, applied when a configured commodity has none yet: its historic
 # table as a partition of the analytics table (so the analytics table, daily_ohlc and
 # price_ranges hold it), and the partial index migration 7 gave each partition. {table} and
@@ -482,4 +490,5 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (9, "each applied migration's checksum", _V9_CHECKSUMS),
     (10, "the commodities held; price_ranges lists them", _V10_COMMODITIES),
     (11, "the run ledger records the copy of its landed files to the bucket", _V11_OFFSITE_COPY),
+    (12, "an index of the quotes taken a second look at", _V12_DECISIONS_INDEX),
 )
