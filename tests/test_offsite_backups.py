@@ -484,3 +484,42 @@ def test_a_kept_import_with_hostile_options_is_refused_or_contained(
         assert ("2024-01-02 10:00", 2050.5) in gold_prices(database)
     assert database.query("SELECT count(*) FROM gold_historic")[0][0] > 0
     assert not list(remote.cwd.parent.rglob("escaped.csv"))
+
+
+def test_an_import_whose_copy_cannot_be_kept_still_loads_and_says_so(remote, database, tmp_path):
+    """Keeping the CSV for the bucket is after the load: a host that cannot keep it (here a
+    file where today's folder of DATA_DIR/loaded/ must go) loses no row, only the copy."""
+    from datetime import UTC, datetime
+
+    data_dir = tmp_path / "fresh-data"
+    (data_dir / "loaded").mkdir(parents=True)
+    (data_dir / "loaded" / datetime.now(UTC).strftime("%Y-%m-%d")).write_text("in the way")
+    result = remote(*vendor_import(tmp_path), DATA_DIR=str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("import-csv")
+    assert "import-csv: no copy of vendor.csv kept for the bucket (" in remote.log_text()
+    assert ("2024-01-02 10:00", 2050.5) in gold_prices(database)
+    ((status,),) = database.query("SELECT status FROM pipeline_runs ORDER BY run_id DESC LIMIT 1")
+    assert status == "success"
+
+
+def test_copying_landed_files_never_raises_whatever_fails(remote, caplog, monkeypatch):
+    """Not only the bucket's own errors: a landed file that vanishes mid-copy (or any other
+    failure) is logged and left to the next run, never raised into the load."""
+    from source.backups import landed
+    from source.backups.remote import RemoteStore
+    from source.config import load_settings
+
+    settings = load_settings(remote.env, require_api_key=False)
+
+    def vanished(self, folder, name, source, *args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", str(source))
+
+    monkeypatch.setattr(RemoteStore, "write", vanished)
+    loaded = remote.cwd / "source" / "data" / "loaded"  # the runs' DATA_DIR: its landed files
+    assert list(loaded.rglob("*_spot_gold.json"))
+    copied = landed.copy_landed(settings, loaded)
+    assert copied.copied == 0 and copied.error.startswith("FileNotFoundError: ")
+    assert "landed files not copied to the bucket (the next run retries): FileNotFoundError" in (
+        caplog.text
+    )
