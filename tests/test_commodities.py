@@ -186,11 +186,15 @@ def test_done_when_five_metals_run_end_to_end_on_a_database_of_the_release_befor
     assert database.query("SELECT DISTINCT unit FROM gold_historic") == [("toz",)]
 
 
-def test_status_right_after_a_metal_is_added_says_it_has_no_prices_yet(run_main):
+def test_status_right_after_a_metal_is_added_says_it_has_no_prices_yet(run_main, database):
     assert run_main("--no-train").returncode == 0
     status = run_main("status", METALS=FIVE)
     assert status.returncode in (0, 1), status.stderr
     assert "  copper     no prices yet" in status.stdout
+    for reader in (["report"], ["quality"], ["status", "--json"]):  # readers make nothing
+        assert run_main(*reader, METALS=FIVE).returncode in (0, 1), reader
+    assert database.scalar("SELECT to_regclass('copper_historic') IS NULL")
+    assert database.scalar("SELECT count(*) FROM commodities WHERE metal = 'copper'") == 0
 
 
 def test_a_table_without_its_commodities_row_is_recorded_not_made_again(database):
