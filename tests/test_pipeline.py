@@ -402,3 +402,28 @@ def test_an_hourly_run_retrains_only_when_the_input_changed(run_main, database):
     assert third["trained_at"] != second["trained_at"]
     assert not third["refit_only"] and third["evaluated"]["at"] == third["trained_at"]
     assert database.scalar("SELECT count(*) FROM model_runs WHERE metal = 'gold'") == 12
+
+    skipped = run_main.log_text().count("training skipped: no model's input changed")
+    database.query(  # a row the models never see: no reason to retrain
+        """INSERT INTO gold_historic ("timestamp", metal, currency, unit, rate_price, rate_ask,
+               source, quality) VALUES ('2026-02-02', 'gold', 'USD', 'toz', 2400, 2401, 'csv',
+               'suspect')"""
+    )
+    assert run_main("--metals", "gold").returncode == 0
+    assert run_main.log_text().count("training skipped: no model's input changed") == skipped + 1
+    assert json.loads(meta.read_text())["trained_at"] == third["trained_at"]
+
+    database.query(  # a week of new rows: the hourly run evaluates again, without `train`
+        """INSERT INTO gold_historic ("timestamp", metal, currency, unit, rate_price, rate_ask,
+               source)
+           SELECT timestamptz '2026-01-22' + make_interval(hours => i), 'gold', 'USD', 'toz',
+                  2100 + sin(i / 5.0), 2101 + sin(i / 5.0), 'csv'
+             FROM generate_series(1, 168) AS i"""
+    )
+    assert run_main("--metals", "gold").returncode == 0
+    fourth = json.loads(meta.read_text())
+    assert not fourth["refit_only"] and fourth["evaluated"]["at"] == fourth["trained_at"]
+    assert "walk-forward evaluation due (168 new rows since the evaluation)" in (
+        run_main.log_text()
+    )
+    assert database.scalar("SELECT count(*) FROM model_runs WHERE metal = 'gold'") == 18
