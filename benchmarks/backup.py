@@ -125,13 +125,13 @@ def main(argv: list[str]) -> None:
 def _against_pg_tools(database, timed, work: str, rounds: int) -> None:
     """`create` (verify included) alternated with plain pg_dump -Fc + pg_restore into a
     scratch database; medians over the rounds. Each round's backup is removed after it."""
+    from source.backups.create import server_facts
     from source.backups.pgtools import find_tool, libpq_env
 
     conn = database.connect()
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT current_setting('server_version_num')::int / 10000")
-        major = cur.fetchone()[0]
+        major, _ = server_facts(cur)
     pg_dump, pg_restore = (find_tool(n, major, database) for n in ("pg_dump", "pg_restore"))
     dump = Path(work, "peer.dump")
 

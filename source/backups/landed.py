@@ -92,10 +92,11 @@ def keep_import(loaded_dir: Path, csv_path: Path, metal: str, options: dict, now
     return target
 
 
-def remote_imports(store: RemoteStore, since: datetime) -> list[KeptImport]:
-    """The bucket's whole import pairs (CSV and options) made since `since`, oldest first."""
+def remote_imports(there: dict[str, dict[str, int]], since: datetime) -> list[KeptImport]:
+    """The whole import pairs (CSV and options) of the bucket's landed files `there` (as
+    remote_landed lists them) made since `since`, oldest first."""
     found = []
-    for day, names in sorted(remote_landed(store).items()):
+    for day, names in sorted(there.items()):
         for name in sorted(names):
             match = _IMPORTED.match(name)
             when = fetched_at(name)
@@ -119,8 +120,8 @@ def fetch_import(settings: Settings, store: RemoteStore, kept: KeptImport, targe
     with open(stored, "rb") as head:
         encrypted = head.read(len(AGE_MAGIC)) == AGE_MAGIC
     if encrypted:
-        identities = identities_of(settings.backup_age_identity, f"landed file {kept.csv}", [])
-        decrypt_file(stored, target, identities, f"landed file {kept.day}/{kept.csv}")
+        name = f"{kept.day}/{kept.csv}"
+        decrypt_file(stored, target, _identities(settings, name), f"landed file {name}")
         stored.unlink()
     else:
         os.replace(stored, target)
@@ -137,13 +138,16 @@ def _decrypted(settings: Settings, name: str, data: bytes) -> bytes:
         return data
     import pyrage
 
-    identities = identities_of(settings.backup_age_identity, f"landed file {name}", [])
     try:
-        return pyrage.decrypt(data, identities)
+        return pyrage.decrypt(data, _identities(settings, name))
     except pyrage.DecryptError as exc:
         raise RemoteError(
             f"landed file {name} does not decrypt with BACKUP_AGE_IDENTITY_FILE ({exc})"
         ) from None
+
+
+def _identities(settings: Settings, name: str) -> list:
+    return identities_of(settings.backup_age_identity, f"landed file {name}", [])
 
 
 def remote_landed(store: RemoteStore) -> dict[str, dict[str, int]]:
@@ -206,16 +210,18 @@ def copy_landed(
 def fetch_landed(
     settings: Settings,
     store: RemoteStore,
+    there: dict[str, dict[str, int]],
     since: datetime,
     target: Path,
     before: datetime | None = None,
 ) -> int:
-    """Download the bucket's landed responses fetched since `since` and before `before` (when
-    given) into `target` (DATA_DIR/incoming/, where the next load picks them up), decrypting
-    those that are encrypted. Returns how many."""
+    """Download the landed responses of `there` (the bucket's, as remote_landed lists them)
+    fetched since `since` and before `before` (when given) into `target` (DATA_DIR/incoming/,
+    where the next load picks them up), decrypting those that are encrypted. Returns how
+    many."""
     count = 0
     target.mkdir(parents=True, exist_ok=True)
-    for day, names in sorted(remote_landed(store).items()):
+    for day, names in sorted(there.items()):
         for name in sorted(names):
             when = fetched_at(name)
             if when is None or is_import(name) or when < since:

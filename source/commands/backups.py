@@ -343,16 +343,17 @@ def _replay_landed(settings: Settings, backup_id: str) -> str:
     loads what an earlier one landed, and its kept CSVs imported again where they fall: the
     database comes back as it was after the last run whose files reached the bucket."""
     from source.backups.catalog import Backup, BackupError
-    from source.backups.landed import OVERLAP, remote_imports
+    from source.backups.landed import OVERLAP, remote_imports, remote_landed
 
     store = _store(settings)
+    there = remote_landed(store)  # listed once: each stretch below downloads from it
     since = Backup(backup_id, "", "", 0).created_at - OVERLAP  # loading twice changes nothing
     replayed = _Replayed()
-    for kept in remote_imports(store, since):
-        _replay_responses(settings, store, since, kept.imported_at, replayed)
+    for kept in remote_imports(there, since):
+        _replay_responses(settings, store, there, (since, kept.imported_at), replayed)
         _replay_import(settings, store, kept, replayed)
         since = kept.imported_at
-    _replay_responses(settings, store, since, None, replayed)
+    _replay_responses(settings, store, there, (since, None), replayed)
     log.info(
         "restore: %d landed file(s) and %d import(s) replayed from the bucket, %d row(s)",
         replayed.files,
@@ -381,13 +382,16 @@ class _Replayed:
     failed: list[str] = field(default_factory=list)
 
 
-def _replay_responses(settings, store, since, before, replayed: _Replayed) -> None:
+def _replay_responses(settings, store, there, window, replayed: _Replayed) -> None:
+    """The landed responses fetched in [since, before) (before None: no end), loaded."""
     from source.backfill import replay_first
     from source.backups.landed import fetch_landed
     from source.db_functions.migrations import connect_and_migrate
     from source.extract import INCOMING
 
-    fetched = fetch_landed(settings, store, since, settings.data_dir / INCOMING, before=before)
+    since, before = window
+    incoming = settings.data_dir / INCOMING
+    fetched = fetch_landed(settings, store, there, since, incoming, before=before)
     if not fetched:
         return
     outcomes = replay_first(settings, connect_and_migrate(settings))
