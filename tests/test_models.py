@@ -377,3 +377,23 @@ def test_a_refit_keeps_the_evaluated_choice_and_calibration_and_skips_the_evalua
     chosen = {c.family for c in model.choices} - {"naive"}
     for family in chosen:
         assert refitted.estimators[family] is not model.estimators[family]
+
+
+def test_a_history_ending_in_a_crash_gives_finite_forecasts_and_says_so(caplog):
+    # 400 smooth hours, then a quote 99% lower two months on: the ridge, fitted on moves of a
+    # few hundredths of a percent, extrapolated that to prices of 5.76, 0.005 and infinity
+    # (the report then drew a billion-dash line until the kernel killed it).
+    i = np.arange(1, 401)
+    prices = np.append(2000 * np.exp(0.002 * np.sin(i / 7.0) + 0.0001 * i), 20.6289)
+    times = pd.date_range("2026-01-01 01:00", periods=400, freq="h", tz="UTC")
+    series = pd.DataFrame({
+        "timestamp": times.append(pd.DatetimeIndex([pd.Timestamp("2026-03-04 10:00", tz="UTC")])),
+        "rate_price": prices,
+    })
+    with caplog.at_level("WARNING", logger="source.ml.train"):
+        forecasts = train_series(series, "silver", "rate_price")[2]
+    for h, value in forecasts["values"].items():
+        low, high = forecasts["bounds"][h]
+        assert np.isfinite([value, low, high]).all() and 15 < value < 30, (h, value)
+        assert low < value < high or low <= value <= high and low < high, (h, low, high)
+    assert "silver rate_price: the +1 forecast's change -1.28 lies outside" in caplog.text

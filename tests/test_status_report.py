@@ -292,6 +292,45 @@ def test_the_report_writes_a_page_and_one_sensible_chart_per_metal(report):
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
 
+def test_the_report_imports_neither_pandas_nor_matplotlib(report, run_main):
+    """The report is drawn with Pillow from plain rows: importing pandas and matplotlib took
+    longer than the whole report takes now (`python -X importtime`)."""
+    result = run_main("report", "--out", str(report), PYTHONPROFILEIMPORTTIME="1")
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "PIL" in imported  # the measurement works
+    assert imported & {"pandas", "matplotlib", "sklearn", "requests"} == set()
+
+
+@pytest.mark.timeout(60)
+def test_a_chart_with_an_infinite_or_absurd_forecast_is_drawn_without_it(tmp_path):
+    from PIL import Image
+
+    from source.facts import ForecastFacts
+    from source.report.charts import LINE, draw_chart
+    from source.report.history import PriceHistory
+
+    start = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+    prices = [(datetime.fromtimestamp(start + h * 3600, UTC), 2000.0 + h) for h in range(48)]
+    newest = prices[-1][0]
+    forecasts = [
+        ForecastFacts("gold", "rate_price", h, newest.isoformat(), value, value, value, 2047.0,
+                      "hourly", datetime.fromtimestamp(newest.timestamp() + h * 3600,
+                                                       UTC).isoformat(), False)
+        for h, value in ((1, 2048.0), (6, 1e300), (24, float("inf")))
+    ]
+    history = PriceHistory(prices, [], newest, "hourly", 48, prices[0][0])
+    path = draw_chart(tmp_path / "gold.png", metal="gold", currency="USD", unit="toz",
+                      history=history, forecasts=forecasts, now=newest)
+    with Image.open(path) as image:
+        colours = {rgb for _, rgb in image.convert("RGB").getcolors(1_000_000)}
+    assert tuple(int(LINE[i:i + 2], 16) for i in (1, 3, 5)) in colours  # the prices are there
+
+
 def test_the_report_in_a_real_browser(report, tmp_path):
     if CHROMIUM is None:  # CI installs it: there the test must run
         message = "Debian's chromium is not installed (.ci/run installs it)"

@@ -64,6 +64,15 @@ def read_history(conn, metal: str) -> pd.DataFrame:
     return frame.astype({"rate_price": "float64", "rate_ask": "float64"})
 
 
+def within_seen(change: float, seen: tuple[float, float]) -> float:
+    """A predicted log change held inside the changes the history has seen: features far
+    outside the training data (a price that fell 99% in an hour) make a linear model
+    extrapolate to absurd or infinite prices; no history-fitted model knows better."""
+    if not np.isfinite(change):
+        return seen[1] if change > 0 else seen[0]
+    return min(max(change, seen[0]), seen[1])
+
+
 def train_series(
     series: pd.DataFrame,
     metal: str,
@@ -95,14 +104,19 @@ def train_series(
     origin_time = series["timestamp"].iloc[-1]
     last_value = float(series[target].iloc[-1])
     returns = model.predict_returns(data.last_features)[0]
-    forecasts = {
-        h: last_value * float(np.exp(r)) for h, r in zip(data.horizons, returns, strict=True)
-    }
-    bounds = {}
     last = np.array([len(data.returns) - 1])  # the newest row, in the whole series
-    for h, r in zip(data.horizons, returns, strict=True):
+    forecasts, bounds = {}, {}
+    for j, (h, r) in enumerate(zip(data.horizons, returns, strict=True)):
         interval = model.intervals[h]
         low, high = interval.bounds(r, interval.variance(volatility, last, h)[0])
+        seen = (float(np.min(data.Y[:, j])), float(np.max(data.Y[:, j])))
+        r, low, high = (within_seen(v, seen) for v in (r, low, high))
+        if r != returns[j]:  # nothing known: the interval is every change seen
+            low, high = seen
+            log.warning("%s %s: the +%d forecast's change %+.3g lies outside every %d-step "
+                        "change in its history (%+.3g to %+.3g); held at the nearest, its "
+                        "interval all of them", metal, target, h, returns[j], h, *seen)
+        forecasts[h] = last_value * float(np.exp(r))
         bounds[h] = (last_value * float(np.exp(low)), last_value * float(np.exp(high)))
     metadata = {
         "metal": metal,

@@ -1,290 +1,247 @@
 """PNG charts per metal: recent prices with the latest forecasts drawn at the trading hours
-they are for, and a long view of the whole history (headless matplotlib, Agg). Pure
-functions of the rows they are given."""
+they are for, and a long view of the whole history. Drawn with Pillow (report.canvas): the
+report no longer imports matplotlib or pandas, which took longer than the whole report does
+now. Pure functions of the rows they are given."""
 
 from __future__ import annotations
 
 import math
-import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
 
-import matplotlib
+from source.facts import ForecastFacts
+from source.report import canvas as draw
+from source.report.canvas import Area, Canvas, Point, rgba
+from source.report.text import age_parts
 
-matplotlib.use("Agg")  # no display on a cron host or in a container
-
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.font_manager import FontProperties  # noqa: E402
-
-from source.facts import ForecastFacts  # noqa: E402
-from source.report.text import age_parts  # noqa: E402
-
-SIZE, DPI = (10, 4.6), 100  # 1000 x 460 px
-LINE, FORECAST, STALE = "#1f4e79", "#c55a11", "#8c8c8c"
+SIZE = (1000, 460)
+LINE, FORECAST, STALE, INK = "#1f4e79", "#c55a11", "#8c8c8c", "#1b1b1b"
 # A gap longer than this between two points is drawn as a break, not a straight line: a
 # weekend is not a gap, a feed that stopped for days is.
-GAP = {"hourly": pd.Timedelta(days=3), "daily": pd.Timedelta(days=6)}
+GAP = {"hourly": timedelta(days=3), "daily": timedelta(days=6)}
 UNITS = {"m": ("min", "min"), "h": ("hour", "hours"), "d": ("day", "days")}
+TICK, LABEL, TITLE, NOTE = 13.0, 13.0, 16.0, 12.0  # text sizes, pixels
+PAD, TICK_LENGTH = 8.0, 5.0
+MARKED = {"suspect": ("#c00000", "suspect quote (not used)"),
+          "rejected": ("#7f7f7f", "rejected quote")}
 
 
-def age_text(newest, now) -> str:
+def age_text(newest: datetime, now: datetime) -> str:
     """'45 min', '3 hours', '199 days': the same count as status's '199d'."""
-    count, unit = age_parts((pd.Timestamp(now) - pd.Timestamp(newest)).total_seconds())
+    count, unit = age_parts((now - newest).total_seconds())
     one, many = UNITS[unit]
     return f"{count} {one if count == 1 else many}"
 
 
-def forecast_points(forecasts: list[ForecastFacts]) -> pd.DataFrame:
-    """(time, value, lower, upper, horizon, step) per forecast, at the time it is for."""
-    rows = [
-        {
-            "time": pd.Timestamp(f.target_time),
-            "value": f.predicted_value,
-            "horizon": f.horizon,
-            "step": "d" if f.frequency == "daily" else "h",
-            "lower": f.lower,
-            "upper": f.upper,
-        }
-        for f in forecasts
-    ]
-    return pd.DataFrame(rows).sort_values("time") if rows else pd.DataFrame()
+def _moment(iso: str) -> float:
+    """A facts file's ISO time as seconds since the epoch."""
+    return draw.seconds(datetime.fromisoformat(iso))
 
 
-def _limits(values: list[float]) -> tuple[float, float]:
-    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    low, high = min(values), max(values)
+def _limits(values: Sequence[float | None]) -> tuple[float, float]:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    low, high = min(finite), max(finite)
     pad = (high - low) * 0.08 or abs(high) * 0.01 or 1.0
     return low - pad, high + pad
 
 
-def with_breaks(prices: pd.DataFrame, resolution: str) -> pd.DataFrame:
-    """The prices with a missing value inserted in every long gap, so the line breaks there."""
-    if len(prices) < 2:
-        return prices
-    gaps = prices["timestamp"].diff() > GAP[resolution]
-    if not gaps.any():
-        return prices
-    holes = prices.loc[gaps, ["timestamp"]].copy()
-    holes["timestamp"] -= pd.Timedelta(seconds=1)
-    holes["rate_price"] = float("nan")
-    return pd.concat([prices, holes]).sort_values("timestamp", kind="stable")
+@dataclass
+class Entry:
+    """One legend line: its glyph ('line', 'dashed', 'band', 'x', '^'), colour, words."""
+
+    glyph: str
+    colour: str
+    label: str
 
 
-def _price_axis(axes, currency: str, unit: str) -> None:
-    """Thousands separators; cents only when the axis spans little."""
-    low, high = axes.get_ylim()
-    digits = 2 if high - low < 10 else 0
-    axes.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.{digits}f}"))
-    axes.set_ylabel(f"{currency} per {unit}")
+@dataclass
+class Plot:
+    """One chart being drawn: the frame laid out around the texts it will hold, a layer for
+    the data (clipped to the axes), then what sits over it."""
+
+    title: str
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+    y_label: str
+    legend: list[Entry] = field(default_factory=list)
+    synthetic: bool = False
+
+    def __post_init__(self) -> None:
+        self.canvas = Canvas(*SIZE)
+        self.x_ticks, self.x_format = draw.date_ticks(*self.x_range)
+        self.y_ticks, decimals = draw.nice_ticks(*self.y_range)
+        if self.y_range[1] - self.y_range[0] < 10:  # cents only when the axis spans little
+            decimals = max(decimals, 2)
+        self.y_texts = [f"{v:,.{decimals}f}" for v in self.y_ticks]
+        self.x_texts = [draw.utc(v).strftime(self.x_format) for v in self.x_ticks]
+        self.area = self._layout()
+        self.data = self.canvas.layer()
+
+    def _legend_columns(self) -> tuple[int, float]:
+        widths = [34 + draw.text_size(e.label, LABEL)[0] for e in self.legend]
+        column = max(widths, default=0.0) + 24
+        return (2, column) if 2 * column <= SIZE[0] - 2 * PAD else (1, column)
+
+    def _legend_height(self) -> float:
+        if not self.legend:
+            return 0.0
+        columns, _ = self._legend_columns()
+        return math.ceil(len(self.legend) / columns) * LABEL * 1.5 + PAD
+
+    def _layout(self) -> Area:
+        """Margins measured from the texts themselves: every label inside the picture."""
+        width, height = SIZE
+        y_width = max((draw.text_size(t, TICK)[0] for t in self.y_texts), default=0.0)
+        left = PAD + LABEL * 1.25 + 6 + y_width + TICK_LENGTH + 4
+        x_height = max((draw.text_size(t, TICK)[1] for t in self.x_texts), default=TICK * 1.25)
+        bottom = PAD + LABEL * 1.25 + 6 + x_height + TICK_LENGTH + 4 + self._legend_height()
+        top = PAD + TITLE * 1.25 + 8
+        right = PAD
+        area = Area(left, top, width - right, height - bottom, *self.x_range, *self.y_range)
+        if self.x_ticks:  # the last tick's label may reach past the picture
+            reach = area.x(self.x_ticks[-1]) + draw.text_size(self.x_texts[-1], TICK)[0] / 2
+            area.right -= max(0.0, reach - (width - PAD))
+        return area
+
+    def compose(self) -> None:
+        """Grid, the data layer, the frame and the ticks: what annotations are drawn over."""
+        area, canvas = self.area, self.canvas
+        for value in self.x_ticks:
+            canvas.line([(area.x(value), area.top), (area.x(value), area.bottom)], "#e2e2e2", 1)
+        for value in self.y_ticks:
+            canvas.line([(area.left, area.y(value)), (area.right, area.y(value))], "#e2e2e2", 1)
+        if self.synthetic:
+            canvas.watermark(area, "SYNTHETIC")
+        canvas.paste_clipped(self.data, area)
+        canvas.rectangle((area.left, area.top, area.right, area.bottom), INK, 1)
+        for value, text in zip(self.x_ticks, self.x_texts, strict=True):
+            x = area.x(value)
+            canvas.line([(x, area.bottom), (x, area.bottom + TICK_LENGTH)], INK, 1)
+            canvas.text(x, area.bottom + TICK_LENGTH + 4, text, TICK, align="m")
+        for value, text in zip(self.y_ticks, self.y_texts, strict=True):
+            y = area.y(value)
+            canvas.line([(area.left - TICK_LENGTH, y), (area.left, y)], INK, 1)
+            canvas.text(area.left - TICK_LENGTH - 4, y, text, TICK, align="r", valign="m")
+        x_height = max((draw.text_size(t, TICK)[1] for t in self.x_texts), default=TICK * 1.25)
+        canvas.text((area.left + area.right) / 2, area.bottom + TICK_LENGTH + 10 + x_height,
+                    "time (UTC)", LABEL, align="m")
+        canvas.vertical_text(PAD + LABEL * 0.6, (area.top + area.bottom) / 2, self.y_label, LABEL)
+
+    def save(self, path: Path) -> Path:
+        """The title and the legend (below the axes: it never hides the data), then the file."""
+        canvas, area = self.canvas, self.area
+        canvas.text((area.left + area.right) / 2, PAD, self.title, TITLE, align="m")
+        if self.legend:
+            columns, column = self._legend_columns()
+            rows = math.ceil(len(self.legend) / columns)
+            x0 = (SIZE[0] - columns * column) / 2 + 12
+            y0 = SIZE[1] - PAD - rows * LABEL * 1.5
+            for i, entry in enumerate(self.legend):
+                x, y = x0 + (i % columns) * column, y0 + (i // columns + 0.5) * LABEL * 1.5
+                _glyph(canvas, x, y, entry)
+                canvas.text(x + 34, y, entry.label, LABEL, align="l", valign="m")
+        return canvas.save(path)
 
 
-def _date_axis(axes, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    """Every tick says its full date (ISO, UTC): no offset label to read it against."""
-    span = end - start
-    locator: mdates.DateLocator
-    if span <= pd.Timedelta(days=3):
-        locator, fmt = mdates.AutoDateLocator(minticks=4, maxticks=8), "%Y-%m-%d\n%H:%M"
-    elif span <= pd.Timedelta(days=120):
-        locator, fmt = mdates.AutoDateLocator(minticks=4, maxticks=9), "%Y-%m-%d"
-    elif span <= pd.Timedelta(days=3 * 366):
-        locator, fmt = (
-            mdates.MonthLocator(bymonth=range(1, 13, 3 if span.days > 400 else 1)),
-            ("%Y-%m"),
-        )
+def _glyph(canvas: Canvas, x: float, y: float, entry: Entry) -> None:
+    if entry.glyph == "band":
+        canvas.polygon([(x, y - 6), (x + 28, y - 6), (x + 28, y + 6), (x, y + 6)],
+                       rgba(entry.colour, 0.15))
+    elif entry.glyph in ("line", "dashed"):
+        canvas.line([(x, y), (x + 28, y)], entry.colour, 2,
+                    dash=(6, 4) if entry.glyph == "dashed" else None)
+        if entry.glyph == "dashed":
+            canvas.marker(x + 14, y, "o", 7, entry.colour)
     else:
-        step = max(1, math.ceil(span.days / 365 / 10))
-        locator, fmt = mdates.YearLocator(step), "%Y"
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz="UTC"))
-    axes.set_xlim(start, end)
-    axes.set_xlabel("time (UTC)")
+        canvas.marker(x + 14, y, entry.glyph, 11, entry.colour)
 
 
-def _marked_points(axes, marked: pd.DataFrame, limits: tuple[float, float]) -> None:
+def _marked_points(plot: Plot, marked: Sequence[tuple[datetime, float, str]]) -> None:
     """Quotes kept out of the line, as crosses; one far outside the prices (a 10x tick) sits
     on the edge as a triangle with its value, so it never squashes the line."""
-    styles = {
-        "suspect": ("#c00000", "suspect quote (not used)"),
-        "rejected": ("#7f7f7f", "rejected quote"),
-    }
-    low, high = limits
-    label: str | None
-    for mark, (colour, label) in styles.items():
-        rows = marked[marked["quality"] == mark]
-        inside = rows[(rows["rate_price"] >= low) & (rows["rate_price"] <= high)]
-        if len(inside):
-            axes.scatter(
-                inside["timestamp"],
-                inside["rate_price"],
-                marker="x",
-                s=60,
-                color=colour,
-                linewidths=2,
-                zorder=3,
-                label=label,
-            )
-            label = None  # one legend entry per kind
-        for row in rows[(rows["rate_price"] < low) | (rows["rate_price"] > high)].itertuples():
-            above = cast(float, row.rate_price) > high  # pandas-stubs: a row field is any scalar
-            edge = high if above else low
-            axes.scatter(
-                [row.timestamp],
-                [edge],
-                marker="^" if above else "v",
-                s=80,
-                color=colour,
-                zorder=3,
-                clip_on=False,
-                label=label,
-            )
-            axes.annotate(
-                f"{row.rate_price:,.2f} (off the scale)",
-                (row.timestamp, edge),
-                color=colour,
-                textcoords="offset points",
-                ha="right",
-                xytext=(-8, -14 if above else 6),
-                fontsize=9,
-            )
-            label = None
+    area, (low, high) = plot.area, plot.y_range
+    for mark, (colour, label) in MARKED.items():
+        rows = [(draw.seconds(t), v) for t, v, quality in marked if quality == mark]
+        inside = [(t, v) for t, v in rows if low <= v <= high]
+        for point in inside:
+            plot.canvas.marker(*area.at(point), "x", 11, colour)
+        for t, value in (r for r in rows if not low <= r[1] <= high):
+            above = value > high
+            x, y = area.x(t), area.top if above else area.bottom
+            plot.canvas.marker(x, y, "^" if above else "v", 12, colour)
+            plot.canvas.text(x - 10, y + (4 if above else -4), f"{value:,.2f} (off the scale)",
+                             NOTE, colour, align="r", valign="t" if above else "b")
+        if rows:
+            plot.legend.append(Entry("x" if inside else "^", colour, label))
 
 
-def _forecast(axes, forecasts: list[ForecastFacts], stale: bool) -> list[float]:
-    """The forecast line from its origin through each horizon, its 80% band; the values."""
-    points = forecast_points(forecasts)
-    origin = pd.Timestamp(forecasts[0].origin_time)
-    last = float(forecasts[0].last_value)
+def _forecast_points(forecasts: list[ForecastFacts]) -> list[tuple[float, ForecastFacts]]:
+    """Each forecast at the time it is for, in time order."""
+    return sorted(((_moment(f.target_time), f) for f in forecasts),
+                  key=lambda pair: pair[0])
+
+
+def _forecast_entries(forecasts: list[ForecastFacts], stale: bool) -> list[Entry]:
+    origin = datetime.fromisoformat(forecasts[0].origin_time)
     colour = STALE if stale else FORECAST
     made = f"made {origin:%Y-%m-%d %H:%M} UTC"
-    label = (f"STALE forecast ({made})" if stale else f"forecast ({made}): ") + (
-        ""
-        if stale
-        else ", ".join(f"+{r.horizon}{r.step} {r.value:,.2f}" for r in points.itertuples())
-    )
-    axes.plot(
-        [origin, *points["time"]],
-        [last, *points["value"]],
-        color=colour,
-        ls="--",
-        marker="o",
-        ms=5,
-        label=label,
-    )
-    values = [last, *points["value"]]
-    bands = points.dropna(subset=["lower", "upper"])
-    if len(bands):
-        axes.fill_between(
-            bands["time"],
-            bands["lower"],
-            bands["upper"],
-            color=colour,
-            alpha=0.15,
-            label="80% interval",
-        )
-        values += [*bands["lower"], *bands["upper"]]
-    return values
+    step = "d" if forecasts[0].frequency == "daily" else "h"
+    values = ", ".join(f"+{f.horizon}{step} {_value_text(f.predicted_value)}"
+                       for _, f in _forecast_points(forecasts))
+    label = f"STALE forecast ({made})" if stale else f"forecast ({made}): {values}"
+    entries = [Entry("dashed", colour, label)]
+    if any(f.lower is not None and f.upper is not None for f in forecasts):
+        entries.append(Entry("band", colour, "80% interval"))
+    return entries
 
 
-def _title(metal: str, history, now, synthetic: bool) -> str:
-    newest = pd.Timestamp(history.newest)
-    title = f"{metal.capitalize()}: last quote {newest:%Y-%m-%d %H:%M} UTC"
-    title += f" ({age_text(newest, now)} ago)"
+def _forecast_values(forecasts: list[ForecastFacts]) -> list[float | None]:
+    """The values the axis makes room for: none more than half the last price away from it
+    (an absurd forecast runs off the edge instead of squashing the prices to a line)."""
+    last = forecasts[0].last_value
+    values = (v for f in forecasts for v in (f.predicted_value, f.lower, f.upper))
+    return [last, *(v for v in values if v is not None and abs(v - last) <= abs(last) / 2)]
+
+
+def _value_text(value: float) -> str:
+    return f"{value:,.2f}" if abs(value) < 1e9 else f"{value:.3g}"  # 'inf', '1e+300'
+
+
+
+def _draw_forecast(plot: Plot, forecasts: list[ForecastFacts], stale: bool) -> None:
+    """The forecast line from its origin through each horizon, over its 80% band."""
+    area, colour = plot.area, STALE if stale else FORECAST
+    points = _forecast_points(forecasts)
+    bands = [(t, f) for t, f in points if f.lower is not None and f.upper is not None]
+    if bands:
+        upper = [area.at((t, f.upper)) for t, f in bands]  # type: ignore[arg-type]
+        lower = [area.at((t, f.lower)) for t, f in reversed(bands)]  # type: ignore[arg-type]
+        plot.data.polygon(upper + lower, rgba(colour, 0.15))
+    origin = _moment(forecasts[0].origin_time)
+    line = [area.at((origin, forecasts[0].last_value)),
+            *(area.at((t, f.predicted_value)) for t, f in points)]
+    plot.data.line(line, colour, 2, dash=(7, 4))
+    for x, y in line:
+        plot.data.marker(x, y, "o", 7, colour)
+
+
+def _title(metal: str, history, now: datetime, synthetic: bool) -> str:
+    title = f"{metal.capitalize()}: last quote {history.newest.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    title += f" ({age_text(history.newest, now)} ago)"
     if history.quotes < 24:
         title += f", {history.quotes} quote{'s' if history.quotes != 1 else ''} so far"
     return title + (" - SYNTHETIC demo prices" if synthetic else "")
 
 
-def _figure():
-    """One axes; its title is given y=1.0 (nothing sits above the axes), which spares
-    matplotlib measuring the x axis on every draw to find where the title goes."""
-    return plt.subplots(figsize=SIZE, dpi=DPI)
-
-
-def _labels(axis, low: float, high: float) -> list[str]:
-    """The tick labels an axis will draw between low and high (no drawing needed)."""
-    locs = [v for v in axis.get_major_locator()() if low <= v <= high]
-    formatter = axis.get_major_formatter()
-    formatter.set_locs(locs)
-    return [formatter(v, i) for i, v in enumerate(locs)]
-
-
-def _fit(figure, axes, legend) -> None:
-    """Margins measured from the texts themselves, once: what constrained layout finds by
-    drawing the whole figure before drawing it again (half the time of writing a chart)."""
-    renderer = figure.canvas.get_renderer()
-    px = DPI / 72  # pixels per point
-    width, height = figure.bbox.width, figure.bbox.height
-    pad = plt.rcParams["figure.constrained_layout.w_pad"] * DPI
-    tick = (plt.rcParams["xtick.major.size"] + plt.rcParams["xtick.major.pad"]) * px
-    label_pad = plt.rcParams["axes.labelpad"] * px
-
-    def size(text, font) -> tuple[float, float]:
-        lines = text.split("\n")
-        widths = [
-            renderer.get_text_width_height_descent(line, font, ismath=False)[0] for line in lines
-        ]
-        return max(widths, default=0.0), len(lines) * font.get_size_in_points() * px * 1.2
-
-    tick_font = FontProperties(size=plt.rcParams["ytick.labelsize"])
-    label_font = FontProperties(size=plt.rcParams["axes.labelsize"])
-    title_font = FontProperties(size=plt.rcParams["axes.titlesize"])
-    y_ticks = _labels(axes.yaxis, *axes.get_ylim())
-    y_width = max((size(t, tick_font)[0] for t in y_ticks), default=0.0)
-    left = pad + size(axes.get_ylabel(), label_font)[1] + label_pad + y_width + tick
-    x0, x1 = axes.get_xlim()
-    x_ticks = [
-        (v, t)
-        for v, t in zip(
-            [v for v in axes.xaxis.get_major_locator()() if x0 <= v <= x1],
-            _labels(axes.xaxis, x0, x1),
-            strict=False,
-        )
-    ]
-    x_height = max((size(t, tick_font)[1] for _, t in x_ticks), default=0.0)
-    right = pad
-    if x_ticks:  # the last tick's label may reach past the axes
-        v, t = x_ticks[-1]
-        inner = width - left - right
-        reach = left + (v - x0) / (x1 - x0) * inner + size(t, tick_font)[0] / 2
-        right += max(0.0, reach - (width - right))
-    bottom = pad + x_height + tick + label_pad + size(axes.get_xlabel(), label_font)[1]
-    if legend is not None:
-        bottom += legend.get_window_extent(renderer).height + pad
-    top = pad + size(axes.get_title(), title_font)[1] + plt.rcParams["axes.titlepad"] * px
-    figure.subplots_adjust(
-        left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height
-    )
-
-
-def _save(figure, axes, path: Path, synthetic: bool) -> Path:
-    axes.grid(alpha=0.3)
-    if synthetic:  # a picture copied out of the page still says what it is
-        axes.text(
-            0.5,
-            0.5,
-            "SYNTHETIC",
-            transform=axes.transAxes,
-            ha="center",
-            va="center",
-            fontsize=60,
-            color="#000000",
-            alpha=0.06,
-            rotation=12,
-            zorder=0,
-        )
-    legend = None
-    if axes.get_legend_handles_labels()[0]:  # below the axes: it never hides the data
-        legend = figure.legend(
-            loc="lower center", ncols=2, frameon=False, bbox_to_anchor=(0.5, 0), borderaxespad=0.5
-        )
-    _fit(figure, axes, legend)
-    # zlib level 1: the same pixels, a tenth bigger, written in a third of the time
-    figure.savefig(path, pil_kwargs={"compress_level": 1})
-    plt.close(figure)
-    return path
+def _price_line(plot: Plot, prices: Sequence[Point], resolution: str, width: float) -> None:
+    area = plot.area
+    for run in draw.segments(prices, GAP[resolution]):
+        plot.data.line([area.at(p) for p in run], LINE, width)
+    if len(prices) <= 48:  # few points: each one shown
+        for point in prices:
+            plot.data.marker(*area.at(point), "o", 6, LINE)
 
 
 def draw_chart(
@@ -295,98 +252,67 @@ def draw_chart(
     unit: str,
     history,
     forecasts: list[ForecastFacts],
-    now,
+    now: datetime,
     synthetic: bool = False,
 ) -> Path:
     """The recent view. history: a report.history.PriceHistory with at least one quote;
     forecasts: rate_price ones of the latest origin (with target_time and stale)."""
-    with warnings.catch_warnings():  # nothing from matplotlib may reach the console
-        warnings.simplefilter("ignore")
-        return _draw_recent(path, metal, currency, unit, history, forecasts, now, synthetic)
-
-
-def _draw_recent(path, metal, currency, unit, history, forecasts, now, synthetic) -> Path:
-    prices = history.prices
-    figure, axes = _figure()
-    values = list(prices["rate_price"])
-    label = "price" if history.resolution == "hourly" else "daily close"
-    if len(prices):
-        shown = with_breaks(prices, history.resolution)
-        axes.plot(
-            shown["timestamp"],
-            shown["rate_price"],
-            color=LINE,
-            lw=1.4,
-            label=label,
-            marker="o" if len(prices) <= 48 else None,
-            ms=4,
-        )
-        last = prices.iloc[-1]
-        axes.annotate(
-            f"{last.rate_price:,.2f}\n{last.timestamp:%Y-%m-%d %H:%M}",
-            (last.timestamp, last.rate_price),
-            textcoords="offset points",
-            xytext=(-6, 10),
-            ha="right",
-            fontsize=9,
-            color=LINE,
-        )
-    start = prices["timestamp"].min() if len(prices) else pd.Timestamp(history.newest)
-    end = pd.Timestamp(history.newest)
+    prices = [(draw.seconds(t), v) for t, v in history.prices]
+    values: list[float | None] = [v for _, v in prices]
+    start = prices[0][0] if prices else draw.seconds(history.newest)
+    end = draw.seconds(history.newest)
+    legend = [Entry("line", LINE, "price" if history.resolution == "hourly" else "daily close")]
+    legend = legend if prices else []
     # A forecast is drawn where it belongs: made within the view (a stale one greyed out);
     # one made long before the view would only stretch it (the table beside says it).
-    if forecasts and pd.Timestamp(forecasts[0].origin_time) >= start:
-        stale = any(f.stale for f in forecasts)
-        values += _forecast(axes, forecasts, stale)
-        end = max(end, *(pd.Timestamp(f.target_time) for f in forecasts))
-    if values or len(history.marked):
-        limits = _limits(values or list(history.marked["rate_price"]))
-        axes.set_ylim(*limits)
-        _marked_points(axes, history.marked, limits)
-    pad = max((end - start) * 0.04, pd.Timedelta(hours=12))
-    _date_axis(axes, start - pad, end + pad)
-    _price_axis(axes, currency, unit)
-    axes.set_title(_title(metal, history, now, synthetic), y=1.0)
-    return _save(figure, axes, path, synthetic)
+    shown = bool(forecasts) and _moment(forecasts[0].origin_time) >= start
+    stale = any(f.stale for f in forecasts)
+    if shown:
+        values += _forecast_values(forecasts)
+        end = max(end, *(t for t, _ in _forecast_points(forecasts)))
+        legend += _forecast_entries(forecasts, stale)
+    low, high = _limits(values or [v for _, v, _ in history.marked])
+    pad = max((end - start) * 0.04, 12 * 3600.0)
+    plot = Plot(_title(metal, history, now, synthetic), (start - pad, end + pad), (low, high),
+                f"{currency} per {unit}", legend, synthetic)
+    if prices:
+        _price_line(plot, prices, history.resolution, 2)
+    if shown:
+        _draw_forecast(plot, forecasts, stale)
+    plot.compose()
+    _marked_points(plot, history.marked)
+    if prices:
+        t, value = prices[-1]
+        x, y = plot.area.at((t, value))
+        label = f"{value:,.2f}\n{draw.utc(t):%Y-%m-%d %H:%M}"
+        top = max(y - 12 - draw.text_size(label, NOTE)[1], plot.area.top + 3)  # in the axes
+        plot.canvas.text(x - 8, top, label, NOTE, LINE, align="r", valign="t", backing=True)
+    return plot.save(path)
 
 
 def draw_long_view(
     path: Path, *, metal: str, currency: str, unit: str, history, synthetic: bool = False
 ) -> Path:
     """The whole history as daily closes (history.daily), its extremes labelled."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        daily = history.daily
-        figure, axes = _figure()
-        shown = with_breaks(daily, "daily")
-        axes.plot(shown["timestamp"], shown["rate_price"], color=LINE, lw=1.0, label="daily close")
-        axes.set_ylim(*_limits(list(daily["rate_price"])))
-        start, end = daily["timestamp"].min(), daily["timestamp"].max()
-        middle = start + (end - start) / 2
-        for row, where in (
-            (daily.loc[daily["rate_price"].idxmax()], "high"),
-            (daily.loc[daily["rate_price"].idxmin()], "low"),
-        ):
-            # Written towards the middle and away from the line, so it stays inside the axes.
-            right = row.timestamp > middle
-            axes.annotate(
-                f"{where} {row.rate_price:,.2f} ({row.timestamp:%Y-%m-%d})",
-                (row.timestamp, row.rate_price),
-                textcoords="offset points",
-                xytext=(-10 if right else 10, 0 if where == "high" else -10),
-                ha="right" if right else "left",
-                va="top" if where == "low" else "center",
-                fontsize=9,
-                color=LINE,
-            )
-        pad = max((end - start) * 0.02, pd.Timedelta(days=1))
-        _date_axis(axes, start - pad, end + pad)
-        _price_axis(axes, currency, unit)
-        years = (end - start).days / 365.25
-        span = f"{years:.0f} years" if years >= 2 else f"{(end - start).days} days"
-        axes.set_title(
-            f"{metal.capitalize()}: the whole history, {span} of daily closes "
-            f"({start:%Y-%m-%d} to {end:%Y-%m-%d})" + (" - SYNTHETIC" if synthetic else ""),
-            y=1.0,
-        )
-        return _save(figure, axes, path, synthetic)
+    daily = [(draw.seconds(t), v) for t, v in history.daily]
+    start, end = daily[0][0], daily[-1][0]
+    pad = max((end - start) * 0.02, 86400.0)
+    days = round((end - start) / 86400)
+    span = f"{days / 365.25:.0f} years" if days / 365.25 >= 2 else f"{days} days"
+    title = (f"{metal.capitalize()}: the whole history, {span} of daily closes "
+             f"({draw.utc(start):%Y-%m-%d} to {draw.utc(end):%Y-%m-%d})")
+    title += " - SYNTHETIC" if synthetic else ""
+    plot = Plot(title, (start - pad, end + pad), _limits([v for _, v in daily]),
+                f"{currency} per {unit}", [Entry("line", LINE, "daily close")], synthetic)
+    _price_line(plot, daily, "daily", 1.4)
+    plot.compose()
+    middle = start + (end - start) / 2
+    for where, point in (("high", max(daily, key=lambda p: p[1])),
+                         ("low", min(daily, key=lambda p: p[1]))):
+        # Written towards the middle and away from the line, so it stays inside the axes.
+        x, y = plot.area.at(point)
+        right = point[0] > middle
+        plot.canvas.text(x + (-12 if right else 12), y + (0 if where == "high" else 12),
+                         f"{where} {point[1]:,.2f} ({draw.utc(point[0]):%Y-%m-%d})", NOTE, LINE,
+                         align="r" if right else "l", valign="m" if where == "high" else "t")
+    return plot.save(path)

@@ -3,13 +3,12 @@ showing the same facts and warnings as `status`."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from html import escape
 from pathlib import Path
 
-import pandas as pd
-
 from source.facts import SOURCES, ForecastFacts, StatusFacts
-from source.report.charts import age_text, draw_chart, draw_long_view
+from source.report.charts import MARKED, age_text, draw_chart, draw_long_view
 from source.report.history import PriceHistory
 from source.report.text import _age, _number, horizon_text, price_forecasts
 
@@ -202,12 +201,8 @@ def _verdict(facts: StatusFacts) -> str:
 
 
 def _caption(metal: str, history: PriceHistory, now, forecasts: list[ForecastFacts]) -> str:
-    marked = history.marked
-    notes = [
-        f"{(marked['quality'] == mark).sum()} {mark} quote(s) marked, not used"
-        for mark in ("suspect", "rejected")
-        if len(marked) and (marked["quality"] == mark).any()
-    ]
+    counts = {mark: sum(1 for *_, q in history.marked if q == mark) for mark in MARKED}
+    notes = [f"{count} {mark} quote(s) marked, not used" for mark, count in counts.items() if count]
     if history.quotes < 24:
         notes.insert(0, f"{history.quotes} quote{'s' if history.quotes != 1 else ''} so far")
     if forecasts and forecasts[0].stale:
@@ -221,7 +216,7 @@ def _caption(metal: str, history: PriceHistory, now, forecasts: list[ForecastFac
         shown = "every quote so far"
     assert history.newest is not None, "_charts captions only a history that has rows"
     return escape(
-        f"{metal.capitalize()}: last quote {pd.Timestamp(history.newest):%Y-%m-%d %H:%M} UTC, "
+        f"{metal.capitalize()}: last quote {history.newest.astimezone(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{age_text(history.newest, now)} ago; {shown} before it"
         + "".join(f"; {note}" for note in notes)
         + "."
@@ -267,7 +262,7 @@ def _charts(facts: StatusFacts, history: dict[str, PriceHistory], out: Path, now
                                        synthetic=synthetic)
             parts.append(_figure(long_view.name, f"{metal} daily closes, whole history",
                                  escape(f"{metal.capitalize()}: every daily close since "
-                                        f"{pd.Timestamp(seen.oldest):%Y-%m-%d}.")))
+                                        f"{seen.oldest.astimezone(UTC):%Y-%m-%d}.")))
     return "".join(parts)
 
 
