@@ -312,7 +312,7 @@ def draw_long_view(
         # Written towards the middle and away from the line, so it stays inside the axes.
         x, y = plot.area.at(point)
         right = point[0] > middle
-        plot.canvas.text(x + (-12 if right else 12), y + (0 if where == "high" else 12),
+        plot.canvas.text(x + (-12 if right else 12), y,
                          f"{where} {point[1]:,.2f} ({draw.utc(point[0]):%Y-%m-%d})", NOTE, LINE,
-                         align="r" if right else "l", valign="m" if where == "high" else "t")
+                         align="r" if right else "l", valign="m", backing=True)
     return plot.save(path)
