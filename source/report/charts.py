@@ -158,23 +158,41 @@ def _glyph(canvas: Canvas, x: float, y: float, entry: Entry) -> None:
         canvas.marker(x + 14, y, entry.glyph, 11, entry.colour)
 
 
+def _marked_entries(marked: Sequence[tuple[datetime, float, str]],
+                    y_range: tuple[float, float]) -> list[Entry]:
+    """The legend lines of the marks (known before the layout, which makes room for them)."""
+    entries = []
+    for mark, (colour, label) in MARKED.items():
+        values = [v for _, v, quality in marked if quality == mark]
+        if values:
+            inside = any(y_range[0] <= v <= y_range[1] for v in values)
+            entries.append(Entry("x" if inside else "^", colour, label))
+    return entries
+
+
 def _marked_points(plot: Plot, marked: Sequence[tuple[datetime, float, str]]) -> None:
     """Quotes kept out of the line, as crosses; one far outside the prices (a 10x tick) sits
-    on the edge as a triangle with its value, so it never squashes the line."""
+    on the edge as a triangle with its value, so it never squashes the line. Labels that
+    would run into another on the same edge are left out (the caption counts the marks)."""
     area, (low, high) = plot.area, plot.y_range
-    for mark, (colour, label) in MARKED.items():
+    taken: dict[bool, list[tuple[float, float]]] = {True: [], False: []}  # per edge: extents
+    for mark, (colour, _) in MARKED.items():
         rows = [(draw.seconds(t), v) for t, v, quality in marked if quality == mark]
-        inside = [(t, v) for t, v in rows if low <= v <= high]
-        for point in inside:
+        for point in (r for r in rows if low <= r[1] <= high):
             plot.canvas.marker(*area.at(point), "x", 11, colour)
         for t, value in (r for r in rows if not low <= r[1] <= high):
             above = value > high
             x, y = area.x(t), area.top if above else area.bottom
             plot.canvas.marker(x, y, "^" if above else "v", 12, colour)
-            plot.canvas.text(x - 10, y + (4 if above else -4), f"{value:,.2f} (off the scale)",
-                             NOTE, colour, align="r", valign="t" if above else "b")
-        if rows:
-            plot.legend.append(Entry("x" if inside else "^", colour, label))
+            label = f"{value:,.2f} (off the scale)"
+            width = draw.text_size(label, NOTE)[0]
+            for align, extent in (("r", (x - 10 - width, x - 10)), ("l", (x + 10, x + 10 + width))):
+                if all(extent[1] + 6 < a or extent[0] > b + 6 for a, b in taken[above]):
+                    taken[above].append(extent)
+                    plot.canvas.text(extent[0] if align == "l" else extent[1],
+                                     y + (4 if above else -4), label, NOTE, colour, align=align,
+                                     valign="t" if above else "b", backing=True)
+                    break
 
 
 def _forecast_points(forecasts: list[ForecastFacts]) -> list[tuple[float, ForecastFacts]]:
@@ -273,6 +291,7 @@ def draw_chart(
         legend += _forecast_entries(forecasts, stale)
     low, high = _limits(values or [v for _, v, _ in history.marked])
     pad = max((end - start) * 0.04, 12 * 3600.0)
+    legend += _marked_entries(history.marked, (low, high))
     plot = Plot(_title(metal, history, now, synthetic), (start - pad, end + pad), (low, high),
                 f"{currency} per {unit}", legend, synthetic)
     if prices:
