@@ -394,6 +394,16 @@ def test_a_history_ending_in_a_crash_gives_finite_forecasts_and_says_so(caplog):
         forecasts = train_series(series, "silver", "rate_price")[2]
     for h, value in forecasts["values"].items():
         low, high = forecasts["bounds"][h]
-        assert np.isfinite([value, low, high]).all() and 15 < value < 30, (h, value)
-        assert low < value < high or low <= value <= high and low < high, (h, low, high)
-    assert "silver rate_price: the +1 forecast's change -1.28 lies outside" in caplog.text
+        assert np.isfinite([value, low, high]).all() and 2.06 <= value <= 206.3, (h, value)
+        assert low <= value <= high and low < high, (h, low, high)  # held: at its edge
+    assert forecasts["values"][1] > 20.5  # held at ten times the largest hourly move: -0.4%
+    assert "silver rate_price: the +1 forecast's change -1.28 is beyond ten times" in caplog.text
+
+
+def test_a_forecast_a_few_times_the_largest_move_is_left_alone():
+    from source.ml.train import plausible_limit, within
+
+    moves = np.array([-0.0002, 0.0004])
+    assert within(-0.002, plausible_limit(moves)) == -0.002  # 5x: a forecast, not an accident
+    assert within(-1.28, plausible_limit(moves)) == -0.004
+    assert within(float("inf"), plausible_limit(np.array([-4.6]))) == pytest.approx(np.log(10))

@@ -64,13 +64,21 @@ def read_history(conn, metal: str) -> pd.DataFrame:
     return frame.astype({"rate_price": "float64", "rate_ask": "float64"})
 
 
-def within_seen(change: float, seen: tuple[float, float]) -> float:
-    """A predicted log change held inside the changes the history has seen: features far
-    outside the training data (a price that fell 99% in an hour) make a linear model
-    extrapolate to absurd or infinite prices; no history-fitted model knows better."""
+PLAUSIBLE = 10  # a forecast may move up to this many times the history's largest move ...
+TENFOLD = float(np.log(10))  # ... and never more than tenfold either way
+
+
+def plausible_limit(changes: np.ndarray) -> float:
+    """The largest log change a forecast may predict: ten times the largest h-step change in
+    its history, at most tenfold. Features far outside the training data (a price that fell
+    99% in an hour) make a linear model extrapolate to absurd or infinite prices."""
+    return min(PLAUSIBLE * float(np.max(np.abs(changes))), TENFOLD)
+
+
+def within(change: float, limit: float) -> float:
     if not np.isfinite(change):
-        return seen[1] if change > 0 else seen[0]
-    return min(max(change, seen[0]), seen[1])
+        return limit if change > 0 else -limit
+    return min(max(change, -limit), limit)
 
 
 def train_series(
@@ -109,13 +117,13 @@ def train_series(
     for j, (h, r) in enumerate(zip(data.horizons, returns, strict=True)):
         interval = model.intervals[h]
         low, high = interval.bounds(r, interval.variance(volatility, last, h)[0])
-        seen = (float(np.min(data.Y[:, j])), float(np.max(data.Y[:, j])))
-        r, low, high = (within_seen(v, seen) for v in (r, low, high))
-        if r != returns[j]:  # nothing known: the interval is every change seen
-            low, high = seen
-            log.warning("%s %s: the +%d forecast's change %+.3g lies outside every %d-step "
-                        "change in its history (%+.3g to %+.3g); held at the nearest, its "
-                        "interval all of them", metal, target, h, returns[j], h, *seen)
+        limit = plausible_limit(data.Y[:, j])
+        r, low, high = (within(v, limit) for v in (r, low, high))
+        if r != returns[j]:  # nothing known: the interval is all that is plausible
+            low, high = -limit, limit
+            log.warning("%s %s: the +%d forecast's change %+.3g is beyond ten times any %d-step "
+                        "change in its history; held at %+.3g, its interval +-%.3g",
+                        metal, target, h, returns[j], h, r, limit)
         forecasts[h] = last_value * float(np.exp(r))
         bounds[h] = (last_value * float(np.exp(low)), last_value * float(np.exp(high)))
     metadata = {
