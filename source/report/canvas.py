@@ -118,10 +118,15 @@ class Area:
 class Canvas:
     """An RGB picture of width x height pixels; every coordinate given in those pixels."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, transparent: bool = False) -> None:
         self.size = (width, height)
-        self.image = Image.new("RGB", (width * SCALE, height * SCALE), "white")
-        self.draw = ImageDraw.Draw(self.image, "RGBA")  # RGBA fills blend into the picture
+        pixels = (width * SCALE, height * SCALE)
+        if transparent:  # a layer for `paste_clipped`
+            self.image = Image.new("RGBA", pixels, (0, 0, 0, 0))
+            self.draw = ImageDraw.Draw(self.image)
+        else:
+            self.image = Image.new("RGB", pixels, "white")
+            self.draw = ImageDraw.Draw(self.image, "RGBA")  # RGBA fills blend into the picture
 
     @staticmethod
     def _scaled(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -204,11 +209,7 @@ class Canvas:
 
     def layer(self) -> Canvas:
         """A transparent canvas the size of this one, for `paste_clipped`."""
-        layer = Canvas.__new__(Canvas)
-        layer.size = self.size
-        layer.image = Image.new("RGBA", self.image.size, (0, 0, 0, 0))
-        layer.draw = ImageDraw.Draw(layer.image)
-        return layer
+        return Canvas(*self.size, transparent=True)
 
     def paste_clipped(self, layer: Canvas, area: Area) -> None:
         """What was drawn on `layer` inside `area` only: data never spills over the axes."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from source.facts import ForecastFacts
 from source.report import canvas as draw
 from source.report.canvas import Area, Canvas, Point, rgba
+from source.report.history import PriceHistory
 from source.report.text import age_parts
 
 SIZE = (1000, 460)
@@ -76,6 +77,8 @@ class Plot:
             decimals = max(decimals, 2)
         self.y_texts = [f"{v:,.{decimals}f}" for v in self.y_ticks]
         self.x_texts = [draw.utc(v).strftime(self.x_format) for v in self.x_ticks]
+        self.x_height = max((draw.text_size(t, TICK)[1] for t in self.x_texts),
+                            default=TICK * 1.25)
         self.area = self._layout()
         self.data = self.canvas.layer()
 
@@ -95,8 +98,7 @@ class Plot:
         width, height = SIZE
         y_width = max((draw.text_size(t, TICK)[0] for t in self.y_texts), default=0.0)
         left = PAD + LABEL * 1.25 + 6 + y_width + TICK_LENGTH + 4
-        x_height = max((draw.text_size(t, TICK)[1] for t in self.x_texts), default=TICK * 1.25)
-        bottom = PAD + LABEL * 1.25 + 6 + x_height + TICK_LENGTH + 4 + self._legend_height()
+        bottom = PAD + LABEL * 1.25 + 6 + self.x_height + TICK_LENGTH + 4 + self._legend_height()
         top = PAD + TITLE * 1.25 + 8
         right = PAD
         area = Area(left, top, width - right, height - bottom, *self.x_range, *self.y_range)
@@ -124,8 +126,7 @@ class Plot:
             y = area.y(value)
             canvas.line([(area.left - TICK_LENGTH, y), (area.left, y)], INK, 1)
             canvas.text(area.left - TICK_LENGTH - 4, y, text, TICK, align="r", valign="m")
-        x_height = max((draw.text_size(t, TICK)[1] for t in self.x_texts), default=TICK * 1.25)
-        canvas.text((area.left + area.right) / 2, area.bottom + TICK_LENGTH + 10 + x_height,
+        canvas.text((area.left + area.right) / 2, area.bottom + TICK_LENGTH + 10 + self.x_height,
                     "time (UTC)", LABEL, align="m")
         canvas.vertical_text(PAD + LABEL * 0.6, (area.top + area.bottom) / 2, self.y_label, LABEL)
 
@@ -245,11 +246,11 @@ def _draw_forecast(plot: Plot, forecasts: list[ForecastFacts], stale: bool) -> N
         plot.data.marker(x, y, "o", 7, colour)
 
 
-def _title(metal: str, history, now: datetime, synthetic: bool) -> str:
-    title = f"{metal.capitalize()}: last quote {history.newest.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-    title += f" ({age_text(history.newest, now)} ago)"
-    if history.quotes < 24:
-        title += f", {history.quotes} quote{'s' if history.quotes != 1 else ''} so far"
+def _title(metal: str, newest: datetime, quotes: int, now: datetime, synthetic: bool) -> str:
+    title = f"{metal.capitalize()}: last quote {newest.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    title += f" ({age_text(newest, now)} ago)"
+    if quotes < 24:
+        title += f", {quotes} quote{'s' if quotes != 1 else ''} so far"
     return title + (" - SYNTHETIC demo prices" if synthetic else "")
 
 
@@ -268,13 +269,14 @@ def draw_chart(
     metal: str,
     currency: str,
     unit: str,
-    history,
+    history: PriceHistory,
     forecasts: list[ForecastFacts],
     now: datetime,
     synthetic: bool = False,
 ) -> Path:
     """The recent view. history: a report.history.PriceHistory with at least one quote;
     forecasts: rate_price ones of the latest origin (with target_time and stale)."""
+    assert history.newest is not None, "draw_chart draws a history with at least one quote"
     prices = [(draw.seconds(t), v) for t, v in history.prices]
     values: list[float | None] = [v for _, v in prices]
     start = prices[0][0] if prices else draw.seconds(history.newest)
@@ -292,8 +294,9 @@ def draw_chart(
     low, high = _limits(values or [v for _, v, _ in history.marked])
     pad = max((end - start) * 0.04, 12 * 3600.0)
     legend += _marked_entries(history.marked, (low, high))
-    plot = Plot(_title(metal, history, now, synthetic), (start - pad, end + pad), (low, high),
-                f"{currency} per {unit}", legend, synthetic)
+    title = _title(metal, history.newest, history.quotes, now, synthetic)
+    plot = Plot(title, (start - pad, end + pad), (low, high), f"{currency} per {unit}", legend,
+                synthetic)
     if prices:
         _price_line(plot, prices, history.resolution, 2)
     if shown:
@@ -310,9 +313,11 @@ def draw_chart(
 
 
 def draw_long_view(
-    path: Path, *, metal: str, currency: str, unit: str, history, synthetic: bool = False
+    path: Path, *, metal: str, currency: str, unit: str, history: PriceHistory,
+    synthetic: bool = False
 ) -> Path:
     """The whole history as daily closes (history.daily), its extremes labelled."""
+    assert history.daily is not None, "draw_long_view draws a history long enough for one"
     daily = [(draw.seconds(t), v) for t, v in history.daily]
     start, end = daily[0][0], daily[-1][0]
     pad = max((end - start) * 0.02, 86400.0)
