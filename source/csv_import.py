@@ -26,7 +26,7 @@ from source.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 50_000
 DELIMITERS = ",;\t"
 TIME_NAMES = ("timestamp", "time", "datetime", "date")
 PRICE_NAMES = ("price", "rate_price", "close", "value")
@@ -392,10 +392,11 @@ def _import(conn, path, metal, layout, currency, unit, strict, chunk_rows, named
             report.blank_lines += blank
             report.bad_count += len(bad)
             report.bad_lines.extend(bad[: MAX_BAD_LINES_KEPT - len(report.bad_lines)])
+            packed = writer.pack(good)  # while the previous chunk is sent
             if in_flight is not None:
                 in_flight.result()  # raises what the writer raised
             writer.begin(good)
-            in_flight = copier.submit(in_this_context(writer.write), good)
+            in_flight = copier.submit(in_this_context(writer.write), good, packed)
             writer.judge(good)  # in memory, while the server copies
             bar.update(position - bar.n)
         if in_flight is not None:

@@ -32,9 +32,10 @@ _TRAILER = (-1).to_bytes(2, "big", signed=True)
 _NULL = (-1).to_bytes(4, "big", signed=True)
 _EIGHT = (8).to_bytes(4, "big")
 
-# Large blocks: psycopg2 takes the GIL back for every block it sends, and a parsing thread
-# holds it meanwhile (8 KiB blocks made a 1M-row COPY 15x slower next to a busy thread).
-COPY_BLOCK = 1 << 20
+# Each buffer goes in one block: psycopg2 takes the GIL back for every block it sends, and the
+# parsing thread holds it up to 5 ms at a time meanwhile while the server waits (8 KiB blocks
+# made a 1M-row COPY 15x slower next to a busy thread; 1 MiB blocks still cost 0.5 s).
+COPY_BLOCK = 1 << 20  # the least block (a small buffer still goes in one)
 STAGING_COLUMNS = 'line, "timestamp", rate_price, rate_ask'
 # The historic table's columns in the loaders' order, which table_buffer packs fields in.
 TABLE_COLUMNS = HISTORIC_COLUMNS_SQL
@@ -63,6 +64,11 @@ def _pack(parts: list[tuple[str, Any]], n: int) -> memoryview:
     for name, value in values.items():
         packed[name] = value
     return memoryview(packed).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers; joined once into the COPY buffer, not copied here
+
+
+def copy_in(cur, statement: str, buffer: io.BytesIO) -> None:
+    """COPY a whole buffer, in one block."""
+    cur.copy_expert(statement, buffer, size=max(COPY_BLOCK, buffer.getbuffer().nbytes))
 
 
 def _times(rows: pd.DataFrame) -> np.ndarray:
@@ -162,17 +168,25 @@ class BulkWriter:
             _none_for_nan(asks),
         )
 
-    def write(self, rows: pd.DataFrame) -> None:
+    def pack(self, rows: pd.DataFrame) -> io.BytesIO | None:
+        """The rows as the table's COPY buffer, built by the parsing thread while the previous
+        chunk is sent (the writer thread then waits for the GIL only once per chunk); None
+        once the chunks are staged. No database: write() decides where the rows go."""
+        if self.staged or not len(rows):
+            return None
+        return table_buffer(rows, fetched_us=self.fetched_us, **self.labels)
+
+    def write(self, rows: pd.DataFrame, packed: io.BytesIO | None = None) -> None:
+        """`packed`: what pack() made of these rows, if anything."""
         if not len(rows):
             return
         if not self.staged and self._cannot_collide(rows):
             first = int(rows["ts_us"].iloc[0])  # increasing: the earliest
             self.first_us = first if self.first_us is None else min(self.first_us, first)
-            buffer = table_buffer(rows, fetched_us=self.fetched_us, **self.labels)
-            self.cur.copy_expert(
-                f"COPY {self.table} ({TABLE_COLUMNS}) FROM STDIN (FORMAT binary)",
-                buffer,
-                size=COPY_BLOCK,
+            if packed is None:
+                packed = table_buffer(rows, fetched_us=self.fetched_us, **self.labels)
+            copy_in(
+                self.cur, f"COPY {self.table} ({TABLE_COLUMNS}) FROM STDIN (FORMAT binary)", packed
             )
             self.direct_rows += len(rows)
             return
@@ -189,10 +203,10 @@ class BulkWriter:
                 len(times) < 2 or bool((np.diff(times) > 0).all())
             )
             self.staged_last = int(times[-1])
-        self.cur.copy_expert(
+        copy_in(
+            self.cur,
             f"COPY csv_staging ({STAGING_COLUMNS}) FROM STDIN (FORMAT binary)",
             staging_buffer(rows),
-            size=COPY_BLOCK,
         )
 
     def _cannot_collide(self, rows: pd.DataFrame) -> bool:
