@@ -76,6 +76,14 @@ ON CONFLICT ("timestamp") DO UPDATE SET rate_price = EXCLUDED.rate_price,
     rate_ask = EXCLUDED.rate_ask, fetched_at = EXCLUDED.fetched_at, raw_file = EXCLUDED.raw_file
 WHERE (t.rate_price, t.rate_ask) IS DISTINCT FROM (EXCLUDED.rate_price, EXCLUDED.rate_ask)"""
 PLAIN = '("time" timestamptz, price double precision, ask double precision)'
+# What narrower rows would cost: the same key, prices, marks and defaults, but the per-row
+# constants (metal, currency, unit, status, source, file name) as one load id (NULL here).
+NARROW = """("time" timestamptz PRIMARY KEY, price double precision NOT NULL CHECK (price > 0),
+    ask double precision, bid double precision, high double precision, low double precision,
+    change double precision, change_percent double precision, fetched_at timestamptz,
+    load_id integer, loaded_at timestamptz NOT NULL DEFAULT now(),
+    quality text NOT NULL DEFAULT 'ok' CHECK (quality IN ('ok', 'suspect', 'rejected')),
+    quality_decision text NOT NULL DEFAULT 'rule', quality_reason text)"""
 
 
 def timed(label: str, command: list[str], env: dict, cwd: str) -> tuple[float, float]:
@@ -145,17 +153,21 @@ def main() -> None:
 
         sql("create tables", f"CREATE TABLE floor {PLAIN}")
         sql("create tables", "CREATE TABLE shape (LIKE gold_historic INCLUDING ALL)")
+        sql("create tables", f"CREATE TABLE narrow {NARROW}")
+        sql("create tables", "CREATE INDEX ON narrow (\"time\") WHERE quality <> 'ok'")
         runs: dict[str, list[float]] = {"first": [], "copy": [], "again": [], "upsert": []}
-        runs["shape"] = []
+        runs["shape"], runs["narrow"] = [], []
         peaks = []
         for _ in range(args.rounds):
-            sql("empty the tables", "TRUNCATE gold_historic, quality_events, floor, shape")
+            sql("empty", "TRUNCATE gold_historic, quality_events, floor, shape, narrow")
             seconds, peak = timed("import-csv", importing, child_env, work)
             runs["first"].append(seconds)
             peaks.append(peak)
             runs["copy"].append(sql("psql \\copy", copy.format("floor"))[0])
             wide = f"\\copy shape ({WIDE}) FROM '{wide_path}' WITH (FORMAT csv, HEADER true)"
             runs["shape"].append(sql("psql \\copy into the shape", wide)[0])
+            narrow = copy.format('narrow ("time", price, ask)')
+            runs["narrow"].append(sql("psql \\copy into a narrow shape", narrow)[0])
             seconds, peak = timed("import-csv again", importing, child_env, work)
             runs["again"].append(seconds)
             peaks.append(peak)
@@ -184,6 +196,7 @@ def main() -> None:
         ("import-csv, empty table (whole command, quality marks included)", median["first"]),
         ("  peer: psql \\copy of the same file into a plain 3-column table", median["copy"]),
         ("  the table's floor: psql \\copy of these rows into its shape", median["shape"]),
+        ("  a narrow table's floor (per-row constants as one load id)", median["narrow"]),
         ("import-csv again, nothing new", median["again"]),
         ("  peer: psql \\copy to staging + INSERT ... ON CONFLICT, same table", median["upsert"]),
         (f"pandas to_sql(method='multi') ({args.to_sql_rows:,} rows, scaled)", to_sql_full),
@@ -199,6 +212,8 @@ def main() -> None:
     shape = median["shape"] / median["copy"]
     print(f"  the table's floor / \\copy:  {shape:5.2f}x  (its 15 columns and primary key)")
     print(f"  first import / that floor: {median['first'] / median['shape']:5.2f}x")
+    narrow = median["narrow"] / median["copy"]
+    print(f"  a narrow table's floor / \\copy: {narrow:5.2f}x  (what narrower rows leave)")
     print(f"re-import / plain upsert:    {again:5.2f}x  (target: at most 1.5x)")
     if to_sql_full is not None:
         print(f"to_sql / first import:       {to_sql_full / median['first']:5.1f}x")

@@ -9,6 +9,7 @@ import functools
 import io
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -143,6 +144,47 @@ def in_this_context(function: Callable) -> Callable:
     """`function` to run in another thread with this thread's context (log fields included):
     a new thread, or an executor's, starts with an empty one. One copy per call."""
     return functools.partial(contextvars.copy_context().run, function)
+
+
+class _Keeping(logging.Handler):
+    """Keeps records whole, their message rendered (a record's args need not pickle)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args, record.exc_info = record.getMessage(), None, None
+        self.records.append(record)
+
+
+@contextmanager
+def records_for_parent(parent_pid: int) -> Iterator[list[logging.LogRecord]]:
+    """In a worker process (not `parent_pid`): what is logged inside, INFO and up, kept for
+    the parent to pass to its own handlers (`replay`). A worker has no handlers: its lines
+    reached neither the log file nor the JSON stream, only its warnings its stderr, raw. In
+    the parent itself nothing is kept: its handlers log as usual."""
+    if os.getpid() == parent_pid:
+        yield []
+        return
+    root, keeping = logging.getLogger(), _Keeping()
+    level = root.level
+    root.addHandler(keeping)
+    root.setLevel(logging.INFO)
+    try:
+        yield keeping.records
+    finally:
+        root.removeHandler(keeping)
+        root.setLevel(level)
+
+
+def replay(records: list[logging.LogRecord]) -> None:
+    """Log what a worker kept (records_for_parent) through this process's handlers: the file,
+    the console, JSON lines with this job's fields; each with the worker's time and pid."""
+    for record in records:
+        logging.getLogger(record.name).handle(record)
 
 
 class JsonFormatter(logging.Formatter):

@@ -357,6 +357,21 @@ def test_a_training_failure_is_reported_after_the_data_is_loaded(run_main, datab
     ]
 
 
+def test_what_the_training_workers_log_reaches_the_log_file(run_main, database):
+    # The sandbox's silver quote after a smooth 2,000-dollar January: a 99% fall, so each
+    # model's worker process warns that it held the forecast (source/ml/train.py).
+    assert run_main("--no-train", "--metals", "silver").returncode == 0
+    insert_hourly_history(database, "silver", 400)
+    result = run_main("train", "--metals", "silver")
+    assert result.returncode == 0, result.stderr
+    logged = run_main.log_text()
+    assert "WARNING" in logged and "silver rate_price: the +1 forecast's change" in logged
+    assert "silver rate_ask: the +1 forecast's change" in logged
+    held = logged.count("is beyond ten times")
+    assert held >= 2 and result.stderr.count("is beyond ten times") == held  # each line once
+    assert all(" WARNING [" in line for line in result.stderr.splitlines() if "beyond" in line)
+
+
 def test_an_hourly_run_retrains_only_when_the_input_changed(run_main, database):
     assert run_main("--no-train", "--metals", "gold").returncode == 0
     insert_hourly_history(database, "gold", 500)

@@ -26,6 +26,7 @@ from source.config import Settings
 from source.db_functions.connection import Database
 from source.db_functions.migrations import historic_sql
 from source.errors import ReportableError
+from source.log_setup import records_for_parent, replay
 from source.ml.evaluation import (
     MIN_ROWS,
     Dataset,
@@ -279,6 +280,13 @@ def fit_in_worker(
     return ("ok", model, metadata, forecast, time.monotonic() - started)
 
 
+def fit_logged(parent_pid: int, *task) -> tuple[tuple, list]:
+    """fit_in_worker, and what it logged in a worker process, for the parent to replay."""
+    with records_for_parent(parent_pid) as records:
+        result = fit_in_worker(*task)
+    return result, records
+
+
 def _store(settings: Settings, conn, result) -> None:
     _, model, metadata, forecast, seconds = result
     metal, target = metadata["metal"], metadata["target"]
@@ -353,9 +361,11 @@ def train_all(
                 tasks.append((series, metal, target, sampling, previous))
         workers = min(len(tasks), available_cores()) or 1
         log.info("training %d model(s) in %d process(es)", len(tasks), workers)
-        results = Parallel(n_jobs=workers)(delayed(fit_in_worker)(*task) for task in tasks)
+        parent = os.getpid()
+        results = Parallel(n_jobs=workers)(delayed(fit_logged)(parent, *task) for task in tasks)
         trained, failed, skipped = 0, [], 0
-        for (_, metal, target, _, _), result in zip(tasks, results, strict=True):
+        for (_, metal, target, _, _), (result, records) in zip(tasks, results, strict=True):
+            replay(records)
             if result[0] == "skipped":
                 log.info(
                     "%s %s: model skipped, too little data (%s)",
