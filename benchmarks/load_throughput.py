@@ -7,7 +7,8 @@ changed` into the same table); the import's peak memory; and what a user would w
 
 Run: python benchmarks/load_throughput.py [rows] [--rounds N] [--to-sql-rows N]
 Each round runs project and peer one after the other (first import, \\copy, the same rows
-\\copied into the historic table's shape: the floor of that table itself, re-import, upsert),
+\\copied into the historic table's shape: the floor of that table itself, and into a narrow
+table: what narrower rows would leave, re-import, upsert),
 so a busy machine slows both alike; the figures are medians over the rounds. The to_sql line
 needs SQLAlchemy (pip install -e '.[bench]'); without it, or with --to-sql-rows 0, that line
 says "skipped". A throwaway embedded PostgreSQL unless PGHOST is set. to_sql is timed on
@@ -77,11 +78,13 @@ ON CONFLICT ("timestamp") DO UPDATE SET rate_price = EXCLUDED.rate_price,
 WHERE (t.rate_price, t.rate_ask) IS DISTINCT FROM (EXCLUDED.rate_price, EXCLUDED.rate_ask)"""
 PLAIN = '("time" timestamptz, price double precision, ask double precision)'
 # What narrower rows would cost: the same key, prices, marks and defaults, but the per-row
-# constants (metal, currency, unit, status, source, file name) as one load id (NULL here).
+# constants (metal, currency, unit, status, source, file name) as one load id; the load id
+# and fetched_at stored on every row as the import would (here by their defaults).
 NARROW = """("time" timestamptz PRIMARY KEY, price double precision NOT NULL CHECK (price > 0),
     ask double precision, bid double precision, high double precision, low double precision,
-    change double precision, change_percent double precision, fetched_at timestamptz,
-    load_id integer, loaded_at timestamptz NOT NULL DEFAULT now(),
+    change double precision, change_percent double precision,
+    fetched_at timestamptz DEFAULT '2026-01-01T00:00:00Z', load_id integer NOT NULL DEFAULT 1,
+    loaded_at timestamptz NOT NULL DEFAULT now(),
     quality text NOT NULL DEFAULT 'ok' CHECK (quality IN ('ok', 'suspect', 'rejected')),
     quality_decision text NOT NULL DEFAULT 'rule', quality_reason text)"""
 

@@ -146,18 +146,37 @@ def in_this_context(function: Callable) -> Callable:
     return functools.partial(contextvars.copy_context().run, function)
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 class _Keeping(logging.Handler):
-    """Keeps records whole, their message rendered (a record's args need not pickle)."""
+    """Keeps records to send to the parent process: the project's own from INFO, others'
+    from WARNING (as the parent's configuration has them), each as plain values that pickle
+    (message rendered, traceback folded into it so that the parent's filter masks secrets in
+    it too, `extra` values of other types as text)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.records: list[logging.LogRecord] = []
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] == "source" or record.levelno >= logging.WARNING
+
     def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.msg, record.args, record.exc_info = record.getMessage(), None, None
-        self.records.append(record)
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            if record.stack_info:
+                message += "\n" + record.stack_info
+            kept = logging.makeLogRecord(
+                {k: v if isinstance(v, _PLAIN) else str(v) for k, v in vars(record).items()}
+            )
+            kept.msg, kept.args = message, None
+            kept.exc_info = kept.exc_text = kept.stack_info = None
+            self.records.append(kept)
+        except Exception:  # a bad log call costs its line, never the model
+            self.handleError(record)
 
 
 @contextmanager

@@ -125,9 +125,9 @@ def inconsistency(quote: Quote) -> str | None:
 
 
 def is_jump(move: float, volatility: float, root_hours: float) -> bool:
-    """The rule, the one place it is written: a log return `move` over `root_hours` (the square
-    root of the hours it took) is a jump when it exceeds both JUMP_SIGMAS volatilities and
-    JUMP_FLOOR."""
+    """The rule: a log return `move` over `root_hours` (the square root of the hours it took) is
+    a jump when it exceeds both JUMP_SIGMAS volatilities and JUMP_FLOOR. judge_series writes
+    it out for speed; a test holds the two to the same verdicts."""
     size = abs(move)
     return size > JUMP_FLOOR and size > JUMP_SIGMAS * volatility * root_hours
 
@@ -227,7 +227,7 @@ def judge_series(
     for i, (time, price) in enumerate(zip(times, prices, strict=True)):
         if short:
             hours = (time - last_time) / 3600
-            root = sqrt(hours) if hours > MIN_HOURS else sqrt(MIN_HOURS)
+            root = sqrt(MIN_HOURS) if hours < MIN_HOURS else sqrt(hours)  # max(), NaN alike
             move = log(price / last_price)
             if seen < WARMUP:
                 volatility = PRIOR_VOLATILITY

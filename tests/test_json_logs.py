@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timedelta
 
@@ -119,3 +120,45 @@ def test_a_secret_in_a_message_is_masked_in_the_json_line(tmp_path, restored_log
         for form in (SECRET, json.dumps(SECRET)[1:-1], json.dumps(SECRET, ensure_ascii=False)):
             assert form not in text
         assert "other-key" not in text
+
+
+def _worker_logs(parent_pid: int) -> tuple[int, list]:
+    """What a training worker might log, run in a spawned process (tests below)."""
+    import threading
+
+    from source.log_setup import records_for_parent
+
+    log = logging.getLogger("source.ml.train")
+    with records_for_parent(parent_pid) as records:
+        log.info("fold %d of %d", 1, 4)
+        log.info("%d rows", "not a number")  # a bad call: its line is lost, nothing else
+        logging.getLogger("thirdparty").info("chatter")  # below WARNING: the parent's rule
+        try:
+            raise ValueError(f"bad key {SECRET}")
+        except ValueError:
+            log.exception("failed with %s", "context", extra={"lock": threading.Lock()})
+    return os.getpid(), records
+
+
+def test_a_worker_process_lines_reach_the_parent_log_masked(tmp_path, restored_logging):
+    import multiprocessing
+
+    from source.log_setup import replay
+
+    path = configure_logging(tmp_path, (SECRET,), fmt="json")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        worker, records = pool.apply(_worker_logs, (os.getpid(),))
+    with log_fields(job="train", metal="silver"):
+        replay(records)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    written = path.read_text()
+    lines = json_lines(written)
+    assert [line["message"].splitlines()[0] for line in lines] == [
+        "fold 1 of 4",
+        "failed with context",
+    ]
+    assert {line["pid"] for line in lines} == {worker} != {os.getpid()}
+    assert all((line["job"], line["metal"]) == ("train", "silver") for line in lines)
+    assert "ValueError: bad key ***" in lines[1]["message"]  # the traceback, masked
+    assert SECRET not in written and json.dumps(SECRET)[1:-1] not in written

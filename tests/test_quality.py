@@ -118,10 +118,11 @@ def test_a_persons_decision_stands_and_steers_the_next_judgements():
 
 def test_the_series_path_judges_as_judge_does():
     """judge_series (a bulk load's rows as lists) gives judge()'s verdicts and state, in one
-    go or chunk by chunk after a history: spikes, level shifts, gaps, a quiet warm-up."""
+    go or chunk by chunk after a history: spikes, level shifts, gaps (a quarter of an hour to
+    three hours), a quiet warm-up."""
     rng = __import__("numpy").random.default_rng(7)
     n = 3000
-    times = (rng.integers(1, 4, n).cumsum() * HOUR).astype(float)
+    times = (rng.choice([0.25, 0.5, 1, 1, 2, 3], n).cumsum() * HOUR).astype(float)
     steps = rng.normal(0, 0.004, n)
     steps[rng.integers(0, n, 12)] += rng.choice([-0.3, 0.25, 2.3], 12)  # level shifts
     prices = 1800 * math.e ** steps.cumsum()

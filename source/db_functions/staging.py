@@ -68,7 +68,8 @@ def _pack(parts: list[tuple[str, Any]], n: int) -> memoryview:
 
 def copy_in(cur, statement: str, buffer: io.BytesIO) -> None:
     """COPY a whole buffer, in one block."""
-    cur.copy_expert(statement, buffer, size=max(COPY_BLOCK, buffer.getbuffer().nbytes))
+    # getvalue() returns the bytes the buffer was made from (getbuffer() would copy them).
+    cur.copy_expert(statement, buffer, size=max(COPY_BLOCK, len(buffer.getvalue())))
 
 
 def _times(rows: pd.DataFrame) -> np.ndarray:

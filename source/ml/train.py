@@ -26,7 +26,7 @@ from source.config import Settings
 from source.db_functions.connection import Database
 from source.db_functions.migrations import historic_sql
 from source.errors import ReportableError
-from source.log_setup import records_for_parent, replay
+from source.log_setup import log_fields, records_for_parent, replay
 from source.ml.evaluation import (
     MIN_ROWS,
     Dataset,
@@ -365,7 +365,8 @@ def train_all(
         results = Parallel(n_jobs=workers)(delayed(fit_logged)(parent, *task) for task in tasks)
         trained, failed, skipped = 0, [], 0
         for (_, metal, target, _, _), (result, records) in zip(tasks, results, strict=True):
-            replay(records)
+            with log_fields(metal=metal):
+                replay(records)
             if result[0] == "skipped":
                 log.info(
                     "%s %s: model skipped, too little data (%s)",
