@@ -229,28 +229,23 @@ def judge_series(
             hours = (time - last_time) / 3600
             root = sqrt(MIN_HOURS) if hours < MIN_HOURS else sqrt(hours)  # max(), NaN alike
             move = log(price / last_price)
-            if seen < WARMUP:
-                volatility = PRIOR_VOLATILITY
-                size = abs(move)
-                if not (size > JUMP_FLOOR and size > JUMP_SIGMAS * volatility * root):
-                    variance = next_variance(variance, seen, move / root)
-                    seen += 1
-                    last, last_time, last_price = i, time, price
-                    continue
-            else:
-                volatility = sqrt(variance)
-                size = abs(move)
-                if not (size > JUMP_FLOOR and size > JUMP_SIGMAS * volatility * root):
-                    per_hour = move / root
+            warm = seen >= WARMUP
+            volatility = sqrt(variance) if warm else PRIOR_VOLATILITY
+            size = abs(move)
+            if not (size > JUMP_FLOOR and size > JUMP_SIGMAS * volatility * root):
+                per_hour = move / root
+                if warm:  # next_variance after the warm-up: the clipped EWMA
                     limit = CLIP_SIGMAS * volatility
                     if per_hour > limit:
                         per_hour = limit
                     elif per_hour < -limit:
                         per_hour = -limit
                     variance = EWMA_DECAY * variance + keep * per_hour * per_hour
-                    seen += 1
-                    last, last_time, last_price = i, time, price
-                    continue
+                else:
+                    variance = next_variance(variance, seen, per_hour)
+                seen += 1
+                last, last_time, last_price = i, time, price
+                continue
         if last is not None:  # the state as judge() would have it, then its slow path
             state.last_ok = Quote(times[last], prices[last], asks[last], mark=OK, decision=RULE)
             last = None

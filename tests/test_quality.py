@@ -124,6 +124,8 @@ def test_the_series_path_judges_as_judge_does():
     n = 3000
     times = (rng.choice([0.25, 0.5, 1, 1, 2, 3], n).cumsum() * HOUR).astype(float)
     steps = rng.normal(0, 0.004, n)
+    steps[:24] *= 0.1  # a quiet warm-up: the prior volatility, not the quiet one, judges
+    steps[10] = 0.03  # this 3% move (a jump by its own quiet volatility, not by the prior)
     steps[rng.integers(0, n, 12)] += rng.choice([-0.3, 0.25, 2.3], 12)  # level shifts
     prices = 1800 * math.e ** steps.cumsum()
     prices[rng.integers(0, n, 15)] *= 10  # spikes that return

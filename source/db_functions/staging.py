@@ -33,8 +33,8 @@ _NULL = (-1).to_bytes(4, "big", signed=True)
 _EIGHT = (8).to_bytes(4, "big")
 
 # Each buffer goes in one block: psycopg2 takes the GIL back for every block it sends, and the
-# parsing thread holds it up to 5 ms at a time meanwhile while the server waits (8 KiB blocks
-# made a 1M-row COPY 15x slower next to a busy thread; 1 MiB blocks still cost 0.5 s).
+# parsing thread may hold it 5 ms at a time while the server waits (8 KiB blocks made a
+# 1M-row COPY 15x slower next to a busy thread; 1 MiB blocks still cost 0.5 s of 5).
 COPY_BLOCK = 1 << 20  # the least block (a small buffer still goes in one)
 STAGING_COLUMNS = 'line, "timestamp", rate_price, rate_ask'
 # The historic table's columns in the loaders' order, which table_buffer packs fields in.
