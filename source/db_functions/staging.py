@@ -175,6 +175,9 @@ class BulkWriter:
         once the chunks are staged. No database: write() decides where the rows go."""
         if self.staged or not len(rows):
             return None
+        return self._table_buffer(rows)
+
+    def _table_buffer(self, rows: pd.DataFrame) -> io.BytesIO:
         return table_buffer(rows, fetched_us=self.fetched_us, **self.labels)
 
     def write(self, rows: pd.DataFrame, packed: io.BytesIO | None = None) -> None:
@@ -185,7 +188,7 @@ class BulkWriter:
             first = int(rows["ts_us"].iloc[0])  # increasing: the earliest
             self.first_us = first if self.first_us is None else min(self.first_us, first)
             if packed is None:
-                packed = table_buffer(rows, fetched_us=self.fetched_us, **self.labels)
+                packed = self._table_buffer(rows)
             copy_in(
                 self.cur, f"COPY {self.table} ({TABLE_COLUMNS}) FROM STDIN (FORMAT binary)", packed
             )

@@ -187,25 +187,18 @@ class Canvas:
 
     def vertical_text(self, x: float, y: float, text: str, size: float) -> None:
         """One line turned a quarter left, centred on (x, y): an axis's label."""
-        width, height = text_size(text, size)
-        layer = Image.new("L", (math.ceil(width * SCALE) + 4, math.ceil(height * SCALE)), 0)
-        ImageDraw.Draw(layer).text((2, layer.height / 2), text, fill=255, font=font(size),
-                                   anchor="lm")
-        turned = layer.rotate(90, expand=True)
-        self.image.paste("#1b1b1b", (round(x * SCALE - turned.width / 2),
-                                     round(y * SCALE - turned.height / 2)), turned)
+        self._paste_centred("#1b1b1b", _turned(text, size, 255, 90, margin=2), x, y)
 
     def watermark(self, area: Area, text: str) -> None:
         """Large faint tilted text across the plot: a picture copied out still says it."""
-        size = 80.0
-        width, height = text_size(text, size)
-        layer = Image.new("L", (math.ceil(width * SCALE) + 8, math.ceil(height * SCALE)), 0)
-        ImageDraw.Draw(layer).text((4, layer.height / 2), text, fill=16, font=font(size),
-                                   anchor="lm")
-        turned = layer.rotate(12, expand=True, resample=Image.Resampling.BICUBIC)
-        middle = ((area.left + area.right) / 2 * SCALE, (area.top + area.bottom) / 2 * SCALE)
-        self.image.paste("black", (round(middle[0] - turned.width / 2),
-                                   round(middle[1] - turned.height / 2)), turned)
+        tilted = _turned(text, 80.0, 16, 12, margin=4, resample=Image.Resampling.BICUBIC)
+        self._paste_centred("black", tilted, (area.left + area.right) / 2,
+                            (area.top + area.bottom) / 2)
+
+    def _paste_centred(self, colour: str, mask: Image.Image, x: float, y: float) -> None:
+        """`colour` through `mask` (a turned text), centred on (x, y)."""
+        self.image.paste(colour, (round(x * SCALE - mask.width / 2),
+                                  round(y * SCALE - mask.height / 2)), mask)
 
     def layer(self) -> Canvas:
         """A transparent canvas the size of this one, for `paste_clipped`."""
@@ -222,6 +215,16 @@ class Canvas:
         # zlib level 1: the same pixels, a little bigger, written in a fraction of the time
         self.image.reduce(SCALE).save(path, format="PNG", compress_level=1)
         return path
+
+
+def _turned(text: str, size: float, ink: int, angle: float, *, margin: int,
+            resample: Image.Resampling = Image.Resampling.NEAREST) -> Image.Image:
+    """One line of text as a grey mask (`ink` of 255), turned `angle` degrees left."""
+    width, height = text_size(text, size)
+    layer = Image.new("L", (math.ceil(width * SCALE) + 2 * margin, math.ceil(height * SCALE)), 0)
+    ImageDraw.Draw(layer).text((margin, layer.height / 2), text, fill=ink, font=font(size),
+                               anchor="lm")
+    return layer.rotate(angle, expand=True, resample=resample)
 
 
 def drawable(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -228,7 +228,6 @@ def _value_text(value: float) -> str:
     return f"{value:,.2f}" if abs(value) < 1e9 else f"{value:.3g}"  # 'inf', '1e+300'
 
 
-
 def _draw_forecast(plot: Plot, forecasts: list[ForecastFacts], stale: bool) -> None:
     """The forecast line from its origin through each horizon, over its 80% band."""
     area, colour = plot.area, STALE if stale else FORECAST
