@@ -13,13 +13,18 @@ from source.ml.backtest import daily_closes, read_series
 from source.ml.evaluation import Dataset, walk_forward_origins
 from source.ml.intervals import (
     ALPHA,
+    EXPERT_RATES,
     LEVEL,
+    IntervalModel,
+    adapt_experts,
     adapt_levels,
     christoffersen_pvalue,
     interval_metrics,
     interval_score,
     kupiec_pvalue,
     level_floor,
+    mixed_level,
+    start_experts,
 )
 from source.ml.volatility import Seasonality, VolatilityModel, buckets_of
 from tests.conftest import REAL_HOURLY as REAL
@@ -161,6 +166,53 @@ def test_the_adapted_level_uses_only_outcomes_already_known():
     assert thresholds[-1] > thresholds[0] and level > LEVEL
     _, level = adapt_levels(reference, LEVEL, np.zeros(200), np.arange(200), 1, 0.05)
     assert level < LEVEL
+
+
+def test_one_step_experts_use_only_outcomes_already_known():
+    rng = np.random.default_rng(6)
+    reference = np.sort(np.abs(rng.normal(size=500)))
+    scores = np.abs(rng.normal(size=300))
+    experts = start_experts(LEVEL)
+    before, _ = adapt_experts(reference, experts, scores, 0.01)
+    changed = scores.copy()
+    changed[100] = 50.0  # known from the next origin on
+    after, _ = adapt_experts(reference, experts, changed, 0.01)
+    assert np.array_equal(before[:101], after[:101])
+    assert after[101] > before[101]
+
+
+def test_one_step_experts_follow_a_new_regime_faster_and_keep_calm_on_the_slow_rate():
+    # A calm, calibrated spell: the slow experts' levels stay nearest what the outcomes
+    # need, so they keep most of the weight. Then every move is twice as large: the fast
+    # experts reach a level that covers them long before one rate of the slowest would, and
+    # the weight follows them.
+    rng = np.random.default_rng(7)
+    reference = np.sort(np.abs(rng.normal(size=2000)))
+    rate, calm = 0.002, np.abs(rng.normal(size=3000))
+    _, experts = adapt_experts(reference, start_experts(LEVEL), calm, rate)
+    weights = [w for _, w in experts]
+    half = len(EXPERT_RATES) // 2
+    assert sum(weights[:half]) > sum(weights[half:])
+    assert abs(mixed_level(experts) - LEVEL) < 0.05
+    wild = 2 * np.abs(rng.normal(size=300))
+    thresholds, after = adapt_experts(reference, experts, wild, rate)
+    single, level = adapt_levels(reference, mixed_level(experts), wild, np.arange(300), 1, rate)
+    assert mixed_level(after) > level + 0.05
+    assert np.mean(wild[150:] > thresholds[150:]) < np.mean(wild[150:] > single[150:]) - 0.05
+    assert sum(w for _, w in after[half:]) > sum(w for _, w in after[:half])
+
+
+def test_a_model_saved_before_experts_starts_them_from_its_level():
+    reference = np.sort(np.abs(np.random.default_rng(8).normal(size=500)))
+    old = IntervalModel(("ewma 0.94",), reference, level=0.83, rate=0.01)  # no experts kept
+    _, adapted = old.adapt(np.zeros(1), np.arange(1), 1)  # one cover: every level falls
+    assert len(adapted.experts) == len(EXPERT_RATES)
+    for (level, _), multiple in zip(adapted.experts, EXPERT_RATES, strict=True):
+        assert level == pytest.approx(0.83 - 0.01 * multiple * ALPHA)
+    assert adapted.level == pytest.approx(mixed_level(adapted.experts))
+    # Beyond one step: one level at the model's rate, no experts.
+    _, longer = old.adapt(np.zeros(1), np.arange(1), 6)
+    assert longer.experts == () and longer.level == pytest.approx(0.83 - 0.01 * ALPHA)
 
 
 def tails_that_change(n: int, seed: int, change: int) -> tuple[pd.Series, pd.Series]:

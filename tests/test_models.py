@@ -11,6 +11,7 @@ import pytest
 from source.files import sha256_of
 from source.ml.evaluation import Dataset, fold_plan, horizon_metrics, walk_forward
 from source.ml.features import HORIZONS, build_features, build_targets
+from source.ml.intervals import EXPERT_RATES
 from source.ml.models import GBM_MAX_ROWS, MIN_IMPROVEMENT, select
 from source.ml.registry import model_paths, read_metadata, save_model
 from source.ml.train import train_series
@@ -370,7 +371,15 @@ def test_a_refit_keeps_the_evaluated_choice_and_calibration_and_skips_the_evalua
         kept = model.intervals[h]
         assert interval.members == kept.members
         np.testing.assert_array_equal(interval.reference, kept.reference)
-        assert abs(interval.level - kept.level) <= 10 * kept.rate + 1e-12  # ten new outcomes
+        if h == 1:  # each one-step expert carried on from where it stood, at its own rate
+            assert len(interval.experts) == len(kept.experts) == len(EXPERT_RATES)
+            for (level, _), (was, _), multiple in zip(
+                interval.experts, kept.experts, EXPERT_RATES, strict=True
+            ):
+                assert abs(level - was) <= 10 * multiple * kept.rate + 1e-12
+            assert interval.experts != kept.experts
+        else:
+            assert abs(interval.level - kept.level) <= 10 * kept.rate + 1e-12  # ten outcomes
     assert refitted.intervals[1].level != model.intervals[1].level
     assert forecast["origin_time"] == times.iloc[-1]
     # The families are refitted on the new rows: on the newest ones they forecast anew.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -260,8 +260,7 @@ def refit(
             origins = data.positions[new]
             variance = interval.variance(volatility, origins, h)
             scores = np.abs(data.Y[new, j] - predicted[:, j]) / np.sqrt(variance)
-            _, level = interval.adapt(scores, origins, h)
-            interval = replace(interval, level=level)
+            _, interval = interval.adapt(scores, origins, h)
         intervals[h] = interval
     model.intervals = intervals
     return model, volatility

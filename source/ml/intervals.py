@@ -15,10 +15,14 @@ When the regime changes (volatility rising beyond anything the calibration windo
 variance forecast lags and misses bunch. Adaptive conformal inference (Gibbs and Candes, 2021)
 answers that: the quantile's level moves up a little after every miss and down after every
 cover, using only outcomes already known, so coverage comes back to 80% without refitting.
+At one step the rate itself is learnt: several experts adapt at rates from half to sixteen
+times the base one and the level is their mix, weighted by how well each has tracked the
+recent outcomes (DtACI, Gibbs and Candes 2024): a regime shift is followed by the fast
+experts, a calm spell by the slow ones.
 Beyond one step the outcomes are few and slow (24-day moves: about one a month), too few to
-follow a regime both ways; there the level only widens the interval: it rises after misses,
-falls back after covers, and never below 80%. An "80%" interval that holds 74% misleads; one
-that holds 82% for a while only errs on the side it says.
+rank rates by or to follow a regime both ways; there the level only widens the interval: it
+rises after misses, falls back after covers, and never below 80%. An "80%" interval that holds
+74% misleads; one that holds 82% for a while only errs on the side it says.
 Trained hourly, the live interval starts from the level reached at the newest known outcome;
 the walk-forward carries it on through each test fold the same way. The naive interval
 (constant empirical quantiles of past h-step returns around the last price) is the floor every
@@ -28,7 +32,8 @@ benchmarks/intervals.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,6 +51,16 @@ TOLERANCE = {1: 0.005, "longer": 0.03}
 ADAPT_DAYS = 200
 ROWS_PER_DAY = {"hourly": 24, "daily": 1, "none": 1}
 LEVEL_RANGE = (0.5, 0.995)  # the adapted level is read within these bounds
+# One-step experts (DtACI): their rates as multiples of the base rate, and the window of recent
+# outcomes their weights are meant to track, which sets the weights' learning rate and mixing
+# (sigma = 1/(2I), eta from Gibbs and Candes 2024 for K experts and an interval of I outcomes).
+EXPERT_RATES = (0.5, 1, 2, 4, 8, 16)
+EXPERT_WINDOW = 100
+_MIXING = 1 / (2 * EXPERT_WINDOW)
+_WEIGHT_RATE = math.sqrt(3 / EXPERT_WINDOW) * math.sqrt(
+    (math.log(len(EXPERT_RATES) * EXPERT_WINDOW) + 2)
+    / ((1 - ALPHA) ** 2 * ALPHA**3 + ALPHA**2 * (1 - ALPHA) ** 3)
+)
 
 
 def adaptation_rate(frequency: str, horizon: int) -> float:
@@ -82,6 +97,9 @@ class IntervalModel:
     level: float = LEVEL
     rate: float = 0.0  # the adaptation rate it was calibrated with, and carries on at
     floor: float = LEVEL_RANGE[0]  # the lowest level adaptation may reach
+    # One step: each expert's (level, weight), whose weighted mean is `level`; () beyond one
+    # step (or in a model saved before experts: they start from its level).
+    experts: tuple[tuple[float, float], ...] = ()
 
     @property
     def quantile(self) -> float:
@@ -98,11 +116,20 @@ class IntervalModel:
         half = quantile * np.sqrt(np.asarray(variance))
         return predicted_return - half, predicted_return + half
 
-    def adapt(self, scores, positions, horizon: int) -> tuple[np.ndarray, float]:
-        """Carry the level on through new origins (in order): see `adapt_levels`."""
-        return adapt_levels(
+    def adapt(self, scores, positions, horizon: int) -> tuple[np.ndarray, IntervalModel]:
+        """Carry the level on through new origins (in order): each origin's |z| threshold and
+        the model as adapted once all their outcomes are known (see `adapt_levels` and, at
+        one step, `adapt_experts`)."""
+        if uses_experts(horizon, self.rate):
+            experts = self.experts or start_experts(self.level)
+            thresholds, experts = adapt_experts(
+                self.reference, experts, scores, self.rate, self.floor
+            )
+            return thresholds, replace(self, level=mixed_level(experts), experts=experts)
+        thresholds, level = adapt_levels(
             self.reference, self.level, scores, positions, horizon, self.rate, self.floor
         )
+        return thresholds, replace(self, level=level)
 
 
 def combined_variance(volatility, members, rows, horizon: int) -> np.ndarray:
@@ -153,6 +180,72 @@ def adapt_levels(
     return np.asarray(thresholds), level
 
 
+def uses_experts(horizon: int, rate: float) -> bool:
+    return horizon == 1 and rate > 0
+
+
+def start_experts(level: float) -> tuple[tuple[float, float], ...]:
+    return tuple((level, 1 / len(EXPERT_RATES)) for _ in EXPERT_RATES)
+
+
+def mixed_level(experts) -> float:
+    return sum(level * weight for level, weight in experts) / sum(w for _, w in experts)
+
+
+def levels_of(sorted_reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The level whose quantile_at is each score (its inverse; 0 or 1 beyond the reference)."""
+    places = np.arange(len(sorted_reference)) / (len(sorted_reference) - 1)
+    return np.interp(scores, sorted_reference, places, left=0.0, right=1.0)
+
+
+def adapt_experts(
+    reference: np.ndarray, experts, scores, rate: float, floor: float = LEVEL_RANGE[0]
+) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+    """One-step adaptive conformal inference with the rate learnt (DtACI, Gibbs and Candes
+    2024), over origins in time order, each one's outcome known by the next: each expert
+    moves its level as `adapt_levels` does, at its own multiple of `rate`; after each outcome
+    the experts' weights fall with their pinball loss on it (how far their level was from the
+    one that outcome needed, a miss costing four times a cover's excess width), mixed with a
+    little of the uniform weight so that no weight dies. Returns each origin's |z| threshold
+    (at the weighted mean level, from the outcomes before it) and the experts once all are
+    known."""
+    reference = np.asarray(reference)
+    needed = levels_of(reference, np.asarray(scores, dtype="float64"))
+    # The experts' levels do not depend on the weights: each path is one plain recursion.
+    held = np.array(
+        [
+            _level_path(level, needed.tolist(), rate * multiple, floor)
+            for (level, _), multiple in zip(experts, EXPERT_RATES, strict=True)
+        ]
+    )  # (experts, origins + 1): the level before each origin, then the last one
+    gap = held[:, :-1] - needed
+    factors = np.exp(-_WEIGHT_RATE * (ALPHA * gap - np.minimum(gap, 0.0)))
+    weights = [w for _, w in experts]
+    history = [weights]  # the weights before each origin, then the last ones
+    for column in factors.T.tolist():
+        raw = [w * f for w, f in zip(weights, column, strict=True)]
+        scale = (1 - _MIXING) / sum(raw)
+        weights = [r * scale + _MIXING / len(raw) for r in raw]
+        history.append(weights)
+    mixed = np.einsum("ek,ke->k", held[:, :-1], np.array(history[:-1]))
+    mixed /= np.sum(history[:-1], axis=1)
+    places = np.clip(mixed, *LEVEL_RANGE) * (len(reference) - 1)
+    thresholds = np.interp(places, np.arange(len(reference)), reference)
+    return thresholds, tuple(zip(held[:, -1].tolist(), weights, strict=True))
+
+
+def _level_path(level: float, needed: list[float], rate: float, floor: float) -> list[float]:
+    """One expert's level before each outcome and after the last (plain Python numbers:
+    sequential by nature, and numpy's scalars would make it several times slower)."""
+    up, down, top = rate * (1 - ALPHA), rate * ALPHA, LEVEL_RANGE[1]
+    path = [level]
+    for need in needed:
+        level = level + up if need > level else level - down
+        level = top if level > top else floor if level < floor else level
+        path.append(level)
+    return path
+
+
 def calibrate(
     predicted: np.ndarray,
     actual: np.ndarray,
@@ -182,8 +275,8 @@ def calibrate(
     members = [name for score, name in scored if score <= scored[0][0] * (1 + tolerance)]
     scores = np.abs(residuals) / np.sqrt(combined_variance(volatility, members, rows, horizon))
     reference = np.sort(scores)
-    _, level = adapt_levels(reference, LEVEL, scores, rows, horizon, rate, floor)
-    return IntervalModel(tuple(members), reference, level, rate, floor)
+    start = IntervalModel(tuple(members), reference, LEVEL, rate, floor)
+    return start.adapt(scores, rows, horizon)[1]
 
 
 def naive_bounds(past_returns: np.ndarray) -> tuple[float, float]:

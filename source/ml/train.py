@@ -153,7 +153,8 @@ def train_series(
             "level": LEVEL,
             "method": "validation residuals scaled by a seasonal (hour-of-week) volatility "
             "forecast; the quantile of |scaled residuals| at a level adapted to recent misses "
-            "(adaptive conformal inference, starting at 80%, beyond one step never below it); "
+            "(adaptive conformal inference, starting at 80%; at one step the rate learnt by six "
+            "experts (DtACI); beyond one step never below 80%); "
             "variance candidates (EWMA, HAR, "
             "log-HAR, GARCH) combined when their interval score is within 0.5% (h=1) or 3% "
             "(longer) of the best on the calibration window",
