@@ -298,3 +298,15 @@ def test_beyond_one_step_the_level_only_widens():
         reference, LEVEL, np.full(300, 9.0), np.arange(300), 24, 0.01, level_floor(24)
     )
     assert level > LEVEL
+
+
+def test_the_coverage_noise_benchmark_simulates_an_exact_interval():
+    # Its figures say how far chance alone moves an exactly right interval's coverage: the
+    # interval must be exact (80% on average) and the noise grow with the horizon.
+    from benchmarks.coverage_noise import exact_coverages
+
+    one, rejected = exact_coverages(512, 1, runs=300)
+    day, _ = exact_coverages(512, 24, runs=300)
+    assert abs(one.mean() - LEVEL) < 0.005 and abs(day.mean() - LEVEL) < 0.01
+    assert 0.012 < one.std() < 0.024 < day.std()
+    assert rejected < 0.12
