@@ -259,6 +259,12 @@ def test_saved_model_loads_and_metadata_is_complete(saved_model):
     ):
         assert key in meta
     assert set(meta["metrics"]["1"]) >= {"model_mae", "naive_mae", "mase", "direction_accuracy"}
+    # The one-step interval's experts: each one's level and weight, their mix the level used.
+    one = meta["interval"]["by_horizon"]["1"]
+    assert len(one["experts"]) == len(EXPERT_RATES)
+    assert sum(w for _, w in one["experts"]) == pytest.approx(1)
+    assert sum(lv * w for lv, w in one["experts"]) == pytest.approx(one["level"])
+    assert "experts" not in meta["interval"]["by_horizon"]["24"]
 
 
 def test_the_walk_forward_runs_with_one_blas_and_openmp_thread(monkeypatch):

@@ -162,6 +162,7 @@ def train_series(
             "garch": volatility.garch,
             "by_horizon": {
                 str(h): {"members": list(q.members), "level": q.level, "quantile": q.quantile}
+                | ({"experts": [list(e) for e in q.experts]} if q.experts else {})
                 for h, q in model.intervals.items()
             },
         },
