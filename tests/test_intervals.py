@@ -179,6 +179,11 @@ def test_one_step_experts_use_only_outcomes_already_known():
     after, _ = adapt_experts(reference, experts, changed, 0.01)
     assert np.array_equal(before[:101], after[:101])
     assert after[101] > before[101]
+    # No origins: nothing learnt; a one-value reference still gives thresholds.
+    nothing, kept = adapt_experts(reference, experts, np.array([]), 0.01)
+    assert len(nothing) == 0 and kept == experts
+    single, _ = adapt_experts(np.array([1.0]), experts, np.array([0.5, 2.0]), 0.01)
+    assert np.array_equal(single, [1.0, 1.0])
 
 
 def test_one_step_experts_follow_a_new_regime_faster_and_keep_calm_on_the_slow_rate():

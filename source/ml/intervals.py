@@ -194,7 +194,7 @@ def mixed_level(experts) -> float:
 
 def levels_of(sorted_reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """The level whose quantile_at is each score (its inverse; 0 or 1 beyond the reference)."""
-    places = np.arange(len(sorted_reference)) / (len(sorted_reference) - 1)
+    places = np.linspace(0.0, 1.0, len(sorted_reference))
     return np.interp(scores, sorted_reference, places, left=0.0, right=1.0)
 
 
@@ -210,6 +210,8 @@ def adapt_experts(
     (at the weighted mean level, from the outcomes before it) and the experts once all are
     known."""
     reference = np.asarray(reference)
+    if not len(scores):
+        return np.empty(0), tuple(experts)
     needed = levels_of(reference, np.asarray(scores, dtype="float64"))
     # The experts' levels do not depend on the weights: each path is one plain recursion.
     held = np.array(
