@@ -121,7 +121,10 @@ class IntervalModel:
         the model as adapted once all their outcomes are known (see `adapt_levels` and, at
         one step, `adapt_experts`)."""
         if uses_experts(horizon, self.rate):
-            experts = self.experts or start_experts(self.level)
+            # A model saved before experts, or with another number of them: start afresh.
+            experts = self.experts
+            if len(experts) != len(EXPERT_RATES):
+                experts = start_experts(self.level)
             thresholds, experts = adapt_experts(
                 self.reference, experts, scores, self.rate, self.floor
             )
@@ -181,21 +184,26 @@ def adapt_levels(
 
 
 def uses_experts(horizon: int, rate: float) -> bool:
+    """Whether the level is learnt by experts (one step, adapting) or moves at one rate."""
     return horizon == 1 and rate > 0
 
 
 def start_experts(level: float) -> tuple[tuple[float, float], ...]:
+    """Every expert at `level`, with equal weights."""
     return tuple((level, 1 / len(EXPERT_RATES)) for _ in EXPERT_RATES)
 
 
 def mixed_level(experts) -> float:
+    """The level the interval uses: the experts' levels weighted by their weights."""
     return sum(level * weight for level, weight in experts) / sum(w for _, w in experts)
 
 
 def levels_of(sorted_reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """The level whose quantile_at is each score (its inverse; 0 or 1 beyond the reference)."""
-    places = np.linspace(0.0, 1.0, len(sorted_reference))
-    return np.interp(scores, sorted_reference, places, left=0.0, right=1.0)
+    """The level whose quantile_at is each score (its inverse): the lowest such level where
+    the reference repeats a value, 0 or 1 beyond the reference, NaN for a NaN score."""
+    values, first = np.unique(sorted_reference, return_index=True)
+    places = first / max(len(sorted_reference) - 1, 1)
+    return np.interp(scores, values, places, left=0.0, right=1.0)
 
 
 def adapt_experts(
@@ -203,47 +211,54 @@ def adapt_experts(
 ) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
     """One-step adaptive conformal inference with the rate learnt (DtACI, Gibbs and Candes
     2024), over origins in time order, each one's outcome known by the next: each expert
-    moves its level as `adapt_levels` does, at its own multiple of `rate`; after each outcome
-    the experts' weights fall with their pinball loss on it (how far their level was from the
-    one that outcome needed, a miss costing four times a cover's excess width), mixed with a
-    little of the uniform weight so that no weight dies. Returns each origin's |z| threshold
-    (at the weighted mean level, from the outcomes before it) and the experts once all are
-    known."""
+    moves its level as `adapt_levels` does, at its own multiple of `rate` (held within
+    LEVEL_RANGE, where its threshold still moves, so a fast one cannot run off and take long
+    to come back); after each outcome the experts' weights fall with their pinball loss on it
+    (how far their level was from the one that outcome needed, a miss costing four times a
+    cover's excess width), mixed with a little of the uniform weight so that no weight dies.
+    An outcome that is not a number (no variance to scale it by) teaches nothing. Returns each
+    origin's |z| threshold (at the weighted mean level, from the outcomes before it) and the
+    experts once all are known."""
     reference = np.asarray(reference)
     if not len(scores):
         return np.empty(0), tuple(experts)
     needed = levels_of(reference, np.asarray(scores, dtype="float64"))
+    known = np.isfinite(needed)
     # The experts' levels do not depend on the weights: each path is one plain recursion.
-    held = np.array(
+    levels_before = np.array(
         [
             _level_path(level, needed.tolist(), rate * multiple, floor)
             for (level, _), multiple in zip(experts, EXPERT_RATES, strict=True)
         ]
-    )  # (experts, origins + 1): the level before each origin, then the last one
-    gap = held[:, :-1] - needed
+    )  # (experts, origins + 1): each one's level before each origin, then its last one
+    gap = levels_before[:, :-1] - np.where(known, needed, 0.0)
     factors = np.exp(-_WEIGHT_RATE * (ALPHA * gap - np.minimum(gap, 0.0)))
     weights = [w for _, w in experts]
-    history = [weights]  # the weights before each origin, then the last ones
-    for column in factors.T.tolist():
-        raw = [w * f for w, f in zip(weights, column, strict=True)]
-        scale = (1 - _MIXING) / sum(raw)
-        weights = [r * scale + _MIXING / len(raw) for r in raw]
-        history.append(weights)
-    mixed = np.einsum("ek,ke->k", held[:, :-1], np.array(history[:-1]))
-    mixed /= np.sum(history[:-1], axis=1)
+    weights_before = []  # (origins, experts)
+    for column, learnt in zip(factors.T.tolist(), known.tolist(), strict=True):
+        weights_before.append(weights)
+        if learnt:
+            raw = [w * f for w, f in zip(weights, column, strict=True)]
+            scale = (1 - _MIXING) / sum(raw)
+            weights = [r * scale + _MIXING / len(raw) for r in raw]
+    shares = np.array(weights_before)
+    mixed = np.sum(levels_before[:, :-1].T * shares, axis=1) / np.sum(shares, axis=1)
+    # quantile_at for every origin at once (the same linear interpolation).
     places = np.clip(mixed, *LEVEL_RANGE) * (len(reference) - 1)
     thresholds = np.interp(places, np.arange(len(reference)), reference)
-    return thresholds, tuple(zip(held[:, -1].tolist(), weights, strict=True))
+    return thresholds, tuple(zip(levels_before[:, -1].tolist(), weights, strict=True))
 
 
 def _level_path(level: float, needed: list[float], rate: float, floor: float) -> list[float]:
     """One expert's level before each outcome and after the last (plain Python numbers:
-    sequential by nature, and numpy's scalars would make it several times slower)."""
+    sequential by nature, and numpy's scalars would make it several times slower). A NaN
+    outcome leaves it where it is."""
     up, down, top = rate * (1 - ALPHA), rate * ALPHA, LEVEL_RANGE[1]
     path = [level]
     for need in needed:
-        level = level + up if need > level else level - down
-        level = top if level > top else floor if level < floor else level
+        if need == need:  # not NaN
+            level = level + up if need > level else level - down
+            level = top if level > top else floor if level < floor else level
         path.append(level)
     return path
 
