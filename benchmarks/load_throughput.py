@@ -6,7 +6,8 @@ changed` into the same table); the import's peak memory; and what a user would w
 (pandas `DataFrame.to_sql(method="multi")`).
 
 Run: python benchmarks/load_throughput.py [rows] [--rounds N] [--to-sql-rows N]
-Each round runs project and peer one after the other (first import, \\copy, the same rows
+Each round runs project and peer one after the other (first import, \\copy, \\copy into the
+same plain table with the primary key on its time that idempotency needs, the same rows
 \\copied into the historic table's shape: the floor of that table itself, and into a narrow
 table: what narrower rows would leave, re-import, upsert),
 so a busy machine slows both alike; the figures are medians over the rounds. The to_sql line
@@ -77,6 +78,7 @@ ON CONFLICT ("timestamp") DO UPDATE SET rate_price = EXCLUDED.rate_price,
     rate_ask = EXCLUDED.rate_ask, fetched_at = EXCLUDED.fetched_at, raw_file = EXCLUDED.raw_file
 WHERE (t.rate_price, t.rate_ask) IS DISTINCT FROM (EXCLUDED.rate_price, EXCLUDED.rate_ask)"""
 PLAIN = '("time" timestamptz, price double precision, ask double precision)'
+KEYED = '("time" timestamptz PRIMARY KEY, price double precision, ask double precision)'
 # What narrower rows would cost: the same key, prices, marks and defaults, but the per-row
 # constants (metal, currency, unit, status, source, file name) as one load id; the load id
 # and fetched_at stored on every row as the import would (here by their defaults).
@@ -155,18 +157,20 @@ def main() -> None:
             return timed(label, command, child_env, work)
 
         sql("create tables", f"CREATE TABLE floor {PLAIN}")
+        sql("create tables", f"CREATE TABLE keyed {KEYED}")
         sql("create tables", "CREATE TABLE shape (LIKE gold_historic INCLUDING ALL)")
         sql("create tables", f"CREATE TABLE narrow {NARROW}")
         sql("create tables", "CREATE INDEX ON narrow (\"time\") WHERE quality <> 'ok'")
         runs: dict[str, list[float]] = {"first": [], "copy": [], "again": [], "upsert": []}
-        runs["shape"], runs["narrow"] = [], []
+        runs["shape"], runs["narrow"], runs["keyed"] = [], [], []
         peaks = []
         for _ in range(args.rounds):
-            sql("empty", "TRUNCATE gold_historic, quality_events, floor, shape, narrow")
+            sql("empty", "TRUNCATE gold_historic, quality_events, floor, keyed, shape, narrow")
             seconds, peak = timed("import-csv", importing, child_env, work)
             runs["first"].append(seconds)
             peaks.append(peak)
             runs["copy"].append(sql("psql \\copy", copy.format("floor"))[0])
+            runs["keyed"].append(sql("psql \\copy into a keyed table", copy.format("keyed"))[0])
             wide = f"\\copy shape ({WIDE}) FROM '{wide_path}' WITH (FORMAT csv, HEADER true)"
             runs["shape"].append(sql("psql \\copy into the shape", wide)[0])
             narrow = copy.format('narrow ("time", price, ask)')
@@ -198,6 +202,7 @@ def main() -> None:
     lines = [
         ("import-csv, empty table (whole command, quality marks included)", median["first"]),
         ("  peer: psql \\copy of the same file into a plain 3-column table", median["copy"]),
+        ("  the same with a primary key on the time (what idempotency needs)", median["keyed"]),
         ("  the table's floor: psql \\copy of these rows into its shape", median["shape"]),
         ("  a narrow table's floor (per-row constants as one load id)", median["narrow"]),
         ("import-csv again, nothing new", median["again"]),
@@ -212,6 +217,8 @@ def main() -> None:
     first = median["first"] / median["copy"]
     again = median["again"] / median["upsert"]
     print(f"first import / \\copy:        {first:5.2f}x  (target: at most 3x)")
+    keyed = median["first"] / median["keyed"]
+    print(f"  first import / keyed \\copy: {keyed:5.2f}x  (the peer with the primary key)")
     shape = median["shape"] / median["copy"]
     print(f"  the table's floor / \\copy:  {shape:5.2f}x  (its 15 columns and primary key)")
     print(f"  first import / that floor: {median['first'] / median['shape']:5.2f}x")
