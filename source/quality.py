@@ -142,9 +142,10 @@ def jump(state: State, quote: Quote) -> str | None:
     move = math.log(quote.price / previous.price)
     if not is_jump(move, state.volatility, root):
         return None
-    sigmas = abs(move) / (state.volatility * root)
+    scale = state.volatility * root  # zero after quotes that never moved (a flat feed)
+    size = f"{abs(move) / scale:.1f} sigma" if scale > 0 else "after a flat price"
     return (
-        f"jump {sigmas:.1f} sigma ({math.expm1(move):+.1%}) from {_money(previous.price)} "
+        f"jump {size} ({math.expm1(move):+.1%}) from {_money(previous.price)} "
         f"in {_hours(hours)}"
     )
 

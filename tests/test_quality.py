@@ -75,6 +75,23 @@ def test_a_large_move_in_sigmas_below_the_floor_is_not_flagged():
     assert marks([*quiet, move])[move.time].mark == OK
 
 
+def test_a_jump_after_a_flat_price_is_suspect_and_says_so():
+    """A feed that repeated one price for a day has no volatility: the floor alone judges
+    (it once divided by that zero and stopped the load)."""
+    flat = [Quote(i * HOUR, 1000.0) for i in range(30)]
+    jumped = Quote(30 * HOUR, 1050.0)
+    for verdicts in (
+        marks([*flat, jumped]),
+        quality.judge_series(
+            [q.time for q in [*flat, jumped]], [q.price for q in [*flat, jumped]], [None] * 31
+        )[0],
+    ):
+        assert verdicts[jumped.time].mark == SUSPECT
+        assert (
+            verdicts[jumped.time].reason == "jump after a flat price (+5.0%) from 1,000.00 in 1 h"
+        )
+
+
 @pytest.mark.parametrize(("factor", "mark"), [(1.019, OK), (1.021, SUSPECT), (0.979, SUSPECT)])
 def test_the_floor_is_two_percent(factor, mark):
     """In a market so quiet that any of these moves is dozens of sigmas, the floor alone
