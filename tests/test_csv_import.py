@@ -7,8 +7,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg2.extensions
 import pytest
 
+from source.db_functions.migrations import apply_migrations
 from tests.conftest import REPO
 
 HOURLY = REPO.parent / "shared" / "real" / "hourly"
@@ -26,8 +28,8 @@ def gold(database, columns: str = "rate_price, rate_ask, source") -> list[tuple]
     )
 
 
-def importing(run_main, path: Path, *args: str, metal: str = "gold"):
-    return run_main("import-csv", str(path), "--metal", metal, *args)
+def importing(run_main, path: Path, *args: str, metal: str = "gold", timeout: float = 240):
+    return run_main("import-csv", str(path), "--metal", metal, *args, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -228,7 +230,102 @@ def test_a_failure_half_way_leaves_the_tables_as_they_were(run_main, database, t
     ]
 
 
-def test_a_connection_killed_mid_import_loads_nothing(run_main, database, tmp_path):
+def migrated(database):
+    conn = database.connect()
+    try:
+        apply_migrations(conn)
+    finally:
+        conn.close()
+    return database
+
+
+def keys(database, table: str = "gold_historic") -> list[tuple]:
+    """The table's constraints and indexes, by name and definition, as the catalogue has them."""
+    return database.query(
+        """SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+            WHERE conrelid = %s::regclass
+           UNION ALL
+           SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index
+            WHERE indrelid = %s::regclass
+           ORDER BY 1, 2""",
+        (table, table),
+    )
+
+
+def hourly(path: Path, hours, price=lambda hour: 1000 + hour % 7 / 2) -> Path:
+    start = datetime(2001, 1, 1, tzinfo=UTC)
+    with path.open("w") as handle:
+        handle.write("time,price\n")
+        for hour in hours:
+            handle.write(f"{(start + timedelta(hours=hour)).isoformat()},{price(hour)}\n")
+    return path
+
+
+SET_ASIDE = "gold_historic was empty: loaded without its key, which was built again in"
+
+
+def test_a_first_import_loads_without_the_key_and_ends_with_it(run_main, database, tmp_path):
+    before = keys(migrated(database))
+    assert any(name == "gold_historic_pkey" for name, _ in before)
+    # A tick 5% off the price before it: marked by the rule after the key is back.
+    path = hourly(
+        tmp_path / "first.csv", range(30_000), lambda h: 1050 if h == 20_000 else 1000 + h % 7 / 2
+    )
+    result = importing(run_main, path, "--chunk-rows", "10000")
+    assert result.returncode == 0, result.stderr
+    assert "30,000 inserted" in result.stdout and "1 marked suspect" in result.stdout
+    assert SET_ASIDE in run_main.log_text()
+    assert keys(database) == before
+    # The key is the one an overlapping import's upsert (ON CONFLICT) needs.
+    later = hourly(tmp_path / "later.csv", range(29_990, 30_010), lambda hour: 999)
+    again = importing(run_main, later)
+    assert again.returncode == 0, again.stderr
+    assert "10 inserted, 10 updated" in again.stdout
+    assert database.scalar("SELECT count(*) FROM gold_historic") == 30_010
+
+
+@pytest.mark.parametrize(
+    ("hours", "rows"),
+    [
+        pytest.param([*range(10_000, 20_000), *range(10_000)], 20_000, id="later-chunk-goes-back"),
+        pytest.param([*range(10_000), *range(9_999, 19_999)], 19_999, id="chunk-repeats-a-time"),
+    ],
+)
+def test_a_first_import_out_of_order_builds_the_key_before_staging(
+    run_main, database, tmp_path, hours, rows
+):
+    before = keys(migrated(database))
+    result = importing(run_main, hourly(tmp_path / "p.csv", hours), "--chunk-rows", "10000")
+    assert result.returncode == 0, result.stderr
+    assert database.scalar("SELECT count(*) FROM gold_historic") == rows
+    assert SET_ASIDE in run_main.log_text()
+    assert keys(database) == before
+
+
+def test_a_first_import_waits_briefly_for_a_reader_then_keeps_the_key(run_main, database, tmp_path):
+    before = keys(migrated(database))
+    reader = database.connect()  # e.g. a report reading the analytics table
+    try:
+        with reader.cursor() as cur:
+            cur.execute("SELECT count(*) FROM commodities_price_data_analytics")
+        started = time.monotonic()
+        path = hourly(tmp_path / "p.csv", range(20_000))
+        result = importing(run_main, path, "--chunk-rows", "10000", timeout=60)
+        waited = time.monotonic() - started
+        assert reader.status == psycopg2.extensions.STATUS_IN_TRANSACTION  # still reading
+    finally:
+        reader.close()
+    assert result.returncode == 0, result.stderr
+    assert "20,000 inserted" in result.stdout
+    log = run_main.log_text()
+    assert "gold_historic is in use by another session: loading with its key in place" in log
+    assert SET_ASIDE not in log
+    assert waited >= 2  # LOCK_WAIT
+    assert keys(database) == before
+
+
+@pytest.mark.parametrize("chunk_rows", ["2000", "20000"], ids=["keyed", "key-set-aside"])
+def test_a_connection_killed_mid_import_loads_nothing(run_main, database, tmp_path, chunk_rows):
     path = tmp_path / "big.csv"
     with path.open("w") as handle:
         handle.write("time,price\n")
@@ -243,8 +340,9 @@ def test_a_connection_killed_mid_import_loads_nothing(run_main, database, tmp_pa
         "--metal",
         "gold",
         "--chunk-rows",
-        "2000",
+        chunk_rows,
     ]
+    before = keys(migrated(database))
     process = subprocess.Popen(
         command,
         cwd=run_main.cwd,
@@ -274,6 +372,7 @@ def test_a_connection_killed_mid_import_loads_nothing(run_main, database, tmp_pa
         )
     }
     assert database.scalar("SELECT count(*) FROM gold_historic") == 0
+    assert keys(database) == before  # the dropped key came back with the rollback
 
 
 def test_usage_errors_are_one_line_exit_2(run_main, tmp_path):

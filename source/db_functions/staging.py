@@ -9,7 +9,10 @@ upserted at the end (the last line wins for a repeated time).
 Quality is judged from the first row the load changed. A file whose rows all went straight in,
 in time order, before which the table held its whole history (the common first import), is
 judged in memory from the parsed rows while the server copies them; otherwise the rows are
-judged as stored (read back from the first changed row on)."""
+judged as stored (read back from the first changed row on).
+
+A first load of a large file into an empty partition drops the partition's key and indexes
+while the rows go straight in, and builds them again before anything else (first_load.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from source.db_functions.first_load import KeysSetAside, set_keys_aside
 from source.db_functions.loaders import HISTORIC_COLUMNS_SQL, UpsertCounts, check_units
-from source.db_functions.migrations import historic_sql
+from source.db_functions.migrations import historic_sql, historic_table
 from source.db_functions.quality_marks import Judgement, assess_metal
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's binary time origin, in Unix µs
@@ -39,6 +43,9 @@ COPY_BLOCK = 1 << 20  # the least block (a small buffer still goes in one)
 STAGING_COLUMNS = 'line, "timestamp", rate_price, rate_ask'
 # The historic table's columns in the loaders' order, which table_buffer packs fields in.
 TABLE_COLUMNS = HISTORIC_COLUMNS_SQL
+# A first chunk at least this long into an empty partition goes in without the key (building
+# it again costs more than it saves on a few rows, and the partition is locked meanwhile).
+SET_ASIDE_ROWS = 10_000
 
 
 def _text(value: str) -> bytes:
@@ -140,6 +147,8 @@ class BulkWriter:
         self.staged_last: int | None = None  # the last staged time while they all increase
         self.staged_in_order = True  # no time repeats: upsert straight from the staging table
         self.first_us: int | None = None  # the earliest time written straight in
+        self.last_us: int | None = None  # the latest
+        self.set_aside: KeysSetAside | None = None  # the partition's key, while dropped
         self.judgement: Judgement | None = None
         check_units(cur, metal, {(currency, unit)})
         cur.execute(
@@ -152,6 +161,8 @@ class BulkWriter:
         """Before the file's first rows are written (nothing else in flight on the cursor):
         what judging them in memory needs from the table."""
         if self.judgement is None and len(rows):
+            if len(rows) >= SET_ASIDE_ROWS:
+                self.set_aside = set_keys_aside(self.cur, self.table, historic_table(self.metal))
             self.judgement = Judgement(self.cur, self.metal, _when(int(rows["ts_us"].iloc[0])))
 
     def judge(self, rows: pd.DataFrame) -> None:
@@ -185,8 +196,9 @@ class BulkWriter:
         if not len(rows):
             return
         if not self.staged and self._cannot_collide(rows):
-            first = int(rows["ts_us"].iloc[0])  # increasing: the earliest
+            first, last = int(rows["ts_us"].iloc[0]), int(rows["ts_us"].iloc[-1])  # increasing
             self.first_us = first if self.first_us is None else min(self.first_us, first)
+            self.last_us = last if self.last_us is None else max(self.last_us, last)
             if packed is None:
                 packed = self._table_buffer(rows)
             copy_in(
@@ -218,6 +230,8 @@ class BulkWriter:
         times = rows["ts_us"].to_numpy(dtype="int64")
         if len(times) > 1 and not (np.diff(times) > 0).all():
             return False
+        if self.set_aside is not None:  # empty at the start: only this load wrote (no scan)
+            return self.last_us is None or int(times[0]) > self.last_us
         self.cur.execute(
             f'SELECT EXISTS (SELECT 1 FROM {self.table} WHERE "timestamp" BETWEEN '
             "timestamptz 'epoch' + %s * interval '1 microsecond' "
@@ -228,6 +242,7 @@ class BulkWriter:
 
     def finish(self) -> tuple[UpsertCounts, int]:
         """Upsert what was staged; (inserted/updated counts, lines repeating a time)."""
+        self._restore_keys()  # the upsert's ON CONFLICT needs the key, the marks find rows by it
         counts, duplicates = UpsertCounts(inserted=self.direct_rows), 0
         first = None if self.first_us is None else _when(self.first_us)
         if self.staged:
@@ -241,6 +256,11 @@ class BulkWriter:
         elif first is not None:
             counts += UpsertCounts(marks=tuple(assess_metal(self.cur, self.metal, first)))
         return counts, duplicates
+
+    def _restore_keys(self) -> None:
+        if self.set_aside is not None:
+            self.set_aside.restore(self.cur)
+            self.set_aside = None
 
     def _upsert_staged(self) -> tuple[UpsertCounts, int, datetime | None]:
         """(counts, lines repeating a time, the first row inserted or changed)."""
