@@ -45,7 +45,8 @@ def test_copper_on_an_existing_database_gets_its_table_and_loads_in_tonnes(
     assert database.scalar("SELECT checksum IS NOT NULL FROM commodities WHERE metal = 'copper'")
     assert database.scalar("SELECT count(*) FROM price_ranges WHERE metal = 'copper'") == 4
     partial = "SELECT count(*) FROM pg_indexes WHERE tablename = %s AND indexdef LIKE %s"
-    assert database.scalar(partial, ("copper_historic", "%WHERE (quality <> 'ok'%")) == 1
+    marks = "%WHERE ((quality <> 'ok'::text) OR (quality_decision <> 'rule'::text))"
+    assert database.scalar(partial, ("copper_historic", marks)) == 1
     # Status says each commodity's unit.
     status = run_main("status", METALS=FIVE)
     assert "PRICES (per commodity)" in status.stdout

@@ -2,8 +2,11 @@
 an existing installation survive it, and the keys still hold. Every applied migration is
 recorded with its text's checksum; one whose text changed afterwards is refused at start-up."""
 
+import re
+
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from source.db_functions import migrations
 from source.db_functions.migrations import (
@@ -11,6 +14,7 @@ from source.db_functions.migrations import (
     MigrationEdited,
     apply_migrations,
     checksum,
+    commodity_definition,
 )
 
 OLD_ROW = """INSERT INTO {table} ("timestamp", metal, currency, unit, rate_price, rate_ask, source)
@@ -41,6 +45,61 @@ def test_rows_of_a_version_3_database_survive_the_move_to_partitions(database):
         """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
             WHERE i.inhparent = 'commodities_price_data_analytics'::regclass ORDER BY 1"""
     ) == [("gold_historic",), ("palladium_historic",), ("platinum_historic",), ("silver_historic",)]
+
+
+MARKS_INDEX = "((quality <> 'ok'::text) OR (quality_decision <> 'rule'::text))"
+COMMODITY_DEFINITION_V12 = """
+    CREATE TABLE {table} PARTITION OF commodities_price_data_analytics
+        (PRIMARY KEY ("timestamp")) FOR VALUES IN ({metal});
+    CREATE INDEX ON {table} ("timestamp") WHERE quality <> 'ok';
+"""
+
+
+def test_one_index_per_partition_finds_marked_and_decided_quotes(database):
+    """Migration 13 on a database of migration 12: the two partial indexes (one per partition,
+    one on the parent) become one per partition, which both conditions use; a partition that
+    has it already keeps just that one."""
+    conn = database.connect()
+    try:
+        assert apply_migrations(conn, up_to=12)[-1] == 12
+        with conn, conn.cursor() as cur:
+            # copper as that release made a commodity's table; nickel as this one does
+            cur.execute(
+                sql.SQL(COMMODITY_DEFINITION_V12).format(
+                    table=sql.Identifier("copper_historic"), metal=sql.Literal("copper")
+                )
+            )
+            cur.execute(commodity_definition("nickel"))
+            cur.execute(
+                "CREATE INDEX operators_own ON silver_historic (rate_price) WHERE quality <> 'ok'"
+            )
+        with conn, conn.cursor() as cur:
+            cur.execute(OLD_ROW.format(table="gold_historic"), ("gold", 1.0, 1.5))
+            cur.execute(
+                "UPDATE gold_historic SET quality = 'suspect', quality_decision = 'pending'"
+            )
+        assert apply_migrations(conn) == [13]
+    finally:
+        conn.close()
+    indexes = database.query(
+        """SELECT c.relname, pg_get_indexdef(i.indexrelid, 1, false),
+                  pg_get_expr(i.indpred, i.indrelid)
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+            WHERE i.indpred IS NOT NULL ORDER BY 1, 2"""
+    )
+    assert indexes == [
+        (f"{metal}_historic", '"timestamp"', MARKS_INDEX)
+        for metal in ("copper", "gold", "nickel", "palladium", "platinum", "silver")
+    ] + [("silver_historic", "rate_price", "(quality <> 'ok'::text)")]  # an operator's own
+    for condition in ("quality <> 'ok'", "quality_decision <> 'rule'"):
+        plan = database.query(
+            f"""SET enable_seqscan = off;
+                EXPLAIN SELECT "timestamp" FROM commodities_price_data_analytics
+                 WHERE metal = 'gold' AND {condition}"""
+        )
+        assert re.search(r"\bgold_historic_timestamp_idx\b", str(plan)), plan
+        found = f"SELECT count(*) FROM commodities_price_data_analytics WHERE {condition}"
+        assert database.scalar(found) == 1
 
 
 def test_keys_hold_across_both_tables(database):
