@@ -161,7 +161,7 @@ class BulkWriter:
         """Before the file's first rows are written (nothing else in flight on the cursor):
         what judging them in memory needs from the table."""
         if self.judgement is None and len(rows):
-            if len(rows) >= SET_ASIDE_ROWS:
+            if len(rows) >= SET_ASIDE_ROWS and _increasing(rows):  # else staged: keep the key
                 self.set_aside = set_keys_aside(self.cur, self.table, historic_table(self.metal))
             self.judgement = Judgement(self.cur, self.metal, _when(int(rows["ts_us"].iloc[0])))
 
@@ -169,10 +169,10 @@ class BulkWriter:
         """Judge parsed rows in memory (no database: it may run while a chunk is written)."""
         if self.judgement is None or not self.judgement.valid or not len(rows):
             return
-        times = rows["ts_us"].to_numpy(dtype="int64")
-        if len(times) > 1 and not (np.diff(times) > 0).all():
+        if not _increasing(rows):
             self.judgement.valid = False  # staged: judged as stored
             return
+        times = rows["ts_us"].to_numpy(dtype="int64")
         asks = rows["rate_ask"].to_numpy(dtype="float64")
         self.judgement.add(
             (times / 1e6).tolist(),
@@ -215,9 +215,9 @@ class BulkWriter:
             self.staged = True
         times = rows["ts_us"].to_numpy(dtype="int64")
         if self.staged_in_order:
-            self.staged_in_order = (self.staged_last is None or times[0] > self.staged_last) and (
-                len(times) < 2 or bool((np.diff(times) > 0).all())
-            )
+            self.staged_in_order = (
+                self.staged_last is None or times[0] > self.staged_last
+            ) and _increasing(rows)
             self.staged_last = int(times[-1])
         copy_in(
             self.cur,
@@ -227,9 +227,9 @@ class BulkWriter:
 
     def _cannot_collide(self, rows: pd.DataFrame) -> bool:
         """Strictly increasing times, none stored between the first and the last."""
-        times = rows["ts_us"].to_numpy(dtype="int64")
-        if len(times) > 1 and not (np.diff(times) > 0).all():
+        if not _increasing(rows):
             return False
+        times = rows["ts_us"].to_numpy(dtype="int64")
         if self.set_aside is not None:  # empty at the start: only this load wrote (no scan)
             return self.last_us is None or int(times[0]) > self.last_us
         self.cur.execute(
@@ -353,6 +353,12 @@ class BulkWriter:
         )
         inserted, updated, first_changed = self.cur.fetchone()
         return UpsertCounts(inserted=inserted, updated=updated), first_changed
+
+
+def _increasing(rows: pd.DataFrame) -> bool:
+    """Strictly increasing times."""
+    times = rows["ts_us"].to_numpy(dtype="int64")
+    return len(times) < 2 or bool((np.diff(times) > 0).all())
 
 
 def _when(unix_us: int) -> datetime:
