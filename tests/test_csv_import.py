@@ -300,6 +300,16 @@ def test_a_first_import_loads_without_the_key_and_ends_with_it(run_main, databas
     assert "30,000 inserted" in result.stdout and "1 marked suspect" in result.stdout
     assert SET_ASIDE in run_main.log_text()
     assert keys(database) == before
+    # Every column as an upsert would have written it (the COPY leaves some to defaults).
+    assert database.query(
+        """SELECT metal, currency, unit, status, rate_price, rate_ask, rate_bid, rate_high,
+                  rate_low, rate_change, rate_change_percent, source, raw_file,
+                  fetched_at IS NOT NULL, loaded_at IS NOT NULL, quality, quality_decision
+             FROM gold_historic ORDER BY "timestamp" LIMIT 1"""
+    ) == [
+        ("gold", "USD", "toz", "success", 1000.0, None, None, None, None, None, None, "csv")
+        + (str(path.resolve()), True, True, "ok", "rule")
+    ]
     # The key is the one an overlapping import's upsert (ON CONFLICT) needs.
     later = hourly(tmp_path / "later.csv", range(29_990, 30_010), lambda hour: 999)
     again = importing(run_main, later)

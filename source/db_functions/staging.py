@@ -41,8 +41,14 @@ _EIGHT = (8).to_bytes(4, "big")
 # 1M-row COPY 15x slower next to a busy thread; 1 MiB blocks still cost 0.5 s of 5).
 COPY_BLOCK = 1 << 20  # the least block (a small buffer still goes in one)
 STAGING_COLUMNS = 'line, "timestamp", rate_price, rate_ask'
-# The historic table's columns in the loaders' order, which table_buffer packs fields in.
+# The historic table's columns in the loaders' order (the staged upsert writes them all).
 TABLE_COLUMNS = HISTORIC_COLUMNS_SQL
+# What table_buffer packs, in this order: the rest are NULL (bid, high, low, change) or their
+# default (status 'success'), which the server fills in faster than it reads them.
+DIRECT_COLUMNS = (
+    '"timestamp", metal, currency, unit, rate_price, rate_ask, source, fetched_at, raw_file'
+)
+
 # A first chunk at least this long into an empty partition goes in without the key (building
 # it again costs more than it saves on a few rows, and the partition is locked meanwhile).
 SET_ASIDE_ROWS = 10_000
@@ -99,21 +105,20 @@ def staging_buffer(rows: pd.DataFrame) -> io.BytesIO:
 
 
 def table_buffer(rows: pd.DataFrame, *, metal, currency, unit, fetched_us, raw_file) -> io.BytesIO:
-    """Whole historic-table rows (TABLE_COLUMNS); rows without an ask get a NULL there."""
+    """Historic-table rows (DIRECT_COLUMNS); rows without an ask get a NULL there."""
     body = []
     for has_ask, part in rows.groupby(rows["rate_ask"].notna(), sort=False):
-        labels = b"".join(_text(v) for v in (metal, currency, unit, "success"))
+        labels = b"".join(_text(v) for v in (metal, currency, unit))
         ask = [("const", _EIGHT), (">f8", part["rate_ask"].to_numpy(dtype="float64"))]
         parts = [
-            ("const", (15).to_bytes(2, "big") + _EIGHT),
+            ("const", (9).to_bytes(2, "big") + _EIGHT),
             (">i8", _times(part)),
             ("const", labels + _EIGHT),
             (">f8", part["rate_price"].to_numpy(dtype="float64")),
             *(ask if has_ask else [("const", _NULL)]),
             (
                 "const",
-                _NULL * 5
-                + _text("csv")
+                _text("csv")
                 + _EIGHT
                 + (fetched_us - _PG_EPOCH_US).to_bytes(8, "big", signed=True)
                 + _text(raw_file),
@@ -202,7 +207,7 @@ class BulkWriter:
             if packed is None:
                 packed = self._table_buffer(rows)
             copy_in(
-                self.cur, f"COPY {self.table} ({TABLE_COLUMNS}) FROM STDIN (FORMAT binary)", packed
+                self.cur, f"COPY {self.table} ({DIRECT_COLUMNS}) FROM STDIN (FORMAT binary)", packed
             )
             self.direct_rows += len(rows)
             return
