@@ -40,7 +40,7 @@ _OWN_INDEXES = """
 
 @dataclass
 class KeysSetAside:
-    """What was dropped from `table`, as the statements that make it again (same names and
+    """What was dropped from the table, as the statements that make it again (same names and
     definitions, read back from the catalogue before the drop)."""
 
     name: str  # the table as messages name it
