@@ -95,6 +95,16 @@ class FreshDatabase:
     def scalar(self, statement: str, params=()):
         return self.query(statement, params)[0][0]
 
+    def migrate(self, up_to: int | None = None) -> list[int]:
+        """Apply the project's migrations (up to a version); the versions applied."""
+        from source.db_functions.migrations import apply_migrations
+
+        conn = self.connect()
+        try:
+            return apply_migrations(conn, up_to=up_to)
+        finally:
+            conn.close()
+
 
 def _admin(server: dict, statement):
     conn = psycopg2.connect(dbname="postgres", **server)

@@ -4,13 +4,13 @@ all-or-nothing when the database fails half-way, and the real MT5 export."""
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2.extensions
 import pytest
 
-from source.db_functions.migrations import apply_migrations
 from tests.conftest import REPO
 
 HOURLY = REPO.parent / "shared" / "real" / "hourly"
@@ -231,15 +231,6 @@ def test_a_failure_half_way_leaves_the_tables_as_they_were(run_main, database, t
     ]
 
 
-def migrated(database):
-    conn = database.connect()
-    try:
-        apply_migrations(conn)
-    finally:
-        conn.close()
-    return database
-
-
 def keys(database, table: str = "gold_historic") -> list[tuple]:
     """The table's constraints and indexes, by name and definition, as the catalogue has them."""
     return database.query(
@@ -269,6 +260,20 @@ IMPORT_LOCK = """SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (
                     AND l.relation = %s::regclass AND l.mode = %s"""
 
 
+@contextmanager
+def holding(database, statement: str, params=()):
+    """Another session that ran `statement` and keeps its transaction open (its locks held)
+    until the block ends, then commits."""
+    conn = database.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+        yield
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def start_import(run_main, path: Path, *args: str) -> subprocess.Popen:
     command = [sys.executable, str(REPO / "main.py"), "import-csv", str(path), "--metal", "gold"]
     return subprocess.Popen(
@@ -289,7 +294,8 @@ def wait_until(condition, seconds: float = 60) -> None:
 
 
 def test_a_first_import_loads_without_the_key_and_ends_with_it(run_main, database, tmp_path):
-    before = keys(migrated(database))
+    database.migrate()
+    before = keys(database)
     assert any(name == "gold_historic_pkey" for name, _ in before)
     # A tick 5% off the price before it: marked by the rule after the key is back.
     path = hourly(
@@ -334,7 +340,8 @@ def test_a_first_import_loads_without_the_key_and_ends_with_it(run_main, databas
 def test_a_first_import_out_of_order_lands_every_row_and_ends_with_the_key(
     run_main, database, tmp_path, hours, rows, set_aside
 ):
-    before = keys(migrated(database))
+    database.migrate()
+    before = keys(database)
     result = importing(run_main, hourly(tmp_path / "p.csv", hours), "--chunk-rows", "10000")
     assert result.returncode == 0, result.stderr
     assert database.scalar("SELECT count(*) FROM gold_historic") == rows
@@ -343,7 +350,8 @@ def test_a_first_import_out_of_order_lands_every_row_and_ends_with_the_key(
 
 
 def test_a_first_import_waits_briefly_for_a_reader_then_keeps_the_key(run_main, database, tmp_path):
-    before = keys(migrated(database))
+    database.migrate()
+    before = keys(database)
     reader = database.connect()  # e.g. a report reading the analytics table
     try:
         with reader.cursor() as cur:
@@ -369,22 +377,15 @@ def test_rows_committed_while_a_first_import_waits_for_the_table_keep_the_key(
 ):
     """Another session's load, committed while the import waits for the table: the table is
     no longer empty, so the key stays (dropped, the rows would have gone in twice)."""
-    before = keys(migrated(database))
+    database.migrate()
+    before = keys(database)
     start = datetime(2001, 1, 1, tzinfo=UTC)
-    writer = database.connect()
-    try:
-        with writer.cursor() as cur:  # e.g. the hourly run, not committed yet
-            cur.execute(
-                """INSERT INTO gold_historic ("timestamp", metal, currency, unit, rate_price,
-                       source) VALUES (%s, 'gold', 'USD', 'toz', 999, 'api')""",
-                (start + timedelta(hours=100),),
-            )
+    loading = """INSERT INTO gold_historic ("timestamp", metal, currency, unit, rate_price,
+                     source) VALUES (%s, 'gold', 'USD', 'toz', 999, 'api')"""
+    with holding(database, loading, (start + timedelta(hours=100),)):  # e.g. the hourly run
         process = start_import(run_main, hourly(tmp_path / "p.csv", range(20_000)))
         lock = (False, "gold_historic", "AccessExclusiveLock")
         wait_until(lambda: database.scalar(IMPORT_LOCK, lock) == 1)
-        writer.commit()
-    finally:
-        writer.close()
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "19,999 inserted" in stdout
@@ -398,19 +399,13 @@ def test_after_a_first_import_takes_the_table_its_other_statements_wait_as_long_
 ):
     """The 2 s limit is for taking the table only: the quality marks written later wait for
     a lock held longer than that (here a session holding quality_events for 3 s)."""
-    migrated(database)
-    holder = database.connect()
-    try:
-        with holder.cursor() as cur:
-            cur.execute("LOCK TABLE quality_events IN SHARE MODE")
+    database.migrate()
+    with holding(database, "LOCK TABLE quality_events IN SHARE MODE"):
         path = hourly(tmp_path / "p.csv", range(20_000), lambda h: 1050 if h == 15_000 else 1000)
         process = start_import(run_main, path)
         lock = (False, "quality_events", "RowExclusiveLock")
         wait_until(lambda: database.scalar(IMPORT_LOCK, lock) == 1)
         time.sleep(3)
-        holder.commit()
-    finally:
-        holder.close()
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "1 marked suspect" in stdout
@@ -438,7 +433,8 @@ def test_a_first_import_keeps_what_the_analytics_table_gives_its_partitions(
     run_main, database, tmp_path, addition
 ):
     """What a partition has from the analytics table cannot be dropped on its own: it stays."""
-    migrated(database).query(addition)
+    database.migrate()
+    database.query(addition)
     before = keys(database)
     result = importing(run_main, hourly(tmp_path / "p.csv", range(20_000)))
     assert result.returncode == 0, result.stderr
@@ -454,7 +450,8 @@ def test_a_connection_killed_mid_import_loads_nothing(run_main, database, tmp_pa
         start = datetime(2001, 1, 1, tzinfo=UTC)
         for i in range(300_000):
             handle.write(f"{(start + timedelta(minutes=i)).isoformat()},{1000 + i % 97}\n")
-    before = keys(migrated(database))
+    database.migrate()
+    before = keys(database)
     process = start_import(run_main, path, "--chunk-rows", chunk_rows)
     # Killed while it copies: with the key set aside, while it holds the table for that.
     held = "EXISTS" if chunk_rows == "20000" else "NOT EXISTS"

@@ -103,11 +103,7 @@ def test_one_index_per_partition_finds_marked_and_decided_quotes(database):
 
 
 def test_keys_hold_across_both_tables(database):
-    conn = database.connect()
-    try:
-        apply_migrations(conn)
-    finally:
-        conn.close()
+    database.migrate()
     database.query(OLD_ROW.format(table="gold_historic"), ("gold", 1.0, 1.5))
     with pytest.raises(psycopg2.errors.UniqueViolation):  # same (metal, timestamp)
         database.query(OLD_ROW.format(table="commodities_price_data_analytics"), ("gold", 2.0, 2.5))
@@ -138,16 +134,8 @@ def test_ledger_rows_of_an_older_database_take_the_job_names(database):
     ]
 
 
-def _migrate(database, up_to=None) -> list[int]:
-    conn = database.connect()
-    try:
-        return apply_migrations(conn, up_to=up_to)
-    finally:
-        conn.close()
-
-
 def test_each_applied_migration_is_recorded_with_its_checksum(database):
-    _migrate(database)
+    database.migrate()
     assert database.query("SELECT version, checksum FROM schema_migrations ORDER BY 1") == [
         (version, checksum(text)) for version, _, text in MIGRATIONS
     ]
@@ -156,10 +144,10 @@ def test_each_applied_migration_is_recorded_with_its_checksum(database):
 def test_a_database_of_the_release_before_checksums_gets_them_on_first_start(database):
     """Its rows were recorded without checksums: the first start records this release's, and
     from then on an edit is refused."""
-    _migrate(database, up_to=8)
-    assert _migrate(database) == [v for v, _, _ in MIGRATIONS if v > 8]
+    database.migrate(8)
+    assert database.migrate() == [v for v, _, _ in MIGRATIONS if v > 8]
     assert database.scalar("SELECT count(*) FROM schema_migrations WHERE checksum IS NULL") == 0
-    assert _migrate(database) == []
+    assert database.migrate() == []
 
 
 def test_texts_are_fixed_strings_not_built_from_each_other():
@@ -170,14 +158,14 @@ def test_texts_are_fixed_strings_not_built_from_each_other():
 
 
 def test_an_edited_applied_migration_is_refused_naming_it(database, monkeypatch):
-    _migrate(database)
+    database.migrate()
     edited = [
         (v, n, t.replace("WHERE quality = 'ok'", "") if v == 7 else t) for v, n, t in MIGRATIONS
     ]
     edited.append((len(MIGRATIONS) + 1, "a later one, never run", "CREATE TABLE never_run ();"))
     monkeypatch.setattr(migrations, "MIGRATIONS", tuple(edited))
     with pytest.raises(MigrationEdited) as refused:
-        _migrate(database)
+        database.migrate()
     assert "migration 7 (quality marks; analyst views read good rows only)" in str(refused.value)
     assert "\n" not in str(refused.value)
     assert database.scalar("SELECT to_regclass('never_run') IS NULL")  # nothing ran
@@ -185,7 +173,7 @@ def test_an_edited_applied_migration_is_refused_naming_it(database, monkeypatch)
 
 def test_main_refuses_to_start_on_an_edited_migration(run_main, database):
     """From the command line: one line naming the migration, exit 1, no run recorded."""
-    _migrate(database)
+    database.migrate()
     database.query("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 5")
     done = run_main("--no-train")
     assert done.returncode == 1, done.stderr

@@ -43,8 +43,8 @@ COPY_BLOCK = 1 << 20  # the least block (a small buffer still goes in one)
 STAGING_COLUMNS = 'line, "timestamp", rate_price, rate_ask'
 # The historic table's columns in the loaders' order (the staged upsert writes them all).
 TABLE_COLUMNS = HISTORIC_COLUMNS_SQL
-# What table_buffer packs, in this order: the rest are NULL (bid, high, low, change) or their
-# default (status 'success'), which the server fills in faster than it reads them.
+# What table_buffer packs, in this order: the rest are NULL (bid, high, low, change and its
+# percent) or their default (status 'success'), which the server fills in faster than it reads.
 DIRECT_COLUMNS = (
     '"timestamp", metal, currency, unit, rate_price, rate_ask, source, fetched_at, raw_file'
 )
